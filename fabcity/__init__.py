@@ -1,0 +1,1 @@
+"""The domain: settings, storage, registry, the ingest path, flows and metrics."""

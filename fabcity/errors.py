@@ -1,0 +1,36 @@
+"""One error hierarchy; each error knows its HTTP status. Turned into RFC 9457 at the edge."""
+
+from __future__ import annotations
+
+
+class FabcityError(Exception):
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(FabcityError):
+    status = 404
+    title = "Not found"
+    slug = "not-found"
+
+
+class Conflict(FabcityError):
+    status = 409
+    title = "Already exists"
+    slug = "conflict"
+
+
+class Invalid(FabcityError):
+    status = 422
+    title = "Invalid input"
+    slug = "invalid"
+
+
+class UnitError(Invalid):
+    title = "Unit cannot be converted"
+    slug = "unit"

@@ -1,0 +1,186 @@
+"""Tables. Events are the truth; flows and rollups can be rebuilt from them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class City(Base):
+    __tablename__ = "cities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    country: Mapped[str] = mapped_column(String(2))
+    timezone: Mapped[str] = mapped_column(String(64))
+    population: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    __table_args__ = (UniqueConstraint("city_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
+    slug: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("site_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    slug: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(50))
+    adapter: Mapped[str] = mapped_column(String(50))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Resource(Base):
+    __tablename__ = "resources"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    unit: Mapped[str] = mapped_column(String(20))
+    dimension: Mapped[str] = mapped_column(String(20))
+    mfa_category: Mapped[str | None] = mapped_column(String(8))
+    secondary: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Event(Base):
+    """One event as received, immutable. `time` is when it happened (receive time if absent)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        Index("ix_events_city_day", "city_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(512))
+    event_id: Mapped[str] = mapped_column(String(256))
+    type: Mapped[str] = mapped_column(String(64))
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    day: Mapped[date] = mapped_column(Date, doc="Local date of `time` in the city's time zone.")
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Flow(Base):
+    """A flow derived from an event, quantity in the resource's canonical unit."""
+
+    __tablename__ = "flows"
+    __table_args__ = (Index("ix_flows_city_day", "city_id", "day"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_pk: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    day: Mapped[date] = mapped_column(Date)
+    action: Mapped[str] = mapped_column(String(16))
+    resource: Mapped[str] = mapped_column(String(100))
+    quantity: Mapped[float] = mapped_column(Float)
+    ring: Mapped[str] = mapped_column(String(8))
+    fate: Mapped[str] = mapped_column(String(16), doc="Empty when the flow has none.")
+    recycled: Mapped[bool] = mapped_column(Boolean)
+    material: Mapped[str | None] = mapped_column(String(100))
+    design_url: Mapped[str | None] = mapped_column(Text)
+    job: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(10))
+
+
+class DirtyWindow(Base):
+    """A (city, day) whose rollups must be recomputed. Marks coalesce: one row per window."""
+
+    __tablename__ = "dirty_windows"
+
+    city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class FlowRollup(Base):
+    """Daily sums of flows per city along every dimension a metric needs.
+
+    Every metric of a longer window or a coarser breakdown is a sum over these rows, so
+    ratios are computed from sums, never averaged.
+    """
+
+    __tablename__ = "rollup_flows_day"
+
+    city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action: Mapped[str] = mapped_column(String(16), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(100), primary_key=True)
+    ring: Mapped[str] = mapped_column(String(8), primary_key=True)
+    fate: Mapped[str] = mapped_column(String(16), primary_key=True)
+    recycled: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    with_design: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    state: Mapped[str] = mapped_column(String(10), primary_key=True)
+    quantity: Mapped[float] = mapped_column(Float)
+    flows: Mapped[int] = mapped_column(Integer)
+
+
+class SiteActivity(Base):
+    """Events per site and day: the reporting coverage."""
+
+    __tablename__ = "rollup_sites_day"
+
+    city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    events: Mapped[int] = mapped_column(Integer)
+
+
+class DeadLetter(Base):
+    """What could not become an event, with the reason, kept for an operator to replay."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    channel: Mapped[str] = mapped_column(String(16))
+    topic: Mapped[str | None] = mapped_column(String(1024))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(Text)

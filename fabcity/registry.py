@@ -1,0 +1,233 @@
+"""The registry: cities, sites, devices and resources. All registry queries live here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fabcity import models
+from fabcity.errors import Conflict, Invalid, NotFound
+from fabcity.units import CANONICAL
+from schemas import api
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    name: str
+    dimension: str
+    mfa_category: str | None
+    secondary: bool = False
+
+    @property
+    def unit(self) -> str:
+        return CANONICAL[self.dimension]
+
+
+# EW-MFA categories: MF1 biomass, MF2 metal ores, MF3 non-metallic minerals, MF4 fossil energy
+# materials/carriers (plastics are counted with their fossil feedstock). Energy carriers
+# measured as energy, counts and hours stand outside the material accounts (no category).
+DEFAULT_RESOURCES: tuple[ResourceSpec, ...] = (
+    ResourceSpec("filament", "mass", "MF4"),
+    ResourceSpec("plastic", "mass", "MF4"),
+    ResourceSpec("resin", "mass", "MF4"),
+    ResourceSpec("recycled_plastic", "mass", "MF4", secondary=True),
+    ResourceSpec("wood", "mass", "MF1"),
+    ResourceSpec("paper", "mass", "MF1"),
+    ResourceSpec("textile", "mass", "MF1"),
+    ResourceSpec("food", "mass", "MF1"),
+    ResourceSpec("biomaterial", "mass", "MF1"),
+    ResourceSpec("compost", "mass", "MF1", secondary=True),
+    ResourceSpec("metal", "mass", "MF2"),
+    ResourceSpec("scrap_metal", "mass", "MF2", secondary=True),
+    ResourceSpec("electronics", "mass", "MF2"),
+    ResourceSpec("glass", "mass", "MF3"),
+    ResourceSpec("concrete", "mass", "MF3"),
+    ResourceSpec("stone", "mass", "MF3"),
+    ResourceSpec("water", "volume", None),
+    ResourceSpec("electricity", "energy", None),
+    ResourceSpec("part", "count", None),
+    ResourceSpec("tool", "count", None),
+    ResourceSpec("furniture", "count", None),
+    ResourceSpec("product", "count", None),
+    ResourceSpec("design", "count", None),
+    ResourceSpec("machine_hours", "time", None),
+    ResourceSpec("work_hours", "time", None),
+    ResourceSpec("training_hours", "time", None),
+)
+
+
+def seed_resources(session: Session) -> int:
+    """Add the default resources that are missing; returns how many were added."""
+    have = set(session.scalars(select(models.Resource.name)))
+    added = [
+        models.Resource(
+            name=r.name,
+            unit=r.unit,
+            dimension=r.dimension,
+            mfa_category=r.mfa_category,
+            secondary=r.secondary,
+        )
+        for r in DEFAULT_RESOURCES
+        if r.name not in have
+    ]
+    session.add_all(added)
+    session.flush()
+    return len(added)
+
+
+def resources(session: Session) -> dict[str, models.Resource]:
+    return {r.name: r for r in session.scalars(select(models.Resource))}
+
+
+# Cities, sites, devices ---------------------------------------------------------------------
+
+
+def create_city(session: Session, body: api.CityIn) -> models.City:
+    try:
+        ZoneInfo(body.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise Invalid(f"unknown time zone {body.timezone!r}; use an IANA name") from exc
+    if session.scalar(select(models.City.id).where(models.City.slug == body.slug)) is not None:
+        raise Conflict(f"city {body.slug!r} exists")
+    city = models.City(**body.model_dump())
+    session.add(city)
+    session.flush()
+    return city
+
+
+def get_city(session: Session, slug: str) -> models.City:
+    city = session.scalar(select(models.City).where(models.City.slug == slug))
+    if city is None:
+        raise NotFound(f"no city {slug!r}; list them at /v1/cities")
+    return city
+
+
+def list_cities(session: Session) -> list[models.City]:
+    return list(session.scalars(select(models.City).order_by(models.City.slug)))
+
+
+def create_site(session: Session, city: models.City, body: api.SiteIn) -> models.Site:
+    exists = select(models.Site.id).where(
+        models.Site.city_id == city.id, models.Site.slug == body.slug
+    )
+    if session.scalar(exists) is not None:
+        raise Conflict(f"site {body.slug!r} exists in {city.slug!r}")
+    site = models.Site(city_id=city.id, **body.model_dump(mode="json"))
+    session.add(site)
+    session.flush()
+    return site
+
+
+def get_site(session: Session, city: models.City, slug: str) -> models.Site:
+    site = session.scalar(
+        select(models.Site).where(models.Site.city_id == city.id, models.Site.slug == slug)
+    )
+    if site is None:
+        raise NotFound(f"no site {slug!r} in city {city.slug!r}")
+    return site
+
+
+def list_sites(session: Session, city: models.City) -> list[models.Site]:
+    return list(
+        session.scalars(
+            select(models.Site).where(models.Site.city_id == city.id).order_by(models.Site.slug)
+        )
+    )
+
+
+def count_sites(session: Session, city_id: int) -> int:
+    return session.scalar(
+        select(func.count()).select_from(models.Site).where(models.Site.city_id == city_id)
+    ) or 0
+
+
+def create_device(session: Session, site: models.Site, body: api.DeviceIn) -> models.Device:
+    exists = select(models.Device.id).where(
+        models.Device.site_id == site.id, models.Device.slug == body.slug
+    )
+    if session.scalar(exists) is not None:
+        raise Conflict(f"device {body.slug!r} exists at site {site.slug!r}")
+    device = models.Device(site_id=site.id, **body.model_dump())
+    session.add(device)
+    session.flush()
+    return device
+
+
+def list_devices(session: Session, site: models.Site) -> list[models.Device]:
+    return list(
+        session.scalars(
+            select(models.Device)
+            .where(models.Device.site_id == site.id)
+            .order_by(models.Device.slug)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who an event's `source` names, resolved against the registry."""
+
+    city_id: int
+    timezone: str
+    site_id: int
+    device_id: int | None
+
+
+def parse_source(source: str) -> tuple[str, str, str | None]:
+    """`/{city}/{site}` or `/{city}/{site}/{device}` into its parts."""
+    parts = source.split("/")
+    if parts[0] != "" or len(parts) not in (3, 4) or not all(parts[1:]):
+        raise Invalid(
+            f"source {source!r} must be '/{{city}}/{{site}}' or '/{{city}}/{{site}}/{{device}}'"
+        )
+    return parts[1], parts[2], parts[3] if len(parts) == 4 else None
+
+
+class OriginResolver:
+    """Resolves sources to registry ids, remembering answers for the life of one batch."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._known: dict[str, Origin | str] = {}
+
+    def resolve(self, source: str) -> Origin:
+        hit = self._known.get(source)
+        if hit is None:
+            try:
+                hit = self._lookup(source)
+            except (Invalid, NotFound) as exc:
+                hit = exc.detail
+            self._known[source] = hit
+        if isinstance(hit, str):
+            raise Invalid(hit)
+        return hit
+
+    def _lookup(self, source: str) -> Origin:
+        city_slug, site_slug, device_slug = parse_source(source)
+        row = self._session.execute(
+            select(models.City.id, models.City.timezone, models.Site.id)
+            .join(models.Site, models.Site.city_id == models.City.id)
+            .where(models.City.slug == city_slug, models.Site.slug == site_slug)
+        ).first()
+        if row is None:
+            raise NotFound(
+                f"source {source!r}: no site {site_slug!r} in city {city_slug!r}; "
+                "register it first"
+            )
+        city_id, timezone, site_id = row
+        device_id = None
+        if device_slug is not None:
+            device_id = self._session.scalar(
+                select(models.Device.id).where(
+                    models.Device.site_id == site_id, models.Device.slug == device_slug
+                )
+            )
+            if device_id is None:
+                raise NotFound(
+                    f"source {source!r}: no device {device_slug!r} at site {site_slug!r}; "
+                    "register it first"
+                )
+        return Origin(city_id, timezone, site_id, device_id)

@@ -1,0 +1,82 @@
+"""Settings, read from `FABCITY_*` environment variables (and a `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FABCITY_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///data/fabcity.db",
+        description="SQLAlchemy URL: `sqlite:///path` (embedded) or "
+        "`postgresql+psycopg://user:pass@host/db`.",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker and rate-limit store."
+    )
+    redis_prefix: str = Field(
+        default="fabcity:", description="Prefix of every Redis key and Celery queue we use."
+    )
+    worker_mode: Literal["local", "celery"] = Field(
+        default="local",
+        description="`local`: recompute in this process (embedded); `celery`: send to workers.",
+    )
+    recompute_interval_s: float = Field(
+        default=2.0, gt=0, description="How often dirty windows are swept even without a nudge."
+    )
+    recompute_batch: int = Field(
+        default=500, gt=0, description="Dirty windows claimed per recompute transaction."
+    )
+
+    mqtt_host: str = Field(default="127.0.0.1", description="MQTT broker host.")
+    mqtt_port: int = Field(default=1883, description="MQTT broker port.")
+    mqtt_username: str | None = Field(default=None, description="MQTT user, if the broker asks.")
+    mqtt_password: str | None = Field(default=None, description="MQTT password.")
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(
+        default="5",
+        description="MQTT version. 3.1.1 for brokers that speak nothing newer (amqtt); "
+        "there the bridge uses a plain subscription instead of a shared one.",
+    )
+    mqtt_client_id: str = Field(
+        default="fabcity-bridge-1",
+        description="Fixed, so the broker keeps the session and redelivers unacknowledged "
+        "messages after a restart. Unique per bridge.",
+    )
+    mqtt_share_group: str = Field(
+        default="ingest", description="Bridges in one `$share` group split the load."
+    )
+    mqtt_topic_prefix: str = Field(
+        default="fabcity/v1", description="Root of the native topics `{prefix}/{city}/{site}/...`."
+    )
+    mqtt_receive_maximum: int = Field(
+        default=5000,
+        gt=0,
+        description="MQTT 5 inflight window. Must exceed `bridge_batch_size`: messages are "
+        "acknowledged only after their batch commits.",
+    )
+    mqtt_session_expiry_s: int = Field(
+        default=7 * 24 * 3600, description="How long the broker keeps the bridge's session."
+    )
+    bridge_batch_size: int = Field(default=1000, gt=0, description="Messages per commit.")
+    bridge_batch_wait_ms: int = Field(
+        default=50, ge=0, description="Longest wait to fill a batch before committing it."
+    )
+    bridge_fault_exit_after_commit: bool = Field(
+        default=False,
+        description="Fault injection for tests: the bridge exits right after its first commit, "
+        "before acknowledging, to prove redelivered messages are stored once.",
+    )
+
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, description="Largest HTTP body.")
+    max_batch_events: int = Field(default=5000, description="Most events in one HTTP batch.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

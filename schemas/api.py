@@ -1,0 +1,135 @@
+"""Bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Slug = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+]
+
+
+class Rejected(BaseModel):
+    index: int = Field(description="Position of the refused event in the request (0 for one).")
+    error: str = Field(description="What is wrong and how to fix it.")
+
+
+class IngestResult(BaseModel):
+    accepted: int = Field(description="Events stored by this request.")
+    duplicates: int = Field(description="Events already stored before: counted once.")
+    rejected: list[Rejected] = Field(default_factory=list)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+
+
+class SiteKind(StrEnum):
+    fablab = "fablab"
+    makerspace = "makerspace"
+    urban_factory = "urban_factory"
+    recycling_hub = "recycling_hub"
+    home = "home"
+    garden = "garden"
+    other = "other"
+
+
+class CityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slug: Slug
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    country: Annotated[str, Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2.")]
+    timezone: Annotated[str, Field(description="IANA time zone, e.g. `Europe/Barcelona`.")] = "UTC"
+    population: Annotated[int, Field(ge=0)] | None = None
+
+
+class City(CityIn):
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+
+class SiteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slug: Slug
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    kind: SiteKind = SiteKind.fablab
+    latitude: Annotated[float, Field(ge=-90, le=90)] | None = None
+    longitude: Annotated[float, Field(ge=-180, le=180)] | None = None
+
+
+class Site(SiteIn):
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    city: Slug
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slug: Slug
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    kind: Annotated[str, Field(min_length=1, max_length=50)] = "printer"
+    adapter: Annotated[str, Field(min_length=1, max_length=50)] = "fabcity"
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class Device(DeviceIn):
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    city: Slug
+    site: Slug
+
+
+class Resource(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    unit: str
+    dimension: str
+    mfa_category: str | None
+    secondary: bool
+
+
+ValueState = Literal["measured", "reported", "modelled"]
+
+
+class Coverage(BaseModel):
+    events: int = Field(description="Events stored in the window.")
+    sites_reporting: int = Field(description="Sites with at least one event in the window.")
+    sites_active: int = Field(description="Sites registered in the city.")
+
+
+class Point(BaseModel):
+    start: date = Field(description="First day of the window, in the city's time zone.")
+    value: float | None = Field(description="Null when not recorded: never a made-up zero.")
+    state: ValueState | None
+    reason: str | None = Field(default=None, description="Why the value is null.")
+    coverage: Coverage
+
+
+class Series(BaseModel):
+    name: str
+    unit: str
+    key: str | None = Field(default=None, description="The group, when `group_by` is given.")
+    points: list[Point]
+
+
+class MetricsResponse(BaseModel):
+    city: str
+    interval: Literal["day", "week", "month", "year"]
+    timezone: str
+    group_by: str | None
+    series: list[Series]

@@ -1,0 +1,290 @@
+"""The MQTT bridge: device messages in, committed events out, acknowledged only after commit.
+
+The paho network thread does nothing but put each message on a queue (it is the bottleneck
+of the path, see LIMITS.md). A writer thread takes batches off the queue, runs the one ingest
+path in one transaction, dead-letters what cannot become an event, commits, and only then
+acknowledges every message of the batch. A bridge that dies before acknowledging gets the
+messages again from the broker (fixed client id, persistent session); the events are keyed
+by `(source, id)`, so the repeat is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client import Counter, Histogram
+from sqlalchemy.orm import Session, sessionmaker
+
+from fabcity.db import transaction
+from fabcity.ingest import ingest
+from fabcity.models import DeadLetter
+from fabcity.settings import Settings
+from workers.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+MESSAGES = Counter("fabcity_bridge_messages_total", "MQTT messages handled", ["outcome"])
+BATCH_SECONDS = Histogram("fabcity_bridge_batch_seconds", "Time to store and commit a batch")
+MAX_PAYLOAD = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A message turned into an event object, or the reason it could not be."""
+
+    event: dict[str, Any] | None
+    reason: str | None
+
+
+def source_of(topic: str, prefix: str) -> str | None:
+    """`{prefix}/{city}/{site}/{device}/events` to `/{city}/{site}/{device}`."""
+    head = prefix.rstrip("/") + "/"
+    if not topic.startswith(head):
+        return None
+    parts = topic[len(head) :].split("/")
+    if len(parts) != 4 or parts[3] != "events" or not all(parts[:3]):
+        return None
+    return "/" + "/".join(parts[:3])
+
+
+def to_event(topic: str, payload: bytes, prefix: str, received_at: datetime) -> Parsed:
+    """A native-topic message as a CloudEvent object: a full event, or a bare flow `data`.
+
+    A bare payload gets a deterministic id (a hash of its topic and bytes) so that a broker's
+    redelivery is a duplicate. Two identical bare payloads are therefore one event: a sender
+    that may repeat identical flows must send full events with ids of its own.
+    """
+    source = source_of(topic, prefix)
+    if source is None:
+        return Parsed(None, f"topic {topic!r} is not '{prefix}/{{city}}/{{site}}/{{device}}/events'")
+    if len(payload) > MAX_PAYLOAD:
+        return Parsed(None, f"payload of {len(payload)} bytes; at most {MAX_PAYLOAD}")
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return Parsed(None, f"payload is not JSON: {exc}")
+    if isinstance(body, dict) and "specversion" in body:
+        if body.get("source") != source:
+            return Parsed(
+                None,
+                f"event source {body.get('source')!r} does not match its topic ({source!r})",
+            )
+        return Parsed(body, None)
+    if not isinstance(body, dict | list):
+        return Parsed(None, "payload must be a CloudEvent or a flow object (or a list of flows)")
+    digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()[:32]
+    return Parsed(
+        {
+            "specversion": "1.0",
+            "id": f"mqtt-{digest}",
+            "source": source,
+            "type": "fabcity.flow",
+            "time": received_at.isoformat(),
+            "data": body,
+        },
+        None,
+    )
+
+
+class Bridge:
+    def __init__(
+        self, settings: Settings, factory: sessionmaker[Session], dispatcher: Dispatcher
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.dispatcher = dispatcher
+        self.v5 = settings.mqtt_protocol == "5"
+        self._queue: queue.Queue[Received] = queue.Queue()
+        self._generation = 0
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self.stored = 0
+        self.dead_lettered = 0
+        self._writer = threading.Thread(target=self._write_loop, name="bridge-writer", daemon=True)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.mqtt_client_id,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            clean_session=None if self.v5 else False,
+            manual_ack=True,
+        )
+        if settings.mqtt_username:
+            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    @property
+    def topic(self) -> str:
+        topic = f"{self.settings.mqtt_topic_prefix}/+/+/+/events"
+        # Shared subscriptions are MQTT 5 (amqtt, the embedded broker, has none).
+        return f"$share/{self.settings.mqtt_share_group}/{topic}" if self.v5 else topic
+
+    def start(self) -> Bridge:
+        properties = None
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
+            # The window of unacknowledged messages must exceed a batch, or the bridge would
+            # stall at the broker's default of 20 per commit.
+            properties.ReceiveMaximum = min(65535, self.settings.mqtt_receive_maximum)
+        self.client.connect_async(
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            keepalive=30,
+            clean_start=False if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self._writer.start()
+        self.client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        """Stop taking messages; what is not committed stays unacknowledged at the broker."""
+        self._stop.set()
+        self._writer.join(timeout=30)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # paho callbacks: run on the network thread and never raise ------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any
+    ) -> None:
+        try:
+            if reason.is_failure:
+                log.error("MQTT connect refused: %s", reason)
+                if reason.value in (134, 135):  # bad credentials / not authorized: stop retrying
+                    self._stop.set()
+                    client.disconnect()
+                return
+            self._generation += 1
+            client.subscribe(self.topic, qos=1)
+            self.connected.set()
+            log.info("MQTT connected to %s:%s, subscribed to %s",
+                     self.settings.mqtt_host, self.settings.mqtt_port, self.topic)
+        except Exception:
+            log.exception("on_connect failed")
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("MQTT disconnected (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._queue.put(
+                Received(
+                    msg.topic, msg.payload, msg.mid, msg.qos, self._generation, datetime.now(UTC)
+                )
+            )
+        except Exception:
+            log.exception("dropped a message on the floor (it stays unacknowledged)")
+
+    # the writer ---------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[Received]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.settings.bridge_batch_wait_ms / 1000
+        while len(batch) < self.settings.bridge_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(
+                    self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_loop(self) -> None:
+        delay = 0.5
+        batch: list[Received] = []
+        while not self._stop.is_set() or batch:
+            if not batch:
+                batch = self._take_batch()
+                if not batch:
+                    if self._stop.is_set():
+                        return
+                    continue
+            try:
+                self._commit(batch)
+            except Exception:
+                # Nothing was acknowledged: keep the batch and try again.
+                log.exception("storing a batch of %d failed; retrying in %.1fs", len(batch), delay)
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, 30)
+                continue
+            delay = 0.5
+            self._ack(batch)
+            batch = []
+
+    def _commit(self, batch: list[Received]) -> None:
+        prefix = self.settings.mqtt_topic_prefix
+        parsed = [to_event(m.topic, m.payload, prefix, m.received_at) for m in batch]
+        good = [(m, p.event) for m, p in zip(batch, parsed, strict=True) if p.event is not None]
+        dead = [(m, p.reason or "") for m, p in zip(batch, parsed, strict=True) if p.event is None]
+        started = time.perf_counter()
+        with transaction(self.factory) as session:
+            outcome = ingest(session, [e for _, e in good])
+            dead.extend((good[r.index][0], r.error) for r in outcome.result.rejected)
+            session.add_all(
+                DeadLetter(
+                    received_at=m.received_at,
+                    channel="mqtt",
+                    topic=m.topic,
+                    payload=m.payload,
+                    reason=reason,
+                )
+                for m, reason in dead
+            )
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        if self.settings.bridge_fault_exit_after_commit:
+            log.warning("fault injection: exiting after commit, before acknowledging")
+            os._exit(3)
+        self.stored += outcome.result.accepted
+        self.dead_lettered += len(dead)
+        MESSAGES.labels("stored").inc(outcome.result.accepted)
+        MESSAGES.labels("duplicate").inc(outcome.result.duplicates)
+        MESSAGES.labels("dead_letter").inc(len(dead))
+        for m, reason in dead:
+            log.warning("dead letter from %s: %s", m.topic, reason[:300])
+        if outcome.windows_marked:
+            self.dispatcher.nudge()
+
+    def _ack(self, batch: list[Received]) -> None:
+        generation = self._generation
+        for m in batch:
+            # A packet id belongs to one connection: after a reconnect the broker redelivers
+            # (and we store once); acking an old id could acknowledge a different message.
+            if m.qos > 0 and m.generation == generation:
+                self.client.ack(m.mid, m.qos)

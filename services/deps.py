@@ -1,0 +1,23 @@
+"""What the HTTP apps share: the session factory and the worker dispatcher, set at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from fabcity.settings import Settings
+from workers.dispatch import Dispatcher
+
+
+@dataclass
+class Context:
+    settings: Settings
+    factory: sessionmaker[Session]
+    dispatcher: Dispatcher
+
+
+def context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx

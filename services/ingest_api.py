@@ -1,0 +1,120 @@
+"""The ingest API: `POST /v1/events`, one event or a batch, stored before it is acknowledged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+
+from fabcity.db import transaction
+from fabcity.errors import FabcityError
+from fabcity.ingest import ingest
+from schemas.api import IngestResult
+from schemas.events import CloudEvent
+from services.deps import Context, context
+from services.problems import problem
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+INGESTED = Counter("fabcity_ingest_events_total", "Events through the ingest path", ["outcome"])
+
+SINGLE = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+
+class PayloadTooLarge(FabcityError):
+    status = 413
+    title = "Payload too large"
+    slug = "too-large"
+
+
+class UnsupportedMediaType(FabcityError):
+    status = 415
+    title = "Unsupported media type"
+    slug = "media-type"
+
+
+def _parse(body: bytes, media_type: str, ctx: Context) -> tuple[list[Any], bool]:
+    """The events in a body, and whether it was a batch."""
+    if media_type not in (SINGLE, BATCH, "application/json"):
+        raise UnsupportedMediaType(
+            f"send {SINGLE} (one event) or {BATCH} (a JSON array of events), "
+            f"not {media_type or 'no content type'}"
+        )
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise FabcityError(f"the body is not valid JSON: {exc}") from exc
+    batch = media_type == BATCH or (media_type == "application/json" and isinstance(parsed, list))
+    if batch and not isinstance(parsed, list):
+        raise FabcityError(f"{BATCH} must be a JSON array of events")
+    if not batch and not isinstance(parsed, dict):
+        raise FabcityError(f"{SINGLE} must be one JSON object; send arrays as {BATCH}")
+    items = parsed if batch else [parsed]
+    if len(items) > ctx.settings.max_batch_events:
+        raise PayloadTooLarge(
+            f"{len(items)} events in one batch; at most {ctx.settings.max_batch_events}"
+        )
+    return items, batch
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=IngestResult,
+    responses={
+        400: {"description": "Malformed JSON or body shape"},
+        413: {"description": "Body or batch too large"},
+        415: {"description": "Wrong content type"},
+        422: {"description": "The event (or every event of the batch) was refused"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                SINGLE: {"schema": CloudEvent.model_json_schema(ref_template="#/$defs/{model}")},
+                BATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+            },
+        }
+    },
+)
+async def post_events(request: Request, ctx: Context = Depends(context)) -> JSONResponse:
+    """Store one event or a batch. Good events of a batch are stored; bad ones are reported
+    by index. Repeats of a stored `(source, id)` are counted as duplicates, not stored again."""
+    limit = ctx.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes; at most {limit}")
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body of {len(body)} bytes; at most {limit}")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    items, batch = _parse(body, media_type, ctx)
+    result = await run_in_threadpool(_store, ctx, items)
+    INGESTED.labels("accepted").inc(result.accepted)
+    INGESTED.labels("duplicate").inc(result.duplicates)
+    INGESTED.labels("rejected").inc(len(result.rejected))
+    if result.rejected and not result.accepted and not result.duplicates:
+        # Nothing usable arrived: a client error, with every reason.
+        return problem(
+            422,
+            "Invalid event" if not batch else "Every event was refused",
+            "; ".join(
+                (f"[{r.index}] " if batch else "") + r.error for r in result.rejected[:20]
+            ),
+            "invalid-event",
+            rejected=[r.model_dump() for r in result.rejected],
+        )
+    return JSONResponse(result.model_dump(), status_code=202)
+
+
+def _store(ctx: Context, items: list[Any]) -> IngestResult:
+    with transaction(ctx.factory) as session:
+        outcome = ingest(session, items)
+    if outcome.windows_marked:
+        ctx.dispatcher.nudge()
+    return outcome.result

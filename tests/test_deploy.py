@@ -1,0 +1,289 @@
+"""The deployment files agree with each other and with the CLI.
+
+docker-compose.yml, deploy/Dockerfile and deploy/mosquitto/mosquitto.conf are not exercised by
+the rest of the suite, so a renamed subcommand or option, or a broker limit set back to its
+default, would only show up when the stack is started. These tests catch that earlier.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import typer.core
+import typer.main
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+
+INFRA_SERVICES = ("postgres", "redis", "mosquitto")
+APP_SERVICES = ("migrate", "ingest-api", "query-api", "bridge", "worker", "beat")
+CLI_COMMANDS = ("api", "migrate", "bridge", "worker", "beat", "up", "simulate")
+
+# Mosquitto's default of 1000 queued messages per client dropped 16-33 % of 200,000 QoS 1
+# messages for a slow subscriber; 1,000,000 dropped none.
+MIN_QUEUED_MESSAGES = 1_000_000
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def load_compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def compose_services() -> dict[str, dict[str, Any]]:
+    services = load_compose()["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, rest = line.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+    assert not pending, "Dockerfile ends in a line continuation"
+    return instructions
+
+
+def exec_form(instruction: str) -> list[str]:
+    """The JSON (exec) form of the last ENTRYPOINT or CMD in the Dockerfile."""
+    found = [args for keyword, args in dockerfile_instructions() if keyword == instruction]
+    assert found, f"Dockerfile has no {instruction}"
+    value = json.loads(found[-1])
+    assert isinstance(value, list)
+    assert all(isinstance(item, str) for item in value)
+    return value
+
+
+def service_args(service: dict[str, Any]) -> list[str]:
+    """Arguments given to the `fabcity` entrypoint: the service's command or the image's CMD."""
+    command = service.get("command")
+    if command is None:
+        return exec_form("CMD")
+    if isinstance(command, str):
+        return shlex.split(command)
+    assert isinstance(command, list)
+    return [str(item) for item in command]
+
+
+def mosquitto_options() -> dict[str, list[str]]:
+    """Option name -> values in file order. Mosquitto treats '#' as a comment at line start only."""
+    options: dict[str, list[str]] = {}
+    for raw in MOSQUITTO_CONF.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition(" ")
+        options.setdefault(name, []).append(value.strip())
+    return options
+
+
+def cli_group() -> typer.core.TyperGroup:
+    """The click group behind the Typer app.
+
+    Typer 0.29 (the version in requirements.lock) ships its own copy of click, so the group, its
+    context and its parse errors come from typer rather than from the click package.
+    """
+    from services.cli import app
+
+    command = typer.main.get_command(app)
+    assert isinstance(command, typer.core.TyperGroup), "the fabcity CLI should have subcommands"
+    return command
+
+
+def check_cli_args(args: list[str]) -> None:
+    """Fail unless `fabcity <args>` names a subcommand and its options parse."""
+    assert args, "empty command"
+    name, *rest = args
+    group = cli_group()
+    ctx = typer.Context(group)
+    cmd = group.get_command(ctx, name)
+    assert cmd is not None, f"fabcity has no subcommand {name!r}"
+    try:
+        cmd.make_context(name, list(rest))
+    except Exception as exc:  # a usage error, whichever click implementation raised it
+        pytest.fail(f"`fabcity {shlex.join(args)}` does not parse: {type(exc).__name__}: {exc}")
+
+
+# --- docker-compose.yml --------------------------------------------------------------------------
+
+
+def test_compose_has_no_obsolete_version_key() -> None:
+    assert "version" not in load_compose()
+
+
+def test_compose_defines_every_service() -> None:
+    services = compose_services()
+    for name in (*INFRA_SERVICES, *APP_SERVICES):
+        assert name in services, f"docker-compose.yml lacks service {name!r}"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_builds_the_one_image(name: str) -> None:
+    service = compose_services()[name]
+    build = service.get("build")
+    assert isinstance(build, dict), f"{name} has no build section"
+    assert build.get("context") == "."
+    assert build.get("dockerfile") == "deploy/Dockerfile"
+    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+    assert service.get("image") == "fabcity:latest"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_environment(name: str) -> None:
+    environment = compose_services()[name].get("environment")
+    assert isinstance(environment, dict)
+    assert environment["FABCITY_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert environment["FABCITY_DATABASE_URL"].endswith("@postgres:5432/fabcity")
+    assert environment["FABCITY_REDIS_URL"] == "redis://redis:6379/0"
+    assert environment["FABCITY_MQTT_HOST"] == "mosquitto"
+    assert str(environment["FABCITY_MQTT_PORT"]) == "1883"
+    assert environment["FABCITY_WORKER_MODE"] == "celery"
+
+
+def test_migrate_is_one_shot() -> None:
+    migrate = compose_services()["migrate"]
+    assert service_args(migrate) == ["migrate"]
+    # Quoted in YAML: an unquoted `no` would load as False.
+    assert migrate.get("restart") == "no"
+    assert "ports" not in migrate
+    assert "healthcheck" not in migrate
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", [name for name in APP_SERVICES if name != "migrate"])
+def test_app_service_waits_for_migrations(name: str) -> None:
+    depends_on = compose_services()[name].get("depends_on")
+    assert isinstance(depends_on, dict)
+    assert depends_on["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_healthy_dependencies_have_healthchecks() -> None:
+    services = compose_services()
+    for name, service in services.items():
+        depends_on = service.get("depends_on") or {}
+        assert isinstance(depends_on, dict), f"{name}: depends_on should name its conditions"
+        for dependency, spec in depends_on.items():
+            assert dependency in services, f"{name} depends on unknown service {dependency!r}"
+            if spec.get("condition") == "service_healthy":
+                assert "healthcheck" in services[dependency], (
+                    f"{name} waits for {dependency} to be healthy, but it has no healthcheck"
+                )
+
+
+def test_api_services_publish_their_ports() -> None:
+    services = compose_services()
+    assert services["ingest-api"]["ports"] == ["8000:8000"]
+    assert services["query-api"]["ports"] == ["8001:8000"]
+    for name in ("ingest-api", "query-api"):
+        test = services[name]["healthcheck"]["test"]
+        assert "/healthz" in " ".join(test)
+
+
+def test_mosquitto_mounts_the_repository_config() -> None:
+    mosquitto = compose_services()["mosquitto"]
+    mounts = [str(volume).split(":") for volume in mosquitto["volumes"]]
+    config_mounts = [m for m in mounts if m[1] == "/mosquitto/config/mosquitto.conf"]
+    assert len(config_mounts) == 1
+    assert (ROOT / config_mounts[0][0]).resolve() == MOSQUITTO_CONF
+
+
+# --- CLI commands used by the deployment ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_compose_command_is_a_cli_command(name: str) -> None:
+    check_cli_args(service_args(compose_services()[name]))
+
+
+def test_dockerfile_default_command_is_a_cli_command() -> None:
+    check_cli_args(exec_form("CMD"))
+
+
+@pytest.mark.parametrize("name", CLI_COMMANDS)
+def test_cli_has_command(name: str) -> None:
+    group = cli_group()
+    assert group.get_command(typer.Context(group), name) is not None
+
+
+@pytest.mark.parametrize("role", ["ingest", "query", "both"])
+def test_cli_api_accepts_role(role: str) -> None:
+    check_cli_args(["api", "--role", role, "--host", "0.0.0.0", "--port", "8000"])
+
+
+# --- deploy/Dockerfile ---------------------------------------------------------------------------
+
+
+def test_dockerfile_entrypoint_is_the_cli() -> None:
+    assert exec_form("ENTRYPOINT") == ["fabcity"]
+
+
+def test_dockerfile_installs_the_lock_before_the_source() -> None:
+    instructions = dockerfile_instructions()
+    copy_lock = next(
+        (
+            index
+            for index, (keyword, args) in enumerate(instructions)
+            if keyword == "COPY" and "requirements.lock" in args.split()
+        ),
+        None,
+    )
+    assert copy_lock is not None, "Dockerfile does not copy requirements.lock"
+    install_lock = next(
+        index
+        for index, (keyword, args) in enumerate(instructions)
+        if keyword == "RUN" and "-r requirements.lock" in args
+    )
+    copy_source = next(
+        index
+        for index, (keyword, args) in enumerate(instructions)
+        if keyword == "COPY" and "fabcity/" in args.split()
+    )
+    assert copy_lock < install_lock < copy_source
+
+
+def test_dockerfile_runs_unprivileged() -> None:
+    users = [args for keyword, args in dockerfile_instructions() if keyword == "USER"]
+    assert users, "Dockerfile has no USER"
+    assert users[-1] not in {"root", "0"}
+
+
+# --- deploy/mosquitto/mosquitto.conf -------------------------------------------------------------
+
+
+def test_mosquitto_does_not_drop_queued_qos1_messages() -> None:
+    options = mosquitto_options()
+    assert len(options.get("max_queued_messages", [])) == 1
+    queued = int(options["max_queued_messages"][0])
+    assert queued == 0 or queued >= MIN_QUEUED_MESSAGES
+    # A byte limit would drop messages just the same; 0 means none.
+    assert options.get("max_queued_bytes", ["0"]) == ["0"]
+
+
+def test_mosquitto_listens_and_persists() -> None:
+    options = mosquitto_options()
+    assert options["listener"] == ["1883"]
+    assert options["persistence"] == ["true"]
+    assert options["persistence_location"] == ["/mosquitto/data/"]
+    assert options["max_packet_size"] == ["1048576"]

@@ -1,0 +1,51 @@
+# Two commands matter: `make run` (the embedded city) and `make test` (what CI runs).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
+API_PORT ?= 8000
+# 1884, not MQTT's 1883: a system Mosquitto often holds 1883 already.
+MQTT_PORT ?= 1884
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint format schemas lock clean
+
+$(STAMP):
+	@$(PY) -c 'import sys; sys.exit("fabcity needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
+	rm -f $(VENV)/.installed-*
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/fabcity up --api-port $(API_PORT) --mqtt-port $(MQTT_PORT)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m schemas.generate --check
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+schemas: setup
+	$(BIN)/python -m schemas.generate
+
+# Re-pin every dependency (needs network to PyPI).
+lock: setup
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile -q --universal --python-version 3.11 pyproject.toml -o requirements.lock
+	$(BIN)/uv pip compile -q --universal --python-version 3.11 --extra dev pyproject.toml -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -121,7 +121,7 @@ class Bridge:
         self._queue: queue.Queue[Received] = queue.Queue()
         self._generation = 0
         self._stop = threading.Event()
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # connected and subscribed
         self.stored = 0
         self.dead_lettered = 0
         self._writer = threading.Thread(target=self._write_loop, name="bridge-writer", daemon=True)
@@ -138,6 +138,7 @@ class Bridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     @property
     def topic(self) -> str:
@@ -185,11 +186,16 @@ class Bridge:
                 return
             self._generation += 1
             client.subscribe(self.topic, qos=1)
-            self.connected.set()
-            log.info("MQTT connected to %s:%s, subscribed to %s",
-                     self.settings.mqtt_host, self.settings.mqtt_port, self.topic)
         except Exception:
             log.exception("on_connect failed")
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
+        if any(code.is_failure for code in codes):
+            log.error("the broker refused the subscription to %s: %s", self.topic, codes)
+            return
+        self.connected.set()
+        log.info("MQTT connected to %s:%s; subscribed to %s",
+                 self.settings.mqtt_host, self.settings.mqtt_port, self.topic)  # fmt: skip
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()
@@ -278,6 +284,10 @@ class Bridge:
         MESSAGES.labels("dead_letter").inc(len(dead))
         for m, reason in dead:
             log.warning("dead letter from %s: %s", m.topic, reason[:300])
+        if outcome.result.duplicates:
+            # Expected after a restart (the broker redelivers what was not acknowledged).
+            log.info("batch of %d: stored=%d duplicates=%d", len(batch),
+                     outcome.result.accepted, outcome.result.duplicates)
         if outcome.windows_marked:
             self.dispatcher.nudge()
 

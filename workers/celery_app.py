@@ -6,58 +6,58 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.db import make_engine, make_sessionmaker
-from fabcity.settings import get_settings
+from fabcity.settings import Settings, get_settings
 from workers import jobs
 
-settings = get_settings()
-QUEUE = f"{settings.redis_prefix}recompute"
+RECOMPUTE = "fabcity.recompute_dirty_windows"
 
-app = Celery("fabcity", broker=settings.redis_url)
-app.conf.update(
-    task_default_queue=QUEUE,
-    # A task is acknowledged after it ran, so a worker killed mid-task leaves it for another;
-    # recomputing a window twice is harmless (it is rebuilt from stored flows).
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    task_ignore_result=True,
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options={"global_keyprefix": settings.redis_prefix},
-    beat_schedule={
-        "sweep-dirty-windows": {
-            "task": "fabcity.recompute_dirty_windows",
-            "schedule": settings.recompute_interval_s,
-            # A sweep older than its period is redundant with the next one.
-            "options": {"expires": settings.recompute_interval_s},
-        }
-    },
-)
 
-_state: dict[str, Any] = {}
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for `settings`: the worker's, or a light one that only sends tasks."""
+    celery = Celery("fabcity", broker=settings.redis_url)
+    celery.conf.update(
+        task_default_queue=f"{settings.redis_prefix}recompute",
+        # A task is acknowledged after it ran, so a worker killed mid-task leaves it for
+        # another; recomputing a window twice is harmless (it is rebuilt from stored flows).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"global_keyprefix": settings.redis_prefix},
+        beat_schedule={
+            "sweep-dirty-windows": {
+                "task": RECOMPUTE,
+                "schedule": settings.recompute_interval_s,
+                # A sweep older than its period is redundant with the next one.
+                "options": {"expires": settings.recompute_interval_s},
+            }
+        },
+    )
+    return celery
+
+
+app = make_celery(get_settings())
+_state: dict[str, sessionmaker[Session]] = {}
 
 
 def _factory() -> sessionmaker[Session]:
     if "factory" not in _state:
-        engine: Engine = make_engine(get_settings().database_url)
-        _state["engine"] = engine
-        _state["factory"] = make_sessionmaker(engine)
-    factory: sessionmaker[Session] = _state["factory"]
-    return factory
+        _state["factory"] = make_sessionmaker(make_engine(get_settings().database_url))
+    return _state["factory"]
 
 
 @worker_process_init.connect
 def _fresh_pool_after_fork(**_: Any) -> None:
     # Connections must not be shared across fork(): each prefork child opens its own.
-    engine = _state.pop("engine", None)
-    if engine is not None:
-        engine.dispose(close=False)
-    _state.pop("factory", None)
+    factory = _state.pop("factory", None)
+    if factory is not None:
+        factory.kw["bind"].dispose(close=False)
 
 
-@app.task(name="fabcity.recompute_dirty_windows")  # type: ignore[misc]
+@app.task(name=RECOMPUTE)  # type: ignore[untyped-decorator]
 def recompute_dirty_windows() -> int:
     return jobs.recompute_dirty_windows(_factory(), get_settings().recompute_batch)

@@ -29,16 +29,20 @@ class CeleryDispatcher:
     def __init__(self, settings: Settings) -> None:
         import redis
 
+        from workers.celery_app import make_celery
+
         self._redis = redis.Redis.from_url(settings.redis_url)
+        self._celery = make_celery(settings)
         self._key = f"{settings.redis_prefix}recompute:nudged"
         self._period_ms = max(1, int(settings.recompute_interval_s * 1000 / 4))
 
     def nudge(self) -> None:
-        from workers.celery_app import recompute_dirty_windows
+        from workers.celery_app import RECOMPUTE
 
         try:
+            # The task runs after the period, so it sees every commit that found the key set.
             if self._redis.set(self._key, b"1", nx=True, px=self._period_ms):
-                recompute_dirty_windows.apply_async(countdown=self._period_ms / 1000)
+                self._celery.send_task(RECOMPUTE, countdown=self._period_ms / 1000)
         except Exception:  # the sweep catches up; a nudge is never worth failing a request
             log.warning("could not nudge the workers", exc_info=True)
 

@@ -1,0 +1,115 @@
+"""The one ingest path, on both databases: stored once, flows derived, windows marked."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from fabcity import rollups
+from fabcity.db import transaction
+from fabcity.ingest import ingest
+from fabcity.models import DirtyWindow, Event, Flow, FlowRollup
+from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+
+
+def count(factory: sessionmaker[Session], model: type) -> int:
+    with transaction(factory) as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_event_stored_once_however_often_it_arrives(factory: sessionmaker[Session]) -> None:
+    register(factory)
+    e = event([flow(quantity=500, unit="g"), flow("produce", "part", 2, "count")], id="e-1")
+    with transaction(factory) as s:
+        first = ingest(s, [e, e])
+    with transaction(factory) as s:
+        again = ingest(s, [e])
+    assert (first.result.accepted, first.result.duplicates) == (1, 1)
+    assert (again.result.accepted, again.result.duplicates) == (0, 1)
+    assert count(factory, Event) == 1
+    assert count(factory, Flow) == 2
+    with transaction(factory) as s:
+        consumed = s.scalar(select(Flow.quantity).where(Flow.action == "consume"))
+        state = s.scalar(select(Flow.state).where(Flow.action == "consume"))
+    assert consumed == 0.5
+    assert state == "reported"
+
+
+def test_device_events_are_measured_and_mark_their_local_day(
+    factory: sessionmaker[Session],
+) -> None:
+    register(factory, timezone="Asia/Tokyo")
+    # 20:00 UTC on 1 May is already 2 May in Tokyo.
+    e = event(flow(), source=f"/{CITY}/{SITE}/{DEVICE}", time="2026-05-01T20:00:00Z")
+    with transaction(factory) as s:
+        outcome = ingest(s, [e])
+    assert outcome.windows_marked == 1
+    with transaction(factory) as s:
+        assert s.scalars(select(DirtyWindow.day)).all() == [date(2026, 5, 2)]
+        assert s.scalar(select(Flow.state)) == "measured"
+
+
+def test_bad_events_store_nothing_and_say_why(factory: sessionmaker[Session]) -> None:
+    register(factory)
+    bad = [
+        event(flow(resource="unobtainium")),
+        event(flow("produce", "part", 1, "kg")),
+        event(flow(), source="/nowhere/lab"),
+        event(flow(), source=f"/{CITY}/{SITE}/ghost"),
+        {"specversion": "1.0", "id": "x", "source": f"/{CITY}/{SITE}"},
+        "not an object",
+    ]
+    with transaction(factory) as s:
+        outcome = ingest(s, bad)
+    assert outcome.result.accepted == 0
+    assert [r.index for r in outcome.result.rejected] == list(range(len(bad)))
+    errors = [r.error for r in outcome.result.rejected]
+    assert "unobtainium" in errors[0]
+    assert "'count'" in errors[1]
+    assert "nowhere" in errors[2]
+    assert "ghost" in errors[3]
+    assert "type" in errors[4]
+    assert count(factory, Event) == 0
+    assert count(factory, DirtyWindow) == 0
+
+
+def test_recompute_sums_flows_per_window_and_clears_the_marks(
+    factory: sessionmaker[Session],
+) -> None:
+    register(factory)
+    with transaction(factory) as s:
+        ingest(
+            s,
+            [
+                event([flow(quantity=2), flow(quantity=1, ring="beyond")]),
+                event(flow(quantity=3)),
+                event(flow(quantity=4), time="2026-03-11T10:00:00+01:00"),
+            ],
+        )
+    with transaction(factory) as s:
+        assert rollups.recompute_dirty(s, 100) == 2
+    with transaction(factory) as s:
+        rows = s.execute(
+            select(FlowRollup.day, FlowRollup.ring, FlowRollup.quantity, FlowRollup.flows)
+            .order_by(FlowRollup.day, FlowRollup.ring)
+        ).all()
+        assert s.scalar(select(func.count()).select_from(DirtyWindow)) == 0
+    assert [tuple(r) for r in rows] == [
+        (date(2026, 3, 10), "beyond", 1.0, 1),
+        (date(2026, 3, 10), "city", 5.0, 2),
+        (date(2026, 3, 11), "city", 4.0, 1),
+    ]
+    # A late event for the 10th dirties only that window, and its rollup is corrected.
+    with transaction(factory) as s:
+        ingest(s, [event(flow(quantity=10, ring="beyond"))])
+    with transaction(factory) as s:
+        assert rollups.recompute_dirty(s, 100) == 1
+    with transaction(factory) as s:
+        beyond = s.scalar(
+            select(FlowRollup.quantity).where(
+                FlowRollup.day == date(2026, 3, 10), FlowRollup.ring == "beyond"
+            )
+        )
+    assert beyond == 11.0

@@ -1,0 +1,152 @@
+"""The bridge on the real Mosquitto and PostgreSQL: stored before acknowledged, stored once."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from fabcity import queries
+from fabcity.db import make_engine, make_sessionmaker, transaction
+from fabcity.models import DeadLetter, Event
+from fabcity.settings import Settings
+from services.bridge import Bridge
+from tests.conftest import settings_for
+from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from tests.support.procs import Proc, wait_until
+from workers import jobs
+from workers.dispatch import NoDispatch
+
+
+@pytest.fixture
+def pg_factory(pg_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(pg_url)
+    factory = make_sessionmaker(engine)
+    register(factory)
+    yield factory
+    engine.dispose()
+
+
+def publisher(settings: Settings) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    return client
+
+
+def publish(client: mqtt.Client, topic: str, payload: object) -> None:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    client.publish(topic, body, qos=1).wait_for_publish(10)
+
+
+def topic(settings: Settings, device: str = DEVICE) -> str:
+    return f"{settings.mqtt_topic_prefix}/{CITY}/{SITE}/{device}/events"
+
+
+def stored(factory: sessionmaker[Session], model: type = Event) -> int:
+    with transaction(factory) as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def input_kg_today(factory: sessionmaker[Session]) -> float | None:
+    jobs.recompute_dirty_windows(factory, 100)
+    with transaction(factory) as s:
+        series = queries.metric_series(s, CITY, ["input_kg"], None, None, "day", None)
+    return series.series[0].points[-1].value
+
+
+def test_published_events_reach_the_city_metric_once(
+    pg_url: str, pg_factory: sessionmaker[Session], mosquitto: tuple[str, int]
+) -> None:
+    settings = settings_for(pg_url)
+    bridge = Bridge(settings, pg_factory, NoDispatch()).start()
+    client = publisher(settings)
+    try:
+        wait_until(bridge.connected.is_set, 10)
+        wait_until(lambda: bridge.client.is_connected(), 10)
+        full = event(flow(quantity=1.5), source=f"/{CITY}/{SITE}/{DEVICE}", time=None)
+        publish(client, topic(settings), full)
+        publish(client, topic(settings), full)  # a repeat: counted once
+        publish(client, topic(settings), flow(quantity=250, unit="g"))  # a bare flow
+        wait_until(lambda: bridge.stored == 2, 15)
+    finally:
+        bridge.stop()
+        client.loop_stop()
+    assert stored(pg_factory) == 2
+    assert input_kg_today(pg_factory) == pytest.approx(1.75)
+
+
+def test_what_cannot_become_an_event_is_dead_lettered_with_its_reason(
+    pg_url: str, pg_factory: sessionmaker[Session], mosquitto: tuple[str, int]
+) -> None:
+    settings = settings_for(pg_url)
+    bridge = Bridge(settings, pg_factory, NoDispatch()).start()
+    client = publisher(settings)
+    try:
+        wait_until(bridge.connected.is_set, 10)
+        publish(client, topic(settings), b"{not json")
+        publish(client, topic(settings), flow(resource="unobtainium"))
+        publish(client, topic(settings, "ghost"), flow())
+        publish(client, topic(settings), event(flow(), source=f"/{CITY}/{SITE}/other"))
+        wait_until(lambda: stored(pg_factory, DeadLetter) == 4, 15)
+    finally:
+        bridge.stop()
+        client.loop_stop()
+    with transaction(pg_factory) as s:
+        reasons = sorted(s.scalars(select(DeadLetter.reason)))
+    assert stored(pg_factory) == 0
+    assert any("not JSON" in r for r in reasons)
+    assert any("unobtainium" in r for r in reasons)
+    assert any("ghost" in r for r in reasons)
+    assert any("does not match its topic" in r for r in reasons)
+
+
+def bridge_env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        "FABCITY_DATABASE_URL": settings.database_url,
+        "FABCITY_MQTT_HOST": settings.mqtt_host,
+        "FABCITY_MQTT_PORT": str(settings.mqtt_port),
+        "FABCITY_MQTT_TOPIC_PREFIX": settings.mqtt_topic_prefix,
+        "FABCITY_MQTT_CLIENT_ID": settings.mqtt_client_id,
+        "FABCITY_MQTT_SHARE_GROUP": settings.mqtt_share_group,
+        "FABCITY_WORKER_MODE": "local",
+        **extra,
+    }
+
+
+def test_a_message_redelivered_after_the_bridge_died_before_its_ack_counts_once(
+    pg_url: str, pg_factory: sessionmaker[Session], mosquitto: tuple[str, int]
+) -> None:
+    settings = settings_for(pg_url)
+    client = publisher(settings)
+    # This bridge commits its first batch and dies before acknowledging it.
+    doomed = Proc(["bridge"], bridge_env(settings, FABCITY_BRIDGE_FAULT_EXIT_AFTER_COMMIT="1"))
+    try:
+        doomed.wait_for_output("subscribed to")
+        first = event(flow(quantity=2), id=f"m-{uuid.uuid4().hex}",
+                      source=f"/{CITY}/{SITE}/{DEVICE}", time=None)  # fmt: skip
+        publish(client, topic(settings), first)
+        assert doomed.popen.wait(20) == 3
+    finally:
+        doomed.stop()
+    assert stored(pg_factory) == 1
+
+    # Published while no bridge runs: the broker keeps it in the bridge's session.
+    second = event(flow(quantity=5), source=f"/{CITY}/{SITE}/{DEVICE}", time=None)
+    publish(client, topic(settings), second)
+
+    restarted = Proc(["bridge"], bridge_env(settings))
+    try:
+        restarted.wait_for_output("duplicates=1")
+        wait_until(lambda: stored(pg_factory) == 2, 15)
+    finally:
+        restarted.stop()
+        client.loop_stop()
+    assert stored(pg_factory) == 2
+    assert input_kg_today(pg_factory) == pytest.approx(7.0)

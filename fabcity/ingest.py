@@ -115,7 +115,7 @@ def ingest(
             models.Event.id, models.Event.source, models.Event.event_id
         )
         inserted = {(s, e): pk for pk, s, e in session.execute(statement, rows)}
-        flow_rows = []
+        flow_rows: list[dict[str, Any]] = []
         for key, item in unique.items():
             pk = inserted.get(key)
             if pk is None:

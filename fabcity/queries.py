@@ -23,9 +23,7 @@ def parse_names(names: str | None) -> list[str]:
     wanted = [n.strip() for n in (names or "").split(",") if n.strip()] or list(metrics.METRICS)
     unknown = [n for n in wanted if n not in metrics.METRICS]
     if unknown:
-        raise Invalid(
-            f"unknown metric {', '.join(unknown)}; known: {', '.join(metrics.METRICS)}"
-        )
+        raise Invalid(f"unknown metric {', '.join(unknown)}; known: {', '.join(metrics.METRICS)}")
     return wanted
 
 
@@ -61,10 +59,21 @@ def metric_series(
     for r, site, dimension, category in rows:
         cells[metrics.window_start(r.day, interval)].append(
             Cell(
-                r.day, site, r.action, r.resource, dimension, category, r.ring, r.fate,
-                r.recycled, r.with_design, r.state, r.quantity, r.flows,
+                r.day,
+                site,
+                r.action,
+                r.resource,
+                dimension,
+                category,
+                r.ring,
+                r.fate,
+                r.recycled,
+                r.with_design,
+                r.state,
+                r.quantity,
+                r.flows,
             )
-        )  # fmt: skip
+        )
 
     events: dict[date, int] = defaultdict(int)
     reporting: dict[date, set[int]] = defaultdict(set)
@@ -83,7 +92,7 @@ def metric_series(
         metric = metrics.METRICS[name]
         keys: list[str | None] = [None]
         if group_by is not None:
-            keys = sorted({metrics.group_key(c, group_by) for cs in cells.values() for c in cs})
+            keys = [*sorted({metrics.group_key(c, group_by) for cs in cells.values() for c in cs})]
         for key in keys:
             points = []
             for start in starts:
@@ -98,7 +107,7 @@ def metric_series(
                         start=start,
                         # Sums of floats carry noise in the last bits; no input is finer.
                         value=None if value.value is None else round(value.value, 9),
-                        state=value.state,  # type: ignore[arg-type]
+                        state=value.state,
                         reason=value.reason,
                         coverage=api.Coverage(
                             events=events.get(start, 0),

@@ -139,9 +139,12 @@ def list_sites(session: Session, city: models.City) -> list[models.Site]:
 
 
 def count_sites(session: Session, city_id: int) -> int:
-    return session.scalar(
-        select(func.count()).select_from(models.Site).where(models.Site.city_id == city_id)
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count()).select_from(models.Site).where(models.Site.city_id == city_id)
+        )
+        or 0
+    )
 
 
 def create_device(session: Session, site: models.Site, body: api.DeviceIn) -> models.Device:
@@ -214,8 +217,7 @@ class OriginResolver:
         ).first()
         if row is None:
             raise NotFound(
-                f"source {source!r}: no site {site_slug!r} in city {city_slug!r}; "
-                "register it first"
+                f"source {source!r}: no site {site_slug!r} in city {city_slug!r}; register it first"
             )
         city_id, timezone, site_id = row
         device_id = None

@@ -84,7 +84,9 @@ class FlowData(BaseModel):
     resource: Name = Field(description="A resource of the registry, e.g. `filament`.")
     quantity: Quantity
     unit: Name = Field(description="The quantity's unit; converted when the conversion is exact.")
-    ring: Ring = Field(description="Where the input came from or the output went (`cell` = `site`).")
+    ring: Ring = Field(
+        description="Where the input came from or the output went (`cell` = `site`)."
+    )
     material: Name | None = Field(default=None, description="Finer material, e.g. `PLA`.")
     fate: Fate | None = Field(default=None, description="For `discard`: what became of it.")
     recycled: bool | None = Field(default=None, description="Input made of secondary material.")

@@ -34,9 +34,7 @@ def render() -> dict[str, str]:
     """File name to its text, exactly as committed."""
     files = {}
     for name, model in MODELS.items():
-        schema = (
-            model.model_json_schema() if isinstance(model, type) else model.json_schema()
-        )
+        schema = model.model_json_schema() if isinstance(model, type) else model.json_schema()
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
         files[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return files

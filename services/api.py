@@ -44,8 +44,7 @@ def create_app(
 
     app = FastAPI(
         title="fabcity",
-        summary="How far a city is from being a Fab City: locally productive, "
-        "globally connected.",
+        summary="How far a city is from being a Fab City: locally productive, globally connected.",
         version="0.1.0",
         lifespan=lifespan,
     )

@@ -80,7 +80,9 @@ def to_event(topic: str, payload: bytes, prefix: str, received_at: datetime) -> 
     """
     source = source_of(topic, prefix)
     if source is None:
-        return Parsed(None, f"topic {topic!r} is not '{prefix}/{{city}}/{{site}}/{{device}}/events'")
+        return Parsed(
+            None, f"topic {topic!r} is not '{prefix}/{{city}}/{{site}}/{{device}}/events'"
+        )
     if len(payload) > MAX_PAYLOAD:
         return Parsed(None, f"payload of {len(payload)} bytes; at most {MAX_PAYLOAD}")
     try:
@@ -149,7 +151,7 @@ class Bridge:
     def start(self) -> Bridge:
         properties = None
         if self.v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
             # The window of unacknowledged messages must exceed a batch, or the bridge would
             # stall at the broker's default of 20 per commit.
@@ -194,8 +196,12 @@ class Bridge:
             log.error("the broker refused the subscription to %s: %s", self.topic, codes)
             return
         self.connected.set()
-        log.info("MQTT connected to %s:%s; subscribed to %s",
-                 self.settings.mqtt_host, self.settings.mqtt_port, self.topic)  # fmt: skip
+        log.info(
+            "MQTT connected to %s:%s; subscribed to %s",
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            self.topic,
+        )
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()
@@ -206,7 +212,12 @@ class Bridge:
         try:
             self._queue.put(
                 Received(
-                    msg.topic, msg.payload, msg.mid, msg.qos, self._generation, datetime.now(UTC)
+                    msg.topic,
+                    bytes(msg.payload),
+                    msg.mid,
+                    msg.qos,
+                    self._generation,
+                    datetime.now(UTC),
                 )
             )
         except Exception:
@@ -225,7 +236,9 @@ class Bridge:
             remaining = deadline - time.monotonic()
             try:
                 batch.append(
-                    self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
                 )
             except queue.Empty:
                 break
@@ -286,8 +299,12 @@ class Bridge:
             log.warning("dead letter from %s: %s", m.topic, reason[:300])
         if outcome.result.duplicates:
             # Expected after a restart (the broker redelivers what was not acknowledged).
-            log.info("batch of %d: stored=%d duplicates=%d", len(batch),
-                     outcome.result.accepted, outcome.result.duplicates)
+            log.info(
+                "batch of %d: stored=%d duplicates=%d",
+                len(batch),
+                outcome.result.accepted,
+                outcome.result.duplicates,
+            )
         if outcome.windows_marked:
             self.dispatcher.nudge()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from enum import StrEnum
 from pathlib import Path
@@ -176,9 +175,5 @@ def simulate(
     console.print(f"published {sim.published} events over MQTT, posted {sim.posted} over HTTP")
 
 
-def main() -> None:
-    app()
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    app()

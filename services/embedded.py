@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fabcity import migrate, queries
+from fabcity import metrics, migrate, queries
 from fabcity.db import make_engine, make_sessionmaker, transaction
 from fabcity.settings import Settings
 from schemas.api import MetricsResponse
@@ -95,8 +95,10 @@ def run(options: Options, console: Console) -> None:
     sim_thread = None
     console.print(f"[bold]fabcity[/] is up. Data in {db_path}")
     console.print(f"  API and docs   {api_url}/docs")
-    console.print(f"  MQTT broker    mqtt://{options.host}:{options.mqtt_port} "
-                  f"(publish to fabcity/v1/{{city}}/{{site}}/{{device}}/events)")  # fmt: skip
+    console.print(
+        f"  MQTT broker    mqtt://{options.host}:{options.mqtt_port} "
+        f"(publish to fabcity/v1/{{city}}/{{site}}/{{device}}/events)"
+    )
     if options.simulate:
         sim = Simulator(api_url, options.host, options.mqtt_port, mqtt_protocol="3.1.1")
         sim.setup()
@@ -137,7 +139,7 @@ def _today(factory: object, city: str) -> MetricsResponse | None:
     try:
         with transaction(factory) as session:  # type: ignore[arg-type]
             return queries.metric_series(
-                session, city, list(queries.metrics.METRICS), None, None, "day", None
+                session, city, list(metrics.METRICS), None, None, "day", None
             )
     except Exception:
         return None
@@ -168,9 +170,13 @@ def _table(data: MetricsResponse | None, bridge: Bridge, sim: Simulator | None) 
 
 
 def _show(
-    factory: object, settings: Settings, bridge: Bridge, sim: Simulator | None,
-    console: Console, stop: threading.Event,
-) -> None:  # fmt: skip
+    factory: object,
+    settings: Settings,
+    bridge: Bridge,
+    sim: Simulator | None,
+    console: Console,
+    stop: threading.Event,
+) -> None:
     city = str(CITY["slug"])
     if sim is None:
         while not stop.wait(3600):
@@ -181,7 +187,8 @@ def _show(
             console.print(_table(_today(factory, city), bridge, sim))
             sys.stdout.flush()
         return
-    with Live(_table(_today(factory, city), bridge, sim), console=console,
-              refresh_per_second=1) as live:  # fmt: skip
+    with Live(
+        _table(_today(factory, city), bridge, sim), console=console, refresh_per_second=1
+    ) as live:
         while not stop.wait(2):
             live.update(_table(_today(factory, city), bridge, sim))

@@ -103,9 +103,7 @@ async def post_events(request: Request, ctx: Context = Depends(context)) -> JSON
         return problem(
             422,
             "Invalid event" if not batch else "Every event was refused",
-            "; ".join(
-                (f"[{r.index}] " if batch else "") + r.error for r in result.rejected[:20]
-            ),
+            "; ".join((f"[{r.index}] " if batch else "") + r.error for r in result.rejected[:20]),
             "invalid-event",
             rejected=[r.model_dump() for r in result.rejected],
         )

@@ -19,7 +19,11 @@ MEDIA_TYPE = "application/problem+json"
 
 
 def problem(
-    status: int, title: str, detail: str, slug: str, headers: dict[str, str] | None = None,
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     body = {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
@@ -33,16 +37,21 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
+        found = [
+            (".".join(str(p) for p in e.get("loc", ())), str(e.get("msg", "")))
+            for e in exc.errors()
         ]
-        detail = "; ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors)
+        detail = "; ".join(f"{where}: {msg}" for where, msg in found)
+        errors = [{"loc": where, "msg": msg} for where, msg in found]
         return problem(422, "Invalid input", detail, "invalid", errors=errors)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return problem(
-            exc.status_code, str(exc.detail), str(exc.detail), f"http-{exc.status_code}",
+            exc.status_code,
+            str(exc.detail),
+            str(exc.detail),
+            f"http-{exc.status_code}",
             headers=dict(exc.headers or {}),
         )
 
@@ -55,6 +64,9 @@ def install(app: FastAPI) -> None:
     async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.error("database unavailable: %s", exc.orig)
         return problem(
-            503, "Database unavailable", "nothing was stored; retry shortly", "unavailable",
+            503,
+            "Database unavailable",
+            "nothing was stored; retry shortly",
+            "unavailable",
             headers={"Retry-After": "5"},
         )

@@ -71,9 +71,7 @@ def list_devices(city: str, site: str, ctx: Ctx) -> list[api.Device]:
     with transaction(ctx.factory) as s:
         c = registry.get_city(s, city)
         st = registry.get_site(s, c, site)
-        return [
-            _device(d, c.slug, st.slug) for d in registry.list_devices(s, st)
-        ]
+        return [_device(d, c.slug, st.slug) for d in registry.list_devices(s, st)]
 
 
 @router.post(
@@ -117,4 +115,3 @@ async def city_metrics(
             return queries.metric_series(s, city, wanted, from_, to, interval, group_by)
 
     return await run_in_threadpool(read)
-

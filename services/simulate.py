@@ -37,15 +37,35 @@ class SimDevice:
 
 
 SITES = [
-    {"slug": "fablab-centre", "name": "Fab Lab Centre", "kind": "fablab",
-     "latitude": 41.3851, "longitude": 2.1734},
-    {"slug": "makers-north", "name": "Makers North", "kind": "makerspace",
-     "latitude": 41.4036, "longitude": 2.1744},
-    {"slug": "plastic-hub", "name": "Precious Plastic Hub", "kind": "recycling_hub",
-     "latitude": 41.3902, "longitude": 2.1540},
-    {"slug": "bench-works", "name": "Bench Works", "kind": "urban_factory",
-     "latitude": 41.3760, "longitude": 2.1490},
-]  # fmt: skip
+    {
+        "slug": "fablab-centre",
+        "name": "Fab Lab Centre",
+        "kind": "fablab",
+        "latitude": 41.3851,
+        "longitude": 2.1734,
+    },
+    {
+        "slug": "makers-north",
+        "name": "Makers North",
+        "kind": "makerspace",
+        "latitude": 41.4036,
+        "longitude": 2.1744,
+    },
+    {
+        "slug": "plastic-hub",
+        "name": "Precious Plastic Hub",
+        "kind": "recycling_hub",
+        "latitude": 41.3902,
+        "longitude": 2.1540,
+    },
+    {
+        "slug": "bench-works",
+        "name": "Bench Works",
+        "kind": "urban_factory",
+        "latitude": 41.3760,
+        "longitude": 2.1490,
+    },
+]
 DEVICES = [
     SimDevice("fablab-centre", "printer-1", "Prusa MK4", "printer"),
     SimDevice("fablab-centre", "laser-1", "Laser cutter", "laser"),
@@ -54,10 +74,17 @@ DEVICES = [
 ]
 
 
-def flow(action: str, resource: str, quantity: float, unit: str, ring: str,
-         **extra: Any) -> dict[str, Any]:  # fmt: skip
-    return {"action": action, "resource": resource, "quantity": round(quantity, 3),
-            "unit": unit, "ring": ring, **extra}  # fmt: skip
+def flow(
+    action: str, resource: str, quantity: float, unit: str, ring: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "resource": resource,
+        "quantity": round(quantity, 3),
+        "unit": unit,
+        "ring": ring,
+        **extra,
+    }
 
 
 def device_flows(device: SimDevice, rnd: random.Random) -> list[dict[str, Any]]:
@@ -67,30 +94,68 @@ def device_flows(device: SimDevice, rnd: random.Random) -> list[dict[str, Any]]:
         local = rnd.random() < 0.45
         grams = rnd.uniform(20, 400)
         return [
-            flow("consume", "filament", grams, "g", "city" if local else "beyond",
-                 recycled=local, material="rPETG" if local else "PLA", job=job),
-            flow("produce", "part", rnd.randint(1, 6), "count", "city", job=job,
-                 **({"design": "https://github.com/opensourceecology/okh/bracket.yml"}
-                    if rnd.random() < 0.6 else {})),
-            flow("discard", "filament", grams * rnd.uniform(0.03, 0.12), "g", "city",
-                 fate="recycle", job=job),
-        ]  # fmt: skip
+            flow(
+                "consume",
+                "filament",
+                grams,
+                "g",
+                "city" if local else "beyond",
+                recycled=local,
+                material="rPETG" if local else "PLA",
+                job=job,
+            ),
+            flow(
+                "produce",
+                "part",
+                rnd.randint(1, 6),
+                "count",
+                "city",
+                job=job,
+                **(
+                    {"design": "https://github.com/opensourceecology/okh/bracket.yml"}
+                    if rnd.random() < 0.6
+                    else {}
+                ),
+            ),
+            flow(
+                "discard",
+                "filament",
+                grams * rnd.uniform(0.03, 0.12),
+                "g",
+                "city",
+                fate="recycle",
+                job=job,
+            ),
+        ]
     if device.kind == "laser":
         kg = rnd.uniform(0.5, 4)
         return [
             flow("consume", "wood", kg, "kg", "region", material="birch plywood", job=job),
             flow("produce", "part", rnd.randint(2, 20), "count", "city", job=job),
-            flow("discard", "wood", kg * rnd.uniform(0.1, 0.3), "kg", "city",
-                 fate=rnd.choice(["compost", "energy", "landfill"]), job=job),
-        ]  # fmt: skip
+            flow(
+                "discard",
+                "wood",
+                kg * rnd.uniform(0.1, 0.3),
+                "kg",
+                "city",
+                fate=rnd.choice(["compost", "energy", "landfill"]),
+                job=job,
+            ),
+        ]
     kg = rnd.uniform(1, 8)
     return [
-        flow("consume", "metal", kg, "kg", rnd.choice(["region", "beyond"]), material="aluminium",
-             job=job),
+        flow(
+            "consume",
+            "metal",
+            kg,
+            "kg",
+            rnd.choice(["region", "beyond"]),
+            material="aluminium",
+            job=job,
+        ),
         flow("produce", "part", rnd.randint(1, 4), "count", "city", job=job),
-        flow("discard", "metal", kg * rnd.uniform(0.1, 0.4), "kg", "city", fate="recycle",
-             job=job),
-    ]  # fmt: skip
+        flow("discard", "metal", kg * rnd.uniform(0.1, 0.4), "kg", "city", fate="recycle", job=job),
+    ]
 
 
 def site_report(site: str, rnd: random.Random) -> list[dict[str, Any]]:
@@ -101,7 +166,7 @@ def site_report(site: str, rnd: random.Random) -> list[dict[str, Any]]:
             flow("consume", "plastic", kg, "kg", "city", material="HDPE caps"),
             flow("recover", "recycled_plastic", kg * 0.85, "kg", "city"),
             flow("discard", "plastic", kg * 0.15, "kg", "city", fate="incineration"),
-        ]  # fmt: skip
+        ]
     return [
         flow("modify", "furniture", rnd.randint(0, 3), "count", "city"),
         flow("work", "work_hours", rnd.uniform(4, 30), "h", "site"),
@@ -111,15 +176,26 @@ def site_report(site: str, rnd: random.Random) -> list[dict[str, Any]]:
 
 
 def envelope(source: str, event_id: str, time: datetime, data: Any) -> dict[str, Any]:
-    return {"specversion": "1.0", "id": event_id, "source": source, "type": "fabcity.flow",
-            "time": time.isoformat(), "data": data}  # fmt: skip
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": "fabcity.flow",
+        "time": time.isoformat(),
+        "data": data,
+    }
 
 
 class Simulator:
     def __init__(
-        self, api: str, mqtt_host: str, mqtt_port: int, mqtt_protocol: str = "5",
-        prefix: str = "fabcity/v1", seed: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        api: str,
+        mqtt_host: str,
+        mqtt_port: int,
+        mqtt_protocol: str = "5",
+        prefix: str = "fabcity/v1",
+        seed: int | None = None,
+    ) -> None:
         self.api = api.rstrip("/")
         self.http = httpx.Client(base_url=self.api, timeout=30)
         self.prefix = prefix
@@ -163,12 +239,19 @@ class Simulator:
                 when = day.replace(hour=history.randint(8, 20), minute=history.randint(0, 59))
                 d = history.choice(DEVICES)
                 source = f"/{self.city}/{d.site}/{d.slug}"
-                batch.append(envelope(source, f"history-{back}-{n}", when,
-                                      device_flows(d, history)))  # fmt: skip
+                batch.append(
+                    envelope(source, f"history-{back}-{n}", when, device_flows(d, history))
+                )
             for site in SITES:
                 source = f"/{self.city}/{site['slug']}"
-                batch.append(envelope(source, f"history-{back}-{site['slug']}", day,
-                                      site_report(str(site["slug"]), history)))  # fmt: skip
+                batch.append(
+                    envelope(
+                        source,
+                        f"history-{back}-{site['slug']}",
+                        day,
+                        site_report(str(site["slug"]), history),
+                    )
+                )
             self._post(batch)
 
     def _post(self, batch: list[dict[str, Any]]) -> None:
@@ -186,15 +269,17 @@ class Simulator:
         now = datetime.now(UTC)
         for d in self.rnd.sample(DEVICES, k=self.rnd.randint(1, len(DEVICES))):
             topic = f"{self.prefix}/{self.city}/{d.site}/{d.slug}/events"
-            event = envelope(f"/{self.city}/{d.site}/{d.slug}", uuid.uuid4().hex, now,
-                             device_flows(d, self.rnd))  # fmt: skip
+            event = envelope(
+                f"/{self.city}/{d.site}/{d.slug}", uuid.uuid4().hex, now, device_flows(d, self.rnd)
+            )
             self.mqtt.publish(topic, orjson.dumps(event), qos=1)
             self.published += 1
         if self.rnd.random() < 0.3:
             site = self.rnd.choice(SITES)
             source = f"/{self.city}/{site['slug']}"
-            self._post([envelope(source, uuid.uuid4().hex, now,
-                                 site_report(str(site["slug"]), self.rnd))])  # fmt: skip
+            self._post(
+                [envelope(source, uuid.uuid4().hex, now, site_report(str(site["slug"]), self.rnd))]
+            )
 
     def run(self, interval: float, stop: threading.Event, ticks: int | None = None) -> None:
         done = 0

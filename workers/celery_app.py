@@ -50,7 +50,7 @@ def _factory() -> sessionmaker[Session]:
     return _state["factory"]
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_pool_after_fork(**_: Any) -> None:
     # Connections must not be shared across fork(): each prefork child opens its own.
     factory = _state.pop("factory", None)

@@ -92,8 +92,9 @@ def test_recompute_sums_flows_per_window_and_clears_the_marks(
         assert rollups.recompute_dirty(s, 100) == 2
     with transaction(factory) as s:
         rows = s.execute(
-            select(FlowRollup.day, FlowRollup.ring, FlowRollup.quantity, FlowRollup.flows)
-            .order_by(FlowRollup.day, FlowRollup.ring)
+            select(FlowRollup.day, FlowRollup.ring, FlowRollup.quantity, FlowRollup.flows).order_by(
+                FlowRollup.day, FlowRollup.ring
+            )
         ).all()
         assert s.scalar(select(func.count()).select_from(DirtyWindow)) == 0
     assert [tuple(r) for r in rows] == [

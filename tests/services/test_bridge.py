@@ -129,8 +129,12 @@ def test_a_message_redelivered_after_the_bridge_died_before_its_ack_counts_once(
     doomed = Proc(["bridge"], bridge_env(settings, FABCITY_BRIDGE_FAULT_EXIT_AFTER_COMMIT="1"))
     try:
         doomed.wait_for_output("subscribed to")
-        first = event(flow(quantity=2), id=f"m-{uuid.uuid4().hex}",
-                      source=f"/{CITY}/{SITE}/{DEVICE}", time=None)  # fmt: skip
+        first = event(
+            flow(quantity=2),
+            id=f"m-{uuid.uuid4().hex}",
+            source=f"/{CITY}/{SITE}/{DEVICE}",
+            time=None,
+        )
         publish(client, topic(settings), first)
         assert doomed.popen.wait(20) == 3
     finally:

@@ -38,9 +38,13 @@ def flow(
     **extra: Any,
 ) -> dict[str, Any]:
     return {
-        "action": action, "resource": resource, "quantity": quantity, "unit": unit,
-        "ring": ring, **extra,
-    }  # fmt: skip
+        "action": action,
+        "resource": resource,
+        "quantity": quantity,
+        "unit": unit,
+        "ring": ring,
+        **extra,
+    }
 
 
 def event(

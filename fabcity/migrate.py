@@ -22,7 +22,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> int:
     """Run every migration and seed the registry; returns how many resources were added."""
-    command.upgrade(alembic_config(url), "head")
+    # "heads": features add migrations on branches of their own, merged when they meet.
+    command.upgrade(alembic_config(url), "heads")
     engine = make_engine(url)
     try:
         with transaction(make_sessionmaker(engine)) as session:

@@ -184,3 +184,35 @@ class DeadLetter(Base):
     topic: Mapped[str | None] = mapped_column(String(1024))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class Design(Base):
+    """An open design read from an Open Know-How manifest (OKH v1 YAML or OKH-LOSH TOML).
+
+    Flows name a design by its manifest URL (`flows.design_url`), so `url` is the join key:
+    a count of things made of a design times `mass_kg` is a modelled mass.
+    """
+
+    __tablename__ = "designs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), unique=True, doc="The manifest's URL.")
+    title: Mapped[str] = mapped_column(String(300))
+    version: Mapped[str | None] = mapped_column(String(100))
+    licence: Mapped[str | None] = mapped_column(String(200), doc="SPDX licence expression.")
+    licensor: Mapped[str | None] = mapped_column(String(300))
+    is_open: Mapped[bool] = mapped_column(
+        Boolean, doc="Every licence of the design is an open hardware or open source licence."
+    )
+    oshwa_uid: Mapped[str | None] = mapped_column(
+        String(32), doc="OSHWA certification id, e.g. `US002173`."
+    )
+    mass_kg: Mapped[float | None] = mapped_column(Float, doc="Mass of one product, kg.")
+    parts: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, doc="`[{name, mass_kg}]`; `mass_kg` null when the manifest omits it."
+    )
+    circularity: Mapped[dict[str, float] | None] = mapped_column(
+        JSON, doc="Material Circularity Indicator inputs (F_R, F_U, …, U_ratio) when given."
+    )
+    standard: Mapped[str] = mapped_column(String(16), doc="`okh-v1` or `okh-losh`.")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

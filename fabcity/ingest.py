@@ -7,17 +7,20 @@ acknowledges only after it commits.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from pydantic import ValidationError
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from fabcity import models, registry, windows
+from fabcity.db import is_postgres
 from fabcity.errors import Invalid
 from fabcity.flows import DerivedFlow, ResourceInfo, derive
 from fabcity.sql import insert_ignore
@@ -111,10 +114,7 @@ def ingest(
             }
             for r in unique.values()
         ]
-        statement = insert_ignore(session, models.Event, ["source", "event_id"]).returning(
-            models.Event.id, models.Event.source, models.Event.event_id
-        )
-        inserted = {(s, e): pk for pk, s, e in session.execute(statement, rows)}
+        inserted = (_copy_events if is_postgres(session) else _insert_events)(session, rows)
         flow_rows: list[dict[str, Any]] = []
         for key, item in unique.items():
             pk = inserted.get(key)
@@ -132,7 +132,7 @@ def ingest(
                 for f in item.flows
             )
         if flow_rows:
-            session.execute(insert(models.Flow), flow_rows)
+            (_copy_flows if is_postgres(session) else _insert_flows)(session, flow_rows)
         windows.mark_dirty(session, ((r.origin.city_id, r.day) for r in stored))
 
     result = IngestResult(
@@ -142,3 +142,66 @@ def ingest(
     )
     marked = len({(r.origin.city_id, r.day) for r in stored})
     return IngestOutcome(result, marked, sorted(r.index for r in stored))
+
+
+# Storage ------------------------------------------------------------------------------------
+#
+# PostgreSQL: COPY the batch into a temporary table, then one `INSERT … SELECT … ON CONFLICT DO
+# NOTHING RETURNING` stores the new events and names them; flows are COPYed straight in.
+# Measured here (LIMITS.md): COPY 100-128k rows/s against 11-14k rows/s for SQLAlchemy's
+# insertmanyvalues with RETURNING. SQLite (the embedded mode) keeps the portable statements.
+
+Key = tuple[str, str]
+
+
+def _insert_events(session: Session, rows: list[dict[str, Any]]) -> dict[Key, int]:
+    statement = insert_ignore(session, models.Event, ["source", "event_id"]).returning(
+        models.Event.id, models.Event.source, models.Event.event_id
+    )
+    return {(s, e): pk for pk, s, e in session.execute(statement, rows)}
+
+
+def _insert_flows(session: Session, rows: list[dict[str, Any]]) -> None:
+    session.execute(insert(models.Flow), rows)
+
+
+def _raw_connection(session: Session) -> Any:
+    """The psycopg connection under the session, inside the session's transaction."""
+    return session.connection().connection.driver_connection
+
+
+def _copy_value(value: Any) -> Any:
+    return orjson.dumps(value).decode() if isinstance(value, dict | list) else value
+
+
+def _copy_rows(cur: Any, table: str, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([_copy_value(row[c]) for c in columns])
+
+
+def _copy_events(session: Session, rows: list[dict[str, Any]]) -> dict[Key, int]:
+    columns = list(rows[0])
+    names = ", ".join(columns)
+    # One stage per column set: it takes the events table's column types, rows vanish at
+    # every commit (and with a rollback), and the table lives as long as the connection.
+    stage = f"fabcity_stage_{zlib.crc32(names.encode()):08x}"
+    with _raw_connection(session).cursor() as cur:
+        cur.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS "
+            f"AS SELECT {names} FROM events WITH NO DATA"
+        )
+        _copy_rows(cur, stage, columns, rows)
+        # Sorted by key: concurrent writers (several bridges) take the unique index's locks
+        # in the same order, so overlapping batches wait for each other instead of deadlocking.
+        cur.execute(
+            f"INSERT INTO events ({names}) SELECT {names} FROM {stage} "
+            "ORDER BY source, event_id ON CONFLICT (source, event_id) DO NOTHING "
+            "RETURNING id, source, event_id"
+        )
+        return {(s, e): pk for pk, s, e in cur.fetchall()}
+
+
+def _copy_flows(session: Session, rows: list[dict[str, Any]]) -> None:
+    with _raw_connection(session).cursor() as cur:
+        _copy_rows(cur, "flows", list(rows[0]), rows)

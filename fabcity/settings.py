@@ -73,8 +73,35 @@ class Settings(BaseSettings):
         "before acknowledging, to prove redelivered messages are stored once.",
     )
 
+    metrics_port: int | None = Field(
+        default=None,
+        description="Serve Prometheus metrics on this port (the bridge and the worker; the API "
+        "serves /metrics itself). With `bridge --processes N`, process i uses port + i.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per line with the event, city and topic ids a "
+        "record carries, for a log pipeline.",
+    )
+
     max_body_bytes: int = Field(default=5 * 1024 * 1024, description="Largest HTTP body.")
     max_batch_events: int = Field(default=5000, description="Most events in one HTTP batch.")
+
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a webhook receiver may take to answer."
+    )
+    webhook_backoff_s: float = Field(
+        default=1.0, gt=0, description="Wait after a first failed delivery; doubles each time."
+    )
+    webhook_backoff_max_s: float = Field(
+        default=600.0, gt=0, description="Longest wait between delivery attempts."
+    )
+    webhook_settle_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="PostgreSQL only: events younger than this are not sent yet, so one that "
+        "commits after a later-numbered one is never skipped by a subscription's cursor.",
+    )
 
 
 @lru_cache

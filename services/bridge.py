@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.db import transaction
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 MESSAGES = Counter("fabcity_bridge_messages_total", "MQTT messages handled", ["outcome"])
 BATCH_SECONDS = Histogram("fabcity_bridge_batch_seconds", "Time to store and commit a batch")
+QUEUE_DEPTH = Gauge(
+    "fabcity_bridge_queue_depth", "Messages received and not yet committed (at most the window)"
+)
+LAST_COMMIT = Gauge("fabcity_bridge_last_commit_timestamp", "Unix time of the last commit")
 MAX_PAYLOAD = 256 * 1024
 
 
@@ -126,6 +130,10 @@ class Bridge:
         self.connected = threading.Event()  # connected and subscribed
         self.stored = 0
         self.dead_lettered = 0
+        # The queue needs no bound of its own: the broker sends at most `ReceiveMaximum`
+        # unacknowledged messages, and nothing leaves the queue unacknowledged for longer than
+        # a commit. `max_depth` shows it (tests and the benchmark read it).
+        self.max_depth = 0
         self._writer = threading.Thread(target=self._write_loop, name="bridge-writer", daemon=True)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -231,6 +239,9 @@ class Bridge:
         except queue.Empty:
             return []
         batch = [first]
+        depth = self._queue.qsize() + 1
+        self.max_depth = max(self.max_depth, depth)
+        QUEUE_DEPTH.set(depth)
         deadline = time.monotonic() + self.settings.bridge_batch_wait_ms / 1000
         while len(batch) < self.settings.bridge_batch_size:
             remaining = deadline - time.monotonic()
@@ -287,6 +298,7 @@ class Bridge:
                 for m, reason in dead
             )
         BATCH_SECONDS.observe(time.perf_counter() - started)
+        LAST_COMMIT.set_to_current_time()
         if self.settings.bridge_fault_exit_after_commit:
             log.warning("fault injection: exiting after commit, before acknowledging")
             os._exit(3)

@@ -30,11 +30,16 @@ class Role(StrEnum):
 
 
 def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("amqtt", "transitions", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from fabcity.logs import configure
+
+    configure(get_settings().log_format)
+
+
+def _serve_metrics(port: int | None, registry: object = None) -> None:
+    if port is not None:
+        from prometheus_client import REGISTRY, start_http_server
+
+        start_http_server(port, addr="0.0.0.0", registry=registry or REGISTRY)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -98,14 +103,28 @@ def _query_app() -> object:
 
 
 @app.command()
-def bridge() -> None:
+def bridge(
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Bridge processes in the one shared-subscription group, each its own client "
+            "(client id + '-p{i}'). The MQTT client's receive thread takes a core's worth of "
+            "work at about 20k messages/s, so more processes are how one host goes faster.",
+        ),
+    ] = 1,
+) -> None:
     """Run the MQTT bridge against the configured broker (FABCITY_MQTT_*)."""
+    if processes > 1:
+        _supervise_bridges(processes)
+        return
     from fabcity.db import make_engine, make_sessionmaker
     from services.api import dispatcher_for
     from services.bridge import Bridge
 
     _logging()
     settings = get_settings()
+    _serve_metrics(settings.metrics_port)
     factory = make_sessionmaker(make_engine(settings.database_url))
     b = Bridge(settings, factory, dispatcher_for(settings)).start()
     stop = threading.Event()
@@ -115,14 +134,61 @@ def bridge() -> None:
     b.stop()
 
 
+def _supervise_bridges(processes: int) -> None:
+    """Run `processes` bridges as child processes; stop them all when stopped or one dies.
+
+    Keep the count stable across restarts: each child's persistent session (its client id)
+    holds the messages the broker gave it, and they are delivered when that id reconnects.
+    """
+    import os
+    import subprocess
+    import sys
+
+    _logging()
+    log = logging.getLogger("fabcity.bridge")
+    settings = get_settings()
+    children: list[subprocess.Popen[bytes]] = []
+    for i in range(1, processes + 1):
+        env = {**os.environ, "FABCITY_MQTT_CLIENT_ID": f"{settings.mqtt_client_id}-p{i}"}
+        if settings.metrics_port is not None:
+            env["FABCITY_METRICS_PORT"] = str(settings.metrics_port + i)
+        children.append(subprocess.Popen([sys.executable, "-m", "services.cli", "bridge"], env=env))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if any(child.poll() is not None for child in children):
+            log.error("a bridge process exited; stopping the others")
+            break
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        child.wait()
+
+
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
 ) -> None:
     """Run a Celery worker that recomputes dirty windows."""
+    import os
+    import tempfile
+
+    # Tasks run in prefork children: their counters meet in a shared directory, and the
+    # main process serves the sum (prometheus_client's multiprocess mode).
+    port = get_settings().metrics_port
+    if port is not None:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fabcity-prom-"))
     from workers.celery_app import app as celery
 
     _logging()
+    if port is not None:
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        _serve_metrics(port, registry)
     celery.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}"])
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity import rollups
@@ -11,13 +13,28 @@ from fabcity.db import transaction
 
 log = logging.getLogger(__name__)
 
+RECOMPUTED = Counter("fabcity_worker_windows_recomputed_total", "Windows recomputed")
+RECOMPUTE_SECONDS = Histogram(
+    "fabcity_worker_recompute_seconds", "Time of one recompute transaction (up to `batch` windows)"
+)
+# Recompute lag on a dashboard: time() - this, while windows are being dirtied.
+LAST_RECOMPUTE = Gauge(
+    "fabcity_worker_last_recompute_timestamp",
+    "Unix time the last recompute transaction committed",
+    multiprocess_mode="max",
+)
+
 
 def recompute_dirty_windows(factory: sessionmaker[Session], batch: int) -> int:
     """Recompute every dirty window, `batch` windows per transaction; returns how many."""
     total = 0
     while True:
+        started = time.perf_counter()
         with transaction(factory) as session:
             done = rollups.recompute_dirty(session, batch)
+        RECOMPUTE_SECONDS.observe(time.perf_counter() - started)
+        LAST_RECOMPUTE.set_to_current_time()
+        RECOMPUTED.inc(done)
         total += done
         if done < batch:
             if total:

@@ -216,3 +216,87 @@ class Design(Base):
     )
     standard: Mapped[str] = mapped_column(String(16), doc="`okh-v1` or `okh-losh`.")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Facility(Base):
+    """What an Open Know-Where record says about a site, beyond the site's own columns.
+
+    `okw_id` is the record's stable key (its `id` or URL, else a slug of its name), so a
+    re-import updates the site it created before instead of adding another.
+    """
+
+    __tablename__ = "okw_facilities"
+    __table_args__ = (UniqueConstraint("city_id", "okw_id"),)
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
+    okw_id: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[str | None] = mapped_column(String(32), doc="OKW `facility_status`.")
+    access_type: Mapped[str | None] = mapped_column(String(40), doc="OKW `access_type`.")
+    address: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    equipment: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    materials: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    verified_by: Mapped[str | None] = mapped_column(String(300))
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    record_data: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="The record's own provenance (`record_data`), as given."
+    )
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Subscription(Base):
+    """A webhook that follows stored events (and metric updates) as CloudEvents.
+
+    Delivery reads the events table from a cursor: nothing is written per event at ingest.
+    """
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    city_id: Mapped[int | None] = mapped_column(ForeignKey("cities.id"), doc="Null: every city.")
+    types: Mapped[list[str]] = mapped_column(JSON, default=list, doc="Empty: every type.")
+    mode: Mapped[str] = mapped_column(String(12), doc="`structured` or `batch`.")
+    batch_size: Mapped[int] = mapped_column(Integer)
+    event_cursor: Mapped[int] = mapped_column(BigInteger, doc="Last `events.id` delivered.")
+    notice_cursor: Mapped[int] = mapped_column(BigInteger, doc="Last `notices.id` delivered.")
+    failures: Mapped[int] = mapped_column(Integer, default=0, doc="Failed attempts in a row.")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    leased_until: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="A sender holds it until then; one sender keeps order."
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Notice(Base):
+    """A metric update to announce: the windows of a city that were recomputed."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
+    type: Mapped[str] = mapped_column(String(64))
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Delivery(Base):
+    """One attempt to deliver a run of events or notices to a subscription."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_subscription", "subscription_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE")
+    )
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stream: Mapped[str] = mapped_column(String(8), doc="`events` or `notices`.")
+    first_id: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, doc="1 for a first try, then 2, 3, …")
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)

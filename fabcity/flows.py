@@ -1,13 +1,49 @@
-"""Turning events into flows: pure functions, so a rebuild derives exactly what ingest did."""
+"""Turning events into flows: pure functions, so a rebuild derives exactly what ingest did.
+
+- `fabcity.flow` events carry their flows.
+- A machine job that ended becomes the material it consumed (mass from the event, or length ×
+  filament cross-section × density, then `modelled`), a part produced when it completed, the
+  machine hours it used, and the energy it drew. A failed or cancelled job's material is waste.
+- An energy meter's delta is electricity consumed; a cumulative counter becomes the difference
+  to the device's previous reading (see `counter_delta`; the stateful part is in `meters`).
+- A scale's reading is material in (consumed) or out (discarded).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from fabcity.errors import Invalid
+from fabcity.models import MICRO
 from fabcity.units import to_canonical
-from schemas.events import CloudEvent, FlowData
+from schemas.events import (
+    CloudEvent,
+    EventType,
+    FlowData,
+    JobStatus,
+    MachineJobData,
+    MeterReadingData,
+    ScaleReadingData,
+)
+
+# g/cm³, for turning a filament length into a mass when the job does not report one.
+DENSITY_G_CM3 = {
+    "pla": 1.24,
+    "petg": 1.27,
+    "rpetg": 1.27,
+    "abs": 1.04,
+    "asa": 1.07,
+    "tpu": 1.21,
+    "pa": 1.14,
+    "nylon": 1.14,
+    "pc": 1.20,
+}
+DEFAULT_DENSITY = 1.24
+DEFAULT_FILAMENT_DIAMETER_MM = 1.75
+# What a machine of a kind consumes when its settings do not say.
+MATERIAL_OF_KIND = {"printer": "filament", "laser": "wood", "cnc": "metal"}
 
 
 class ResourceInfo(Protocol):
@@ -20,10 +56,17 @@ class ResourceInfo(Protocol):
 
 
 @dataclass(frozen=True)
+class DeviceInfo:
+    id: int
+    kind: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class DerivedFlow:
     action: str
     resource: str
-    quantity: float
+    amount: int  # millionths of the canonical unit
     ring: str
     fate: str
     recycled: bool
@@ -33,22 +76,39 @@ class DerivedFlow:
     state: str
 
 
-def state_of(device_id: int | None) -> str:
+def micro(quantity: float) -> int:
+    return round(quantity * MICRO)
+
+
+def state_of(device: DeviceInfo | None) -> str:
     """A device's own report is `measured`; what people post for a site is `reported`."""
-    return "measured" if device_id is not None else "reported"
+    return "measured" if device is not None else "reported"
 
 
 def derive(
-    event: CloudEvent, resources: dict[str, ResourceInfo], device_id: int | None
+    event: CloudEvent, resources: dict[str, ResourceInfo], device: DeviceInfo | None
 ) -> list[DerivedFlow]:
-    """The flows an event carries, each in its resource's canonical unit.
+    """The flows an event carries or implies, each in its resource's canonical unit.
 
     Raises `Invalid` (naming the flow) for an unknown resource or a unit that cannot be
-    converted exactly. Device job, meter and scale events yield no flows yet.
+    converted exactly. A meter's cumulative counter yields nothing here (see `meters`).
     """
-    state = state_of(device_id)
-    flows = event.flows()
-    return [_normalise(f, i, len(flows), resources, state) for i, f in enumerate(flows)]
+    if event.type is EventType.flow:
+        state = state_of(device)
+        flows = event.flows()
+        return [_normalise(f, i, len(flows), resources, state) for i, f in enumerate(flows)]
+    if device is None:
+        return []
+    if event.type is EventType.machine_job:
+        return job_flows(event.data, device, resources, event.id)
+    if event.type is EventType.meter_reading:
+        data: MeterReadingData = event.data
+        if data.energy_kwh is None:
+            return []
+        return [electricity(data.energy_kwh, device)]
+    if event.type is EventType.scale_reading:
+        return scale_flows(event.data, device, resources)
+    return []
 
 
 def _normalise(
@@ -67,7 +127,7 @@ def _normalise(
     return DerivedFlow(
         action=flow.action.value,
         resource=resource.name,
-        quantity=quantity,
+        amount=micro(quantity),
         ring=flow.ring.value,
         fate=flow.fate.value if flow.fate else "",
         recycled=bool(flow.recycled) or resource.secondary,
@@ -76,3 +136,133 @@ def _normalise(
         job=flow.job,
         state=state,
     )
+
+
+def _material_resource(
+    device: DeviceInfo, material: str | None, resources: dict[str, ResourceInfo]
+) -> str | None:
+    named = device.settings.get("resource")
+    if isinstance(named, str) and named in resources:
+        return named
+    if material and material.lower() in resources:
+        return material.lower()
+    default = MATERIAL_OF_KIND.get(device.kind)
+    return default if default in resources else None
+
+
+def filament_mass_kg(length_mm: float, diameter_mm: float, density_g_cm3: float) -> float:
+    """Mass of a filament length: π (d/2)² × length × density."""
+    volume_cm3 = math.pi * (diameter_mm / 2) ** 2 * length_mm / 1000
+    return volume_cm3 * density_g_cm3 / 1000
+
+
+def job_flows(
+    job: MachineJobData, device: DeviceInfo, resources: dict[str, ResourceInfo], job_id: str
+) -> list[DerivedFlow]:
+    settings = device.settings
+    material = job.material or settings.get("material")
+    base = DerivedFlow(
+        action="consume",
+        resource="",
+        amount=0,
+        ring=str(settings.get("input_ring", "beyond")),
+        fate="",
+        recycled=bool(settings.get("recycled", False)),
+        material=material,
+        design_url=job.design.url if job.design else None,
+        job=job_id,
+        state="measured",
+    )
+    flows: list[DerivedFlow] = []
+    resource = _material_resource(device, material, resources)
+    mass, state = job.mass_kg, "measured"
+    if mass is None and job.length_mm is not None and resource == "filament":
+        density = settings.get("density_g_cm3") or DENSITY_G_CM3.get(
+            (material or "").lower(), DEFAULT_DENSITY
+        )
+        diameter = settings.get("filament_diameter_mm") or DEFAULT_FILAMENT_DIAMETER_MM
+        mass, state = filament_mass_kg(job.length_mm, float(diameter), float(density)), "modelled"
+    if resource is not None and mass is not None and mass > 0:
+        consumed = replace(
+            base,
+            resource=resource,
+            amount=micro(mass),
+            state=state,
+            recycled=base.recycled or resources[resource].secondary,
+        )
+        flows.append(replace(consumed, design_url=None))
+        if job.status is not JobStatus.completed:
+            # A failed print's plastic is waste; where it goes is not known.
+            flows.append(replace(consumed, action="discard", ring="city", design_url=None))
+    if job.status is JobStatus.completed and "part" in resources:
+        flows.append(
+            replace(
+                base, action="produce", resource="part", amount=MICRO, ring="city", recycled=False
+            )
+        )
+    hours = (job.ended - job.started).total_seconds() / 3600
+    if hours > 0 and "machine_hours" in resources:
+        flows.append(
+            replace(
+                base,
+                action="use",
+                resource="machine_hours",
+                amount=micro(hours),
+                ring="site",
+                recycled=False,
+                design_url=None,
+            )
+        )
+    if job.energy_kwh:
+        flows.append(replace(electricity(job.energy_kwh, device), job=job_id))
+    return flows
+
+
+def electricity(kwh: float, device: DeviceInfo) -> DerivedFlow:
+    return DerivedFlow(
+        action="consume",
+        resource="electricity",
+        amount=micro(kwh),
+        ring=str(device.settings.get("energy_ring", "region")),
+        fate="",
+        recycled=False,
+        material=None,
+        design_url=None,
+        job=None,
+        state="measured",
+    )
+
+
+def counter_delta(previous_total: float | None, total: float) -> float | None:
+    """Energy used since the previous reading of a cumulative counter.
+
+    None for the first reading (no baseline). A counter that went down was reset (device
+    reset, `EnergyReset`): what it shows now was used since the reset, never a negative.
+    """
+    if previous_total is None:
+        return None
+    return total - previous_total if total >= previous_total else total
+
+
+def scale_flows(
+    reading: ScaleReadingData, device: DeviceInfo, resources: dict[str, ResourceInfo]
+) -> list[DerivedFlow]:
+    resource = _material_resource(device, reading.material, resources) or "plastic"
+    if resource not in resources or reading.net_kg <= 0:
+        return []
+    settings = device.settings
+    inbound = reading.direction == "in"
+    return [
+        DerivedFlow(
+            action="consume" if inbound else "discard",
+            resource=resource,
+            amount=micro(reading.net_kg),
+            ring=str(settings.get("input_ring", "city")) if inbound else "city",
+            fate="" if inbound else str(settings.get("fate", "")),
+            recycled=bool(settings.get("recycled", False)) or resources[resource].secondary,
+            material=reading.material,
+            design_url=None,
+            job=None,
+            state="measured",
+        )
+    ]

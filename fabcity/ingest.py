@@ -19,13 +19,13 @@ from pydantic import ValidationError
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from fabcity import models, registry, windows
+from fabcity import meters, models, registry, windows
 from fabcity.db import is_postgres
 from fabcity.errors import Invalid
 from fabcity.flows import DerivedFlow, ResourceInfo, derive
 from fabcity.sql import insert_ignore
 from schemas.api import IngestResult, Rejected
-from schemas.events import CloudEvent
+from schemas.events import CloudEvent, MeterReadingData
 
 
 def describe(exc: ValidationError) -> str:
@@ -45,6 +45,7 @@ class _Ready:
     origin: registry.Origin
     time: datetime
     day: date
+    hour: int
     flows: list[DerivedFlow]
 
 
@@ -75,13 +76,13 @@ def prepare(
             except ValidationError as exc:
                 raise Invalid(describe(exc)) from exc
             origin = resolver.resolve(event.source)
-            flows = derive(event, resources, origin.device_id)
+            flows = derive(event, resources, origin.device)
         except Invalid as exc:
             rejected.append(Rejected(index=index, error=exc.detail))
             continue
         when = (event.time or received_at).astimezone(UTC)
-        zone = zones.setdefault(origin.timezone, ZoneInfo(origin.timezone))
-        ready.append(_Ready(index, event, raw, origin, when, when.astimezone(zone).date(), flows))
+        local = when.astimezone(zones.setdefault(origin.timezone, ZoneInfo(origin.timezone)))
+        ready.append(_Ready(index, event, raw, origin, when, local.date(), local.hour, flows))
     return ready, rejected
 
 
@@ -98,6 +99,7 @@ def ingest(
         unique.setdefault((item.event.source, item.event.id), item)
 
     stored: list[_Ready] = []
+    dirty: set[tuple[int, date]] = set()
     if unique:
         rows = [
             {
@@ -110,11 +112,13 @@ def ingest(
                 "site_id": r.origin.site_id,
                 "device_id": r.origin.device_id,
                 "day": r.day,
+                "hour": r.hour,
                 "payload": r.raw,
             }
             for r in unique.values()
         ]
         inserted = (_copy_events if is_postgres(session) else _insert_events)(session, rows)
+        pk_of = inserted
         flow_rows: list[dict[str, Any]] = []
         for key, item in unique.items():
             pk = inserted.get(key)
@@ -122,26 +126,60 @@ def ingest(
                 continue
             stored.append(item)
             flow_rows.extend(
-                {
-                    "event_pk": pk,
-                    "city_id": item.origin.city_id,
-                    "site_id": item.origin.site_id,
-                    "day": item.day,
-                    **vars(f),
-                }
+                flow_row(
+                    pk,
+                    item.origin.city_id,
+                    item.origin.site_id,
+                    item.origin.device_id,
+                    item.day,
+                    item.hour,
+                    f,
+                )
                 for f in item.flows
             )
         if flow_rows:
-            (_copy_flows if is_postgres(session) else _insert_flows)(session, flow_rows)
-        windows.mark_dirty(session, ((r.origin.city_id, r.day) for r in stored))
+            store_flows(session, flow_rows)
+        dirty = {(r.origin.city_id, r.day) for r in stored}
+        readings = [(pk_of[(r.event.source, r.event.id)], r) for r in stored if is_counter(r)]
+        if readings:
+            dirty |= meters.settle(session, [pk for pk, _ in readings])
+        windows.mark_dirty(session, dirty)
 
     result = IngestResult(
         accepted=len(stored),
         duplicates=len(ready) - len(stored),
         rejected=rejected,
     )
-    marked = len({(r.origin.city_id, r.day) for r in stored})
-    return IngestOutcome(result, marked, sorted(r.index for r in stored))
+    return IngestOutcome(result, len(dirty), sorted(r.index for r in stored))
+
+
+def is_counter(item: _Ready) -> bool:
+    data = item.event.data
+    return isinstance(data, MeterReadingData) and data.energy_kwh_total is not None
+
+
+def flow_row(
+    event_pk: int,
+    city_id: int,
+    site_id: int,
+    device_id: int | None,
+    day: date,
+    hour: int,
+    flow: DerivedFlow,
+) -> dict[str, Any]:
+    return {
+        "event_pk": event_pk,
+        "city_id": city_id,
+        "site_id": site_id,
+        "device_id": device_id or 0,
+        "day": day,
+        "hour": hour,
+        **vars(flow),
+    }
+
+
+def store_flows(session: Session, rows: list[dict[str, Any]]) -> None:
+    (_copy_flows if is_postgres(session) else _insert_flows)(session, rows)
 
 
 # Storage ------------------------------------------------------------------------------------

@@ -73,6 +73,12 @@ class Device(Base):
     kind: Mapped[str] = mapped_column(String(50))
     adapter: Mapped[str] = mapped_column(String(50))
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    online: Mapped[bool | None] = mapped_column(
+        Boolean, doc="From the device's will/birth/status messages; null until one is seen."
+    )
+    last_seen: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="Receive time of the device's latest message."
+    )
 
 
 class Resource(Base):
@@ -92,6 +98,8 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("source", "event_id"),
         Index("ix_events_city_day", "city_id", "day"),
+        # Meter counters are read in time order per device.
+        Index("ix_events_device_time", "device_id", "time"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -104,11 +112,18 @@ class Event(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
     day: Mapped[date] = mapped_column(Date, doc="Local date of `time` in the city's time zone.")
+    hour: Mapped[int] = mapped_column(Integer, doc="Local hour of `time`, 0-23.")
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+# Quantities are stored as integers in millionths of the resource's canonical unit (mg, mWh,
+# 3.6 ms): sums of integers are exact and do not depend on the order rows are added, so an
+# incremental recompute and a rebuild give the same rollups to the last digit.
+MICRO = 1_000_000
+
+
 class Flow(Base):
-    """A flow derived from an event, quantity in the resource's canonical unit."""
+    """A flow derived from an event, in millionths of the resource's canonical unit."""
 
     __tablename__ = "flows"
     __table_args__ = (Index("ix_flows_city_day", "city_id", "day"),)
@@ -117,10 +132,12 @@ class Flow(Base):
     event_pk: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
     city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
-    day: Mapped[date] = mapped_column(Date)
+    device_id: Mapped[int] = mapped_column(Integer, doc="0 when a site reported it.")
+    day: Mapped[date] = mapped_column(Date, doc="Local date in the city's time zone.")
+    hour: Mapped[int] = mapped_column(Integer, doc="Local hour, 0-23.")
     action: Mapped[str] = mapped_column(String(16))
     resource: Mapped[str] = mapped_column(String(100))
-    quantity: Mapped[float] = mapped_column(Float)
+    amount: Mapped[int] = mapped_column(BigInteger, doc="Millionths of the canonical unit.")
     ring: Mapped[str] = mapped_column(String(8))
     fate: Mapped[str] = mapped_column(String(16), doc="Empty when the flow has none.")
     recycled: Mapped[bool] = mapped_column(Boolean)
@@ -139,38 +156,66 @@ class DirtyWindow(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
 
 
-class FlowRollup(Base):
-    """Daily sums of flows per city along every dimension a metric needs.
+class _FlowCube:
+    """Sums of flows along every dimension a metric or a breakdown needs.
 
     Every metric of a longer window or a coarser breakdown is a sum over these rows, so
-    ratios are computed from sums, never averaged.
+    ratios are taken of sums, never averaged.
     """
-
-    __tablename__ = "rollup_flows_day"
 
     city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     action: Mapped[str] = mapped_column(String(16), primary_key=True)
     resource: Mapped[str] = mapped_column(String(100), primary_key=True)
     ring: Mapped[str] = mapped_column(String(8), primary_key=True)
     fate: Mapped[str] = mapped_column(String(16), primary_key=True)
     recycled: Mapped[bool] = mapped_column(Boolean, primary_key=True)
-    with_design: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    design: Mapped[str] = mapped_column(
+        String(12), primary_key=True, doc="'' none, 'open', 'closed' or 'unregistered'."
+    )
     state: Mapped[str] = mapped_column(String(10), primary_key=True)
-    quantity: Mapped[float] = mapped_column(Float)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    design_mass: Mapped[int] = mapped_column(
+        BigInteger, doc="Millionths of kg: count × the registered design's mass (modelled)."
+    )
+    design_mass_flows: Mapped[int] = mapped_column(Integer, doc="Flows whose mass is modelled.")
     flows: Mapped[int] = mapped_column(Integer)
 
 
-class SiteActivity(Base):
-    """Events per site and day: the reporting coverage."""
+class FlowRollup(_FlowCube, Base):
+    __tablename__ = "rollup_flows_day"
 
-    __tablename__ = "rollup_sites_day"
+
+class FlowRollupHour(_FlowCube, Base):
+    __tablename__ = "rollup_flows_hour"
+
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class SiteActivity(Base):
+    """Events per site and local hour: the reporting coverage."""
+
+    __tablename__ = "rollup_sites_hour"
 
     city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True)
     site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     events: Mapped[int] = mapped_column(Integer)
+
+
+class CityStatistics(Base):
+    """A year of official statistics a city uploads (EW-MFA table, population, GDP, CMU inputs,
+    sectors). Kept as posted, numbers as decimal strings so large tonnages stay exact."""
+
+    __tablename__ = "city_statistics"
+
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class DeadLetter(Base):
@@ -300,3 +345,18 @@ class Delivery(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class DeviceState(Base):
+    """What a device adapter remembers between messages (counters, merged deltas, aliases).
+
+    Saved in the transaction that stores the events the state led to.
+    """
+
+    __tablename__ = "device_state"
+
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

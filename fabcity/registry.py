@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from fabcity import models
 from fabcity.errors import Conflict, Invalid, NotFound
+from fabcity.flows import DeviceInfo
 from fabcity.units import CANONICAL
 from schemas import api
 
@@ -153,10 +154,83 @@ def create_device(session: Session, site: models.Site, body: api.DeviceIn) -> mo
     )
     if session.scalar(exists) is not None:
         raise Conflict(f"device {body.slug!r} exists at site {site.slug!r}")
-    device = models.Device(site_id=site.id, **body.model_dump())
+    settings = _device_settings(body.adapter, body.settings)
+    identity = routing.settings_identity(body.adapter, settings)
+    if identity is not None:
+        for other in adapter_devices(session, body.adapter):
+            if routing.settings_identity(other.adapter, other.settings) == identity:
+                raise Conflict(
+                    f"device {other.source} already reads {body.adapter} {identity!r}; "
+                    "two devices on one topic would count its messages twice"
+                )
+    # Only the keys given are stored: defaults apply when read, so a better default later
+    # reaches every device that did not choose otherwise.
+    stored = settings.model_dump(mode="json", exclude_unset=True)
+    device = models.Device(site_id=site.id, **{**body.model_dump(), "settings": stored})
     session.add(device)
     session.flush()
     return device
+
+
+def _device_settings(adapter: str, settings: dict[str, Any]) -> BaseModel:
+    try:
+        return devices.validate_settings(adapter, settings)
+    except ValidationError as exc:
+        raise Invalid(f"settings of a {adapter} device: {describe(exc)}") from exc
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc
+
+
+def describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
+    )
+
+
+def adapter_devices(session: Session, adapter: str | None = None) -> list[AdapterDevice]:
+    """Every device read by an adapter (not the native topics), with what routing needs."""
+    query = (
+        select(models.Device, models.Site.slug, models.City.slug, models.City.timezone)
+        .join(models.Site, models.Site.id == models.Device.site_id)
+        .join(models.City, models.City.id == models.Site.city_id)
+        .where(models.Device.adapter != "fabcity")
+        .order_by(models.Device.id)
+    )
+    if adapter is not None:
+        query = query.where(models.Device.adapter == adapter)
+    out: list[AdapterDevice] = []
+    zones: dict[str, ZoneInfo] = {}
+    for device, site, city, timezone in session.execute(query):
+        if device.adapter not in routing.ADAPTERS:
+            continue
+        try:
+            settings = devices.validate_settings(device.adapter, device.settings or {})
+        except ValueError:
+            continue  # registered before a stricter rule; `devices list` shows it
+        out.append(
+            AdapterDevice(
+                id=device.id,
+                source=f"/{city}/{site}/{device.slug}",
+                adapter=device.adapter,
+                settings=settings,
+                timezone=zones.setdefault(timezone, ZoneInfo(timezone)),
+            )
+        )
+    return out
+
+
+def all_devices(session: Session, city: str | None = None) -> list[tuple[str, str, models.Device]]:
+    """(city slug, site slug, device) for every device, or a city's."""
+    query = (
+        select(models.City.slug, models.Site.slug, models.Device)
+        .join(models.Site, models.Site.id == models.Device.site_id)
+        .join(models.City, models.City.id == models.Site.city_id)
+        .order_by(models.City.slug, models.Site.slug, models.Device.slug)
+    )
+    if city is not None:
+        query = query.where(models.City.slug == city)
+    return [(c, s, d) for c, s, d in session.execute(query)]
 
 
 def list_devices(session: Session, site: models.Site) -> list[models.Device]:
@@ -176,7 +250,11 @@ class Origin:
     city_id: int
     timezone: str
     site_id: int
-    device_id: int | None
+    device: DeviceInfo | None
+
+    @property
+    def device_id(self) -> int | None:
+        return self.device.id if self.device else None
 
 
 def parse_source(source: str) -> tuple[str, str, str | None]:
@@ -220,16 +298,17 @@ class OriginResolver:
                 f"source {source!r}: no site {site_slug!r} in city {city_slug!r}; register it first"
             )
         city_id, timezone, site_id = row
-        device_id = None
+        device = None
         if device_slug is not None:
-            device_id = self._session.scalar(
-                select(models.Device.id).where(
+            found = self._session.execute(
+                select(models.Device.id, models.Device.kind, models.Device.settings).where(
                     models.Device.site_id == site_id, models.Device.slug == device_slug
                 )
-            )
-            if device_id is None:
+            ).first()
+            if found is None:
                 raise NotFound(
                     f"source {source!r}: no device {device_slug!r} at site {site_slug!r}; "
                     "register it first"
                 )
-        return Origin(city_id, timezone, site_id, device_id)
+            device = DeviceInfo(found[0], found[1], dict(found[2] or {}))
+        return Origin(city_id, timezone, site_id, device)

@@ -1,73 +1,126 @@
 """Recomputing the rollups of dirty windows from the stored flows and events.
 
-A window's rollup rows are deleted and rebuilt with one `INSERT … SELECT … GROUP BY`, so the
-result depends only on what is stored: incremental recompute and a full rebuild agree.
+A window's rollup rows are deleted and rebuilt with `INSERT … SELECT … GROUP BY`, so the
+result depends only on what is stored: incremental recompute and a full rebuild agree. The
+quantities are integers (millionths), so the sums do not depend on the order of the rows.
 """
 
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
-from sqlalchemy import Boolean, case, delete, func, insert, literal, select, tuple_
+from sqlalchemy import (
+    Integer,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
 from fabcity import windows
-from fabcity.models import Event, Flow, FlowRollup, SiteActivity
+from fabcity.models import (
+    Design,
+    Event,
+    Flow,
+    FlowRollup,
+    FlowRollupHour,
+    Resource,
+    SiteActivity,
+)
+
+_DESIGN = case(
+    (Flow.design_url.is_(None), literal("")),
+    (Design.id.is_(None), literal("unregistered")),
+    (Design.is_open, literal("open")),
+    else_=literal("closed"),
+)
+# Things made of a registered design with a mass: count × mass, in millionths of kg.
+_MODELLED = and_(
+    Flow.action.in_(("produce", "modify")),
+    Resource.dimension == "count",
+    Design.mass_kg.is_not(None),
+)
+_DIMS = (
+    Flow.city_id,
+    Flow.day,
+    Flow.site_id,
+    Flow.device_id,
+    Flow.action,
+    Flow.resource,
+    Flow.ring,
+    Flow.fate,
+    Flow.recycled,
+    _DESIGN,
+    Flow.state,
+)
+_MEASURES = (
+    func.sum(Flow.amount),
+    func.coalesce(
+        func.sum(
+            case((_MODELLED, cast(func.round(Flow.amount * Design.mass_kg), Integer)), else_=0)
+        ),
+        0,
+    ),
+    func.count(case((_MODELLED, 1))),
+    func.count(),
+)
+_DIM_NAMES = [
+    "city_id",
+    "day",
+    "site_id",
+    "device_id",
+    "action",
+    "resource",
+    "ring",
+    "fate",
+    "recycled",
+    "design",
+    "state",
+]
+_MEASURE_NAMES = ["amount", "design_mass", "design_mass_flows", "flows"]
+
+
+def _cube(where: Any, hourly: bool) -> tuple[list[str], Any]:
+    """The rollup rows of the flows matching `where`, and the columns they fill."""
+    dims = (*_DIMS, Flow.hour) if hourly else _DIMS
+    names = [*_DIM_NAMES, "hour"] if hourly else _DIM_NAMES
+    query = (
+        select(*dims, *_MEASURES)
+        .select_from(Flow)
+        .join(Resource, Resource.name == Flow.resource)
+        .outerjoin(Design, Design.url == Flow.design_url)
+        .where(where)
+        .group_by(*dims)
+    )
+    return [*names, *_MEASURE_NAMES], query
 
 
 def recompute(session: Session, claimed: list[tuple[int, date]]) -> None:
-    """Rebuild the rollups of the given (city, day) windows."""
+    """Rebuild the rollups of the given (city, day) windows, daily and hourly."""
     if not claimed:
         return
-    in_windows = tuple_(Flow.city_id, Flow.day).in_(claimed)
-    session.execute(
-        delete(FlowRollup).where(tuple_(FlowRollup.city_id, FlowRollup.day).in_(claimed))
-    )
-    with_design = case((Flow.design_url.is_(None), literal(False)), else_=literal(True)).cast(
-        Boolean
-    )
-    dims = (
-        Flow.city_id,
-        Flow.day,
-        Flow.site_id,
-        Flow.action,
-        Flow.resource,
-        Flow.ring,
-        Flow.fate,
-        Flow.recycled,
-        with_design,
-        Flow.state,
-    )
-    flows = select(*dims, func.sum(Flow.quantity), func.count()).where(in_windows).group_by(*dims)
-    session.execute(
-        insert(FlowRollup).from_select(
-            [
-                "city_id",
-                "day",
-                "site_id",
-                "action",
-                "resource",
-                "ring",
-                "fate",
-                "recycled",
-                "with_design",
-                "state",
-                "quantity",
-                "flows",
-            ],
-            flows,
-        )
-    )
+    in_flows = tuple_(Flow.city_id, Flow.day).in_(claimed)
+    for table, hourly in ((FlowRollup, False), (FlowRollupHour, True)):
+        session.execute(delete(table).where(tuple_(table.city_id, table.day).in_(claimed)))
+        columns, query = _cube(in_flows, hourly)
+        session.execute(insert(table).from_select(columns, query))
     session.execute(
         delete(SiteActivity).where(tuple_(SiteActivity.city_id, SiteActivity.day).in_(claimed))
     )
     activity = (
-        select(Event.city_id, Event.day, Event.site_id, func.count())
+        select(Event.city_id, Event.day, Event.hour, Event.site_id, func.count())
         .where(tuple_(Event.city_id, Event.day).in_(claimed))
-        .group_by(Event.city_id, Event.day, Event.site_id)
+        .group_by(Event.city_id, Event.day, Event.hour, Event.site_id)
     )
     session.execute(
-        insert(SiteActivity).from_select(["city_id", "day", "site_id", "events"], activity)
+        insert(SiteActivity).from_select(["city_id", "day", "hour", "site_id", "events"], activity)
     )
 
 

@@ -20,20 +20,24 @@ CANONICAL = {
     "volume": "m3",
 }
 
-# spelling (lower case) -> (dimension, factor to the canonical unit)
+# spelling -> (dimension, factor to the canonical unit). Case matters where SI prefixes
+# differ only by case (mWh and MWh, mg and Mg); other spellings are also found case-blind.
 _UNITS: dict[str, tuple[str, Fraction]] = {
     "kg": ("mass", Fraction(1)),
     "g": ("mass", Fraction(1, 1000)),
     "mg": ("mass", Fraction(1, 1_000_000)),
     "t": ("mass", Fraction(1000)),
+    "Mg": ("mass", Fraction(1000)),
     "tonne": ("mass", Fraction(1000)),
     "lb": ("mass", Fraction("0.45359237")),  # exact by the 1959 international agreement
-    "kwh": ("energy", Fraction(1)),
-    "wh": ("energy", Fraction(1, 1000)),
-    "mwh": ("energy", Fraction(1000)),
-    "j": ("energy", Fraction(1, 3_600_000)),
-    "kj": ("energy", Fraction(1, 3_600)),
-    "mj": ("energy", Fraction(1, 3_600) * 1000),
+    "kWh": ("energy", Fraction(1)),
+    "Wh": ("energy", Fraction(1, 1000)),
+    "mWh": ("energy", Fraction(1, 1_000_000)),
+    "MWh": ("energy", Fraction(1000)),
+    "J": ("energy", Fraction(1, 3_600_000)),
+    "kJ": ("energy", Fraction(1, 3_600)),
+    "mJ": ("energy", Fraction(1, 3_600_000_000)),
+    "MJ": ("energy", Fraction(1000, 3_600)),
     "count": ("count", Fraction(1)),
     "pcs": ("count", Fraction(1)),
     "pc": ("count", Fraction(1)),
@@ -49,20 +53,33 @@ _UNITS: dict[str, tuple[str, Fraction]] = {
     "min": ("time", Fraction(1, 60)),
     "s": ("time", Fraction(1, 3600)),
     "m3": ("volume", Fraction(1)),
-    "l": ("volume", Fraction(1, 1000)),
-    "ml": ("volume", Fraction(1, 1_000_000)),
+    "L": ("volume", Fraction(1, 1000)),
+    "mL": ("volume", Fraction(1, 1_000_000)),
 }
+_BY_FOLDED: dict[str, list[str]] = {}
+for _spelling in _UNITS:
+    _BY_FOLDED.setdefault(_spelling.lower(), []).append(_spelling)
+
+
+def _lookup(unit: str) -> tuple[str, Fraction] | None:
+    """Exact spelling first; a case-blind match only when it is unambiguous ("KWH" is kWh,
+    but "mwh" could be mWh or MWh and is refused)."""
+    unit = unit.strip()
+    if unit in _UNITS:
+        return _UNITS[unit]
+    candidates = _BY_FOLDED.get(unit.lower(), [])
+    return _UNITS[candidates[0]] if len(candidates) == 1 else None
 
 
 def dimension_of(unit: str) -> str | None:
-    found = _UNITS.get(unit.strip().lower())
+    found = _lookup(unit)
     return found[0] if found else None
 
 
 def to_canonical(quantity: float, unit: str, resource: str, resource_unit: str) -> float:
     """`quantity` in `unit`, expressed in `resource_unit`; `UnitError` unless that is exact."""
-    found = _UNITS.get(unit.strip().lower())
-    target = _UNITS[resource_unit.lower()]
+    found = _lookup(unit)
+    target = _UNITS[resource_unit]
     if found is None:
         raise UnitError(
             f"unknown unit {unit!r} for {resource!r}; use {resource_unit!r} "

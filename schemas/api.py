@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -82,8 +82,17 @@ class DeviceIn(BaseModel):
     slug: Slug
     name: Annotated[str, Field(min_length=1, max_length=200)]
     kind: Annotated[str, Field(min_length=1, max_length=50)] = "printer"
-    adapter: Annotated[str, Field(min_length=1, max_length=50)] = "fabcity"
-    settings: dict[str, Any] = Field(default_factory=dict)
+    adapter: Annotated[str, Field(min_length=1, max_length=50)] = Field(
+        default="fabcity",
+        description="How its messages are read: `fabcity` (native topics), `octoprint`, "
+        "`moonraker`, `bambu`, `tasmota`, `shelly`, `esphome`, `sparkplug`, `cloudevents`, "
+        "`prusalink`.",
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The adapter's settings (topic or address, material, meter); "
+        "validated per adapter, see `schemas/devices.py`.",
+    )
 
 
 class Device(DeviceIn):
@@ -91,6 +100,12 @@ class Device(DeviceIn):
 
     city: Slug
     site: Slug
+    online: bool | None = Field(
+        default=None, description="From the device's will/birth/status messages; null: unknown."
+    )
+    last_seen: datetime | None = Field(
+        default=None, description="When the platform last received a message from the device."
+    )
 
 
 class Resource(BaseModel):
@@ -113,10 +128,19 @@ class Coverage(BaseModel):
 
 
 class Point(BaseModel):
-    start: date = Field(description="First day of the window, in the city's time zone.")
+    start: datetime | date = Field(
+        description="Start of the window in the city's time zone: a date, or a local time "
+        "with its offset for hourly windows."
+    )
     value: float | None = Field(description="Null when not recorded: never a made-up zero.")
     state: ValueState | None
     reason: str | None = Field(default=None, description="Why the value is null.")
+    terms: list[str] | None = Field(
+        default=None, description="DIDO and FCI: the terms the value was computed from."
+    )
+    range: list[float] | None = Field(
+        default=None, description="FCI when PITO is not recorded: [0, DIDO]."
+    )
     coverage: Coverage
 
 
@@ -129,7 +153,7 @@ class Series(BaseModel):
 
 class MetricsResponse(BaseModel):
     city: str
-    interval: Literal["day", "week", "month", "year"]
+    interval: Literal["hour", "day", "week", "month", "year"]
     timezone: str
     group_by: str | None
     series: list[Series]

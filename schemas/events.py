@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -112,12 +113,6 @@ class FlowData(BaseModel):
         return self
 
 
-FlowPayload = Annotated[
-    FlowData | Annotated[list[FlowData], Field(min_length=1, max_length=MAX_FLOWS_PER_EVENT)],
-    Field(description="One flow or a list of flows."),
-]
-
-
 class JobStatus(StrEnum):
     completed = "completed"
     failed = "failed"
@@ -174,13 +169,31 @@ class DeviceStatusData(BaseModel):
     online: bool
 
 
-DATA_MODELS: dict[EventType, TypeAdapter[Any]] = {
-    EventType.flow: TypeAdapter(FlowPayload),
-    EventType.machine_job: TypeAdapter(MachineJobData),
-    EventType.meter_reading: TypeAdapter(MeterReadingData),
-    EventType.scale_reading: TypeAdapter(ScaleReadingData),
-    EventType.device_status: TypeAdapter(DeviceStatusData),
+_FLOW_LIST: TypeAdapter[list[FlowData]] = TypeAdapter(
+    Annotated[list[FlowData], Field(min_length=1, max_length=MAX_FLOWS_PER_EVENT)]
+)
+DATA_MODELS: dict[EventType, type[BaseModel]] = {
+    EventType.flow: FlowData,
+    EventType.machine_job: MachineJobData,
+    EventType.meter_reading: MeterReadingData,
+    EventType.scale_reading: ScaleReadingData,
+    EventType.device_status: DeviceStatusData,
 }
+
+
+def validate_data(type_: EventType, data: Any) -> Any:
+    """The `data` of an event of `type_`, validated; errors are located under `data`."""
+    try:
+        if type_ is EventType.flow and isinstance(data, list):
+            return _FLOW_LIST.validate_python(data)
+        return DATA_MODELS[type_].model_validate(data)
+    except ValidationError as exc:
+        errors: list[Any] = [
+            {k: v for k, v in e.items() if k in ("type", "input", "ctx")}
+            | {"loc": ("data", *e["loc"])}
+            for e in exc.errors(include_url=False)
+        ]
+        raise ValidationError.from_exception_data(exc.title, errors) from None
 
 
 class CloudEvent(BaseModel):
@@ -207,7 +220,7 @@ class CloudEvent(BaseModel):
 
     @model_validator(mode="after")
     def _data_matches_type(self) -> CloudEvent:
-        self.data = DATA_MODELS[self.type].validate_python(self.data)
+        self.data = validate_data(self.type, self.data)
         return self
 
     def flows(self) -> list[FlowData]:

@@ -31,9 +31,9 @@ def test_event_stored_once_however_often_it_arrives(factory: sessionmaker[Sessio
     assert count(factory, Event) == 1
     assert count(factory, Flow) == 2
     with transaction(factory) as s:
-        consumed = s.scalar(select(Flow.quantity).where(Flow.action == "consume"))
+        consumed = s.scalar(select(Flow.amount).where(Flow.action == "consume"))
         state = s.scalar(select(Flow.state).where(Flow.action == "consume"))
-    assert consumed == 0.5
+    assert consumed == 500_000  # millionths of a kg
     assert state == "reported"
 
 
@@ -92,15 +92,15 @@ def test_recompute_sums_flows_per_window_and_clears_the_marks(
         assert rollups.recompute_dirty(s, 100) == 2
     with transaction(factory) as s:
         rows = s.execute(
-            select(FlowRollup.day, FlowRollup.ring, FlowRollup.quantity, FlowRollup.flows).order_by(
+            select(FlowRollup.day, FlowRollup.ring, FlowRollup.amount, FlowRollup.flows).order_by(
                 FlowRollup.day, FlowRollup.ring
             )
         ).all()
         assert s.scalar(select(func.count()).select_from(DirtyWindow)) == 0
     assert [tuple(r) for r in rows] == [
-        (date(2026, 3, 10), "beyond", 1.0, 1),
-        (date(2026, 3, 10), "city", 5.0, 2),
-        (date(2026, 3, 11), "city", 4.0, 1),
+        (date(2026, 3, 10), "beyond", 1_000_000, 1),
+        (date(2026, 3, 10), "city", 5_000_000, 2),
+        (date(2026, 3, 11), "city", 4_000_000, 1),
     ]
     # A late event for the 10th dirties only that window, and its rollup is corrected.
     with transaction(factory) as s:
@@ -109,8 +109,8 @@ def test_recompute_sums_flows_per_window_and_clears_the_marks(
         assert rollups.recompute_dirty(s, 100) == 1
     with transaction(factory) as s:
         beyond = s.scalar(
-            select(FlowRollup.quantity).where(
+            select(FlowRollup.amount).where(
                 FlowRollup.day == date(2026, 3, 10), FlowRollup.ring == "beyond"
             )
         )
-    assert beyond == 11.0
+    assert beyond == 11_000_000

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 00:31:41.160643
+Create Date: 2026-11-28 00:39:05.533494
 """
 
 from collections.abc import Sequence
@@ -55,23 +55,54 @@ def upgrade() -> None:
     sa.Column('city_id', sa.Integer(), nullable=False),
     sa.Column('day', sa.Date(), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('device_id', sa.Integer(), nullable=False),
     sa.Column('action', sa.String(length=16), nullable=False),
     sa.Column('resource', sa.String(length=100), nullable=False),
     sa.Column('ring', sa.String(length=8), nullable=False),
     sa.Column('fate', sa.String(length=16), nullable=False),
     sa.Column('recycled', sa.Boolean(), nullable=False),
-    sa.Column('with_design', sa.Boolean(), nullable=False),
+    sa.Column('design', sa.String(length=12), nullable=False),
     sa.Column('state', sa.String(length=10), nullable=False),
-    sa.Column('quantity', sa.Float(), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('design_mass', sa.BigInteger(), nullable=False),
+    sa.Column('design_mass_flows', sa.Integer(), nullable=False),
     sa.Column('flows', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('city_id', 'day', 'site_id', 'action', 'resource', 'ring', 'fate', 'recycled', 'with_design', 'state', name=op.f('pk_rollup_flows_day'))
+    sa.PrimaryKeyConstraint('city_id', 'day', 'site_id', 'device_id', 'action', 'resource', 'ring', 'fate', 'recycled', 'design', 'state', name=op.f('pk_rollup_flows_day'))
     )
-    op.create_table('rollup_sites_day',
+    op.create_table('rollup_flows_hour',
+    sa.Column('hour', sa.Integer(), nullable=False),
     sa.Column('city_id', sa.Integer(), nullable=False),
     sa.Column('day', sa.Date(), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('device_id', sa.Integer(), nullable=False),
+    sa.Column('action', sa.String(length=16), nullable=False),
+    sa.Column('resource', sa.String(length=100), nullable=False),
+    sa.Column('ring', sa.String(length=8), nullable=False),
+    sa.Column('fate', sa.String(length=16), nullable=False),
+    sa.Column('recycled', sa.Boolean(), nullable=False),
+    sa.Column('design', sa.String(length=12), nullable=False),
+    sa.Column('state', sa.String(length=10), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('design_mass', sa.BigInteger(), nullable=False),
+    sa.Column('design_mass_flows', sa.Integer(), nullable=False),
+    sa.Column('flows', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('hour', 'city_id', 'day', 'site_id', 'device_id', 'action', 'resource', 'ring', 'fate', 'recycled', 'design', 'state', name=op.f('pk_rollup_flows_hour'))
+    )
+    op.create_table('rollup_sites_hour',
+    sa.Column('city_id', sa.Integer(), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('hour', sa.Integer(), nullable=False),
+    sa.Column('site_id', sa.Integer(), nullable=False),
     sa.Column('events', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('city_id', 'day', 'site_id', name=op.f('pk_rollup_sites_day'))
+    sa.PrimaryKeyConstraint('city_id', 'day', 'hour', 'site_id', name=op.f('pk_rollup_sites_hour'))
+    )
+    op.create_table('city_statistics',
+    sa.Column('city_id', sa.Integer(), nullable=False),
+    sa.Column('year', sa.Integer(), nullable=False),
+    sa.Column('body', sa.JSON(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['city_id'], ['cities.id'], name=op.f('fk_city_statistics_city_id_cities')),
+    sa.PrimaryKeyConstraint('city_id', 'year', name=op.f('pk_city_statistics'))
     )
     op.create_table('sites',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -108,6 +139,7 @@ def upgrade() -> None:
     sa.Column('site_id', sa.Integer(), nullable=False),
     sa.Column('device_id', sa.Integer(), nullable=True),
     sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('hour', sa.Integer(), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['city_id'], ['cities.id'], name=op.f('fk_events_city_id_cities')),
     sa.ForeignKeyConstraint(['device_id'], ['devices.id'], name=op.f('fk_events_device_id_devices')),
@@ -117,16 +149,19 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index('ix_events_city_day', ['city_id', 'day'], unique=False)
+        batch_op.create_index('ix_events_device_time', ['device_id', 'time'], unique=False)
 
     op.create_table('flows',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('event_pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('city_id', sa.Integer(), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('device_id', sa.Integer(), nullable=False),
     sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('hour', sa.Integer(), nullable=False),
     sa.Column('action', sa.String(length=16), nullable=False),
     sa.Column('resource', sa.String(length=100), nullable=False),
-    sa.Column('quantity', sa.Float(), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('ring', sa.String(length=8), nullable=False),
     sa.Column('fate', sa.String(length=16), nullable=False),
     sa.Column('recycled', sa.Boolean(), nullable=False),
@@ -154,12 +189,15 @@ def downgrade() -> None:
 
     op.drop_table('flows')
     with op.batch_alter_table('events', schema=None) as batch_op:
+        batch_op.drop_index('ix_events_device_time')
         batch_op.drop_index('ix_events_city_day')
 
     op.drop_table('events')
     op.drop_table('devices')
     op.drop_table('sites')
-    op.drop_table('rollup_sites_day')
+    op.drop_table('city_statistics')
+    op.drop_table('rollup_sites_hour')
+    op.drop_table('rollup_flows_hour')
     op.drop_table('rollup_flows_day')
     op.drop_table('resources')
     op.drop_table('dirty_windows')

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from fabcity.settings import get_settings
 
@@ -239,6 +240,134 @@ def simulate(
     finally:
         sim.close()
     console.print(f"published {sim.published} events over MQTT, posted {sim.posted} over HTTP")
+
+
+import_app = typer.Typer(
+    help="Import open-standard documents: sites from OKW, designs from OKH.",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+
+OKW_SUFFIXES = (".yml", ".yaml", ".json")
+OKH_SUFFIXES = (".toml", ".yml", ".yaml", ".json")
+
+
+def _documents(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """A file, or the files with these suffixes under a directory, in a stable order."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if path.is_file():
+        return [path]
+    err.print(f"[red]error:[/] {path} is neither a file nor a directory")
+    raise typer.Exit(2)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    )
+
+
+@import_app.command("okw")
+def import_okw(
+    path: Annotated[Path, typer.Argument(help="An OKW file (YAML or JSON) or a directory.")],
+    city: Annotated[str, typer.Option(help="The city the sites belong to (its slug).")],
+) -> None:
+    """Sites from Open Know-Where facility records. A record imported before updates its site;
+    each bad record is reported, the rest imported."""
+    from fabcity import okw, registry
+    from fabcity.db import make_engine, make_sessionmaker, transaction
+    from fabcity.errors import FabcityError, Invalid
+
+    files = _documents(path, OKW_SUFFIXES)
+    loaded: list[tuple[Path, list[object]]] = []
+    problems: list[str] = []
+    for file in files:
+        try:
+            media = "application/json" if file.suffix.lower() == ".json" else "application/yaml"
+            loaded.append((file, okw.load_records(file.read_bytes(), media)))
+        except Invalid as exc:
+            problems.append(f"{file}: {exc.detail}")
+    engine = make_engine(get_settings().database_url)
+    created = updated = 0
+    try:
+        factory = make_sessionmaker(engine)
+        try:
+            with transaction(factory) as s:
+                registry.get_city(s, city)
+        except FabcityError as exc:
+            err.print(f"[red]error:[/] {exc.detail}")
+            raise typer.Exit(2) from None
+        progress = _progress()
+        with progress:
+            task = progress.add_task("OKW records", total=sum(len(r) for _, r in loaded))
+            for file, records in loaded:
+                with transaction(factory) as s:
+                    result = okw.import_records(s, registry.get_city(s, city), records)
+                created += sum(1 for r in result.imported if r.created)
+                updated += sum(1 for r in result.imported if not r.created)
+                problems.extend(f"{file}#{r.index}: {r.error}" for r in result.rejected)
+                progress.advance(task, len(records))
+    finally:
+        engine.dispose()
+    _report(created, updated, problems, "sites")
+
+
+@import_app.command("okh")
+def import_okh(
+    path: Annotated[Path, typer.Argument(help="An OKH manifest (TOML or YAML) or a directory.")],
+    url: Annotated[
+        str | None, typer.Option(help="The manifest's published URL (one file only).")
+    ] = None,
+    url_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Published URL of the directory: each manifest's URL is this plus its path "
+            "below PATH. Without it, the manifest's own `manifest-url` is used."
+        ),
+    ] = None,
+) -> None:
+    """Designs from Open Know-How manifests (OKH v1 YAML, OKH-LOSH TOML). Flows name designs
+    by their manifest URL; importing a URL again updates the design."""
+    from fabcity import designs
+    from fabcity.db import make_engine, make_sessionmaker, transaction
+
+    files = _documents(path, OKH_SUFFIXES)
+    if url is not None and len(files) != 1:
+        err.print("[red]error:[/] --url names one manifest; use --url-prefix for a directory")
+        raise typer.Exit(2)
+    base = path if path.is_dir() else path.parent
+    engine = make_engine(get_settings().database_url)
+    created = updated = 0
+    problems: list[str] = []
+    try:
+        factory = make_sessionmaker(engine)
+        progress = _progress()
+        with progress:
+            task = progress.add_task("OKH manifests", total=len(files))
+            for file in files:
+                where = url
+                if url_prefix is not None:
+                    where = url_prefix.rstrip("/") + "/" + file.relative_to(base).as_posix()
+                with transaction(factory) as s:
+                    result = designs.import_many(
+                        s, [(file.suffix.lstrip("."), file.read_bytes(), where)]
+                    )
+                created += sum(1 for r in result.imported if r.created)
+                updated += sum(1 for r in result.imported if not r.created)
+                problems.extend(f"{file}: {r.error}" for r in result.rejected)
+                progress.advance(task)
+    finally:
+        engine.dispose()
+    _report(created, updated, problems, "designs")
+
+
+def _report(created: int, updated: int, problems: list[str], what: str) -> None:
+    console.print(f"{created} {what} created, {updated} updated, {len(problems)} refused")
+    for line in problems:
+        err.print(f"[yellow]refused:[/] {line}")
+    if problems:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from fabcity.settings import Settings, get_settings
 from workers import jobs
 
 RECOMPUTE = "fabcity.recompute_dirty_windows"
+DELIVER_WEBHOOKS = "fabcity.deliver_webhooks"
+# Webhooks are swept this often; a failed delivery waits for its backoff on top.
+WEBHOOK_SWEEP_S = 1.0
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -34,7 +37,12 @@ def make_celery(settings: Settings) -> Celery:
                 "schedule": settings.recompute_interval_s,
                 # A sweep older than its period is redundant with the next one.
                 "options": {"expires": settings.recompute_interval_s},
-            }
+            },
+            "deliver-webhooks": {
+                "task": DELIVER_WEBHOOKS,
+                "schedule": WEBHOOK_SWEEP_S,
+                "options": {"expires": WEBHOOK_SWEEP_S},
+            },
         },
     )
     return celery
@@ -61,3 +69,10 @@ def _fresh_pool_after_fork(**_: Any) -> None:
 @app.task(name=RECOMPUTE)  # type: ignore[untyped-decorator]
 def recompute_dirty_windows() -> int:
     return jobs.recompute_dirty_windows(_factory(), get_settings().recompute_batch)
+
+
+@app.task(name=DELIVER_WEBHOOKS)  # type: ignore[untyped-decorator]
+def deliver_webhooks() -> int:
+    from workers import webhooks
+
+    return webhooks.deliver_due(_factory(), get_settings())

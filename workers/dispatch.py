@@ -14,7 +14,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.settings import Settings
-from workers import jobs
+from workers import jobs, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,14 @@ class LocalWorker:
 
     def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
         self._factory = factory
+        self._settings = settings
         self._batch = settings.recompute_batch
         self._interval = settings.recompute_interval_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fabcity-worker", daemon=True)
         self.recomputed = 0
+        self.delivered = 0
 
     def start(self) -> LocalWorker:
         self._thread.start()
@@ -81,6 +83,10 @@ class LocalWorker:
                 self.recomputed += jobs.recompute_dirty_windows(self._factory, self._batch)
             except Exception:
                 log.exception("recompute failed; retrying on the next sweep")
+            try:
+                self.delivered += webhooks.deliver_due(self._factory, self._settings)
+            except Exception:
+                log.exception("webhook delivery failed; retrying on the next sweep")
 
 
 class NoDispatch:

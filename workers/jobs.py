@@ -8,7 +8,7 @@ import time
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import rollups
+from fabcity import rollups, webhooks, windows
 from fabcity.db import transaction
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,11 @@ def recompute_dirty_windows(factory: sessionmaker[Session], batch: int) -> int:
     while True:
         started = time.perf_counter()
         with transaction(factory) as session:
-            done = rollups.recompute_dirty(session, batch)
+            claimed = windows.claim_dirty(session, batch)
+            rollups.recompute(session, claimed)
+            # Metric updates for webhook subscribers, committed with the rollups they announce.
+            webhooks.announce_recomputed(session, claimed)
+        done = len(claimed)
         RECOMPUTE_SECONDS.observe(time.perf_counter() - started)
         LAST_RECOMPUTE.set_to_current_time()
         RECOMPUTED.inc(done)

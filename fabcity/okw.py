@@ -267,9 +267,9 @@ def _agent(value: Any, where: str) -> str | None:
 def _when(value: Any, where: str) -> datetime | None:
     if value is None:
         return None
-    # YAML reads an unquoted 2024-05-01 as a date already.
+    # YAML reads an unquoted 2024-05-01 as a date already. Kept in UTC: SQLite drops offsets.
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
         return datetime.combine(value, time(), UTC)
     if isinstance(value, str):
@@ -278,7 +278,7 @@ def _when(value: Any, where: str) -> datetime | None:
         except ValueError:
             pass
         else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     raise Invalid(f"`{where}` {value!r} is not a date (ISO 8601, e.g. 2026-05-01)")
 
 

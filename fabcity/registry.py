@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fabcity import models
+from fabcity.adapters import routing
+from fabcity.adapters.base import Device as AdapterDevice
 from fabcity.errors import Conflict, Invalid, NotFound
 from fabcity.flows import DeviceInfo
 from fabcity.units import CANONICAL
-from schemas import api
+from schemas import api, devices
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,29 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = Field(
         default=7 * 24 * 3600, description="How long the broker keeps the bridge's session."
     )
+    mqtt_adapter_topics: list[str] = Field(
+        default=[
+            "octoPrint/#",
+            "octoprint/#",
+            "+/klipper/status",
+            "+/klipper/state/print_stats/+",
+            "+/moonraker/status",
+            "tele/#",
+            "stat/#",
+            "+/online",
+            "+/status/+",
+            "+/events/rpc",
+            "+/sensor/+/state",
+            "spBv1.0/#",
+        ],
+        description="Topic filters of device sources the bridge subscribes to besides the "
+        "topics of registered devices (which it always subscribes to), so that a device not "
+        "yet registered is dead-lettered and can be replayed once it is. A JSON list; `[]` "
+        "for registered devices only.",
+    )
+    mqtt_adapter_refresh_s: float = Field(
+        default=30.0, gt=0, description="How often the bridge looks for newly registered devices."
+    )
     bridge_batch_size: int = Field(default=1000, gt=0, description="Messages per commit.")
     bridge_batch_wait_ms: int = Field(
         default=50, ge=0, description="Longest wait to fill a batch before committing it."

@@ -29,10 +29,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
+from fabcity.adapters.intake import route
 from fabcity.db import transaction
 from fabcity.ingest import ingest
 from fabcity.models import DeadLetter
 from fabcity.settings import Settings
+from services import adapter_hooks
 from workers.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ class Received:
     qos: int
     generation: int
     received_at: datetime
+    # MQTT 5 user properties and content type: CloudEvents binary mode lives in them.
+    properties: tuple[tuple[str, str], ...] = ()
+    content_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ class Bridge:
         # a commit. `max_depth` shows it (tests and the benchmark read it).
         self.max_depth = 0
         self._writer = threading.Thread(target=self._write_loop, name="bridge-writer", daemon=True)
+        self.adapters = adapter_hooks.AdapterTopics(settings, factory, self.v5)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.mqtt_client_id,
@@ -156,7 +162,13 @@ class Bridge:
         # Shared subscriptions are MQTT 5 (amqtt, the embedded broker, has none).
         return f"$share/{self.settings.mqtt_share_group}/{topic}" if self.v5 else topic
 
+    @property
+    def adapter_topics(self) -> list[str]:
+        return self.adapters.filters()
+
     def start(self) -> Bridge:
+        self.adapters.refresh()
+        self.adapters.watch(self.client)
         properties = None
         if self.v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -178,6 +190,7 @@ class Bridge:
     def stop(self) -> None:
         """Stop taking messages; what is not committed stays unacknowledged at the broker."""
         self._stop.set()
+        self.adapters.stop()
         self._writer.join(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()
@@ -195,7 +208,7 @@ class Bridge:
                     client.disconnect()
                 return
             self._generation += 1
-            client.subscribe(self.topic, qos=1)
+            client.subscribe([(t, 1) for t in (self.topic, *self.adapter_topics)])
         except Exception:
             log.exception("on_connect failed")
 
@@ -226,6 +239,7 @@ class Bridge:
                     msg.qos,
                     self._generation,
                     datetime.now(UTC),
+                    *adapter_hooks.publish_properties(msg),
                 )
             )
         except Exception:
@@ -280,11 +294,16 @@ class Bridge:
 
     def _commit(self, batch: list[Received]) -> None:
         prefix = self.settings.mqtt_topic_prefix
-        parsed = [to_event(m.topic, m.payload, prefix, m.received_at) for m in batch]
-        good = [(m, p.event) for m, p in zip(batch, parsed, strict=True) if p.event is not None]
-        dead = [(m, p.reason or "") for m, p in zip(batch, parsed, strict=True) if p.event is None]
+        native, devices = adapter_hooks.split(batch, prefix)
+        parsed = [to_event(m.topic, m.payload, prefix, m.received_at) for m in native]
+        good = [(m, p.event) for m, p in zip(native, parsed, strict=True) if p.event is not None]
+        dead = [(m, p.reason or "") for m, p in zip(native, parsed, strict=True) if p.event is None]
         started = time.perf_counter()
         with transaction(self.factory) as session:
+            # Device messages go through their adapters; state saved in this transaction.
+            routed = route(session, devices)
+            good.extend(routed.events)
+            dead.extend(routed.dead)
             outcome = ingest(session, [e for _, e in good])
             dead.extend((good[r.index][0], r.error) for r in outcome.result.rejected)
             session.add_all(

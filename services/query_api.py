@@ -43,7 +43,15 @@ def _site(site: models.Site, city: str) -> api.Site:
 
 
 def _device(device: models.Device, city: str, site: str) -> api.Device:
-    return api.Device.model_validate({**_fields(device, api.DeviceIn), "city": city, "site": site})
+    return api.Device.model_validate(
+        {
+            **_fields(device, api.DeviceIn),
+            "city": city,
+            "site": site,
+            "online": device.online,
+            "last_seen": device.last_seen,
+        }
+    )
 
 
 def _fields(row: object, model: type[BaseModel]) -> dict[str, object]:

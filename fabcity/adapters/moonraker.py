@@ -1,0 +1,166 @@
+"""Moonraker (Klipper): status on `{instance}/klipper/status` (combined, changed fields only)
+or `{instance}/klipper/state/{object}/{field}` (split), availability on
+`{instance}/moonraker/status`, job history in JSON-RPC answers on
+`{instance}/moonraker/api/response`.
+
+`eventtime` is Klipper's monotonic clock, not unix time: status-derived events take the
+receive time. History entries carry unix `start_time`/`end_time` and are the better record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from fabcity.adapters.base import (
+    Decoded,
+    Device,
+    Emitted,
+    Message,
+    Refused,
+    availability,
+    job_event,
+    json_object,
+    number,
+    text,
+    unix_time,
+)
+from schemas.devices import MoonrakerSettings
+
+ACTIVE = {"printing", "paused"}
+STATE_END = {"complete": "completed", "error": "failed", "cancelled": "cancelled"}
+HISTORY_END = {
+    "completed": "completed",
+    "cancelled": "cancelled",
+    "error": "failed",
+    "klippy_shutdown": "failed",
+    "klippy_disconnect": "failed",
+    "interrupted": "failed",
+}
+# Only `print_stats` matters for jobs; the rest (temperatures, positions) is not remembered.
+KEPT = ("print_stats",)
+
+
+def filters(settings: MoonrakerSettings) -> list[str]:
+    base = settings.instance_name
+    return [f"{base}/klipper/#", f"{base}/moonraker/status", f"{base}/moonraker/api/response"]
+
+
+def identity(settings: MoonrakerSettings) -> str:
+    return settings.instance_name
+
+
+def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decoded:
+    settings = device.settings
+    assert isinstance(settings, MoonrakerSettings)
+    head = settings.instance_name + "/"
+    if not message.topic.startswith(head):
+        raise Refused(f"topic {message.topic!r} is not under {head!r}")
+    rest = message.topic[len(head) :]
+    if rest == "moonraker/status":
+        server = json_object(message).get("server")
+        if server not in ("online", "offline"):
+            raise Refused(f"unknown server state {server!r}; expected online/offline")
+        return availability(state, server == "online", message)
+    if rest == "moonraker/api/response":
+        return _history(message, settings, state)
+    new = dict(state)
+    objects: dict[str, dict[str, Any]] = {
+        k: dict(v) for k, v in (state.get("objects") or {}).items() if isinstance(v, dict)
+    }
+    if rest == "klipper/status":
+        status = json_object(message).get("status")
+        if not isinstance(status, dict):
+            raise Refused("klipper status without a `status` object")
+        for name, fields in status.items():
+            if name in KEPT and isinstance(fields, dict):
+                objects.setdefault(name, {}).update(fields)
+    elif rest.startswith("klipper/state/"):
+        parts = rest.split("/")
+        if len(parts) != 4:
+            raise Refused(f"split status topic {message.topic!r} is not .../state/object/field")
+        if parts[2] in KEPT:
+            objects.setdefault(parts[2], {})[parts[3]] = json_object(message).get("value")
+    else:
+        return Decoded([], new)
+    new["objects"] = objects
+    stats = objects.get("print_stats", {})
+    current = stats.get("state")
+    previous = state.get("print_state")
+    new["print_state"] = current
+    events: list[Emitted] = []
+    if current in ACTIVE and previous not in ACTIVE:
+        new["job_started"] = message.received_at.timestamp()
+    elif previous in ACTIVE and current in STATE_END:
+        started_at = number(new.pop("job_started", None))
+        ended = message.received_at
+        total = number(stats.get("total_duration"))
+        started = (
+            unix_time(started_at)
+            if started_at is not None
+            else ended - timedelta(seconds=total or 0)
+        ) or ended
+        if settings.jobs_from == "status":
+            events.append(
+                job_event(
+                    STATE_END[current],
+                    started,
+                    ended,
+                    f"job-{started.timestamp()!r}",
+                    settings,
+                    length_mm=number(stats.get("filament_used")),
+                )
+            )
+    return Decoded(events, new)
+
+
+def _history(message: Message, settings: MoonrakerSettings, state: Mapping[str, Any]) -> Decoded:
+    """`server.history.list` / `server.history.get_job` answers: one event per ended job.
+
+    A list repeats jobs already seen; each job's id is its history `job_id`, so a repeat
+    is a duplicate.
+    """
+    if settings.jobs_from != "history":
+        return Decoded([], dict(state))
+    result = json_object(message).get("result")
+    if not isinstance(result, dict):
+        return Decoded([], dict(state))  # another RPC's answer, or an error
+    jobs = result.get("jobs")
+    if not isinstance(jobs, list):
+        jobs = [result["job"]] if isinstance(result.get("job"), dict) else []
+    events = []
+    for job in jobs:
+        if not isinstance(job, dict):
+            continue
+        status = HISTORY_END.get(str(job.get("status")))
+        started = unix_time(job.get("start_time"))
+        ended = unix_time(job.get("end_time"))
+        job_id = text(job.get("job_id"))
+        if status is None or started is None or ended is None or job_id is None:
+            continue  # in progress, or not a job record
+        meta = _dict(job.get("metadata"))
+        grams = number(meta.get("filament_weight_total")) if status == "completed" else None
+        energy = None
+        for aux in job.get("auxiliary_data") or []:
+            if isinstance(aux, dict) and str(aux.get("units", "")).lower() == "kwh":
+                energy = (energy or 0.0) + (number(aux.get("value")) or 0.0)
+        event = job_event(
+            status,
+            started,
+            ended,
+            f"history-{job_id}",
+            settings,
+            length_mm=number(job.get("filament_used")),
+            mass_kg=grams / 1000 if grams else None,
+            material=text(meta.get("filament_type")),
+            energy_kwh=energy,
+        )
+        events.append(
+            Emitted(event.type, event.data, event.time, event.key, id=f"moonraker-job-{job_id}")
+        )
+    return Decoded(events, dict(state))
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,136 @@
+"""Which registered device a topic belongs to, and which adapter reads it. Pure: the caller
+loads the devices (`registry.adapter_devices`) and runs the adapters (`intake`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from fabcity.adapters import (
+    bambu,
+    cloudevents,
+    esphome,
+    moonraker,
+    octoprint,
+    prusalink,
+    shelly,
+    sparkplug,
+    tasmota,
+)
+from fabcity.adapters.base import Adapter, Device
+
+
+@dataclass(frozen=True)
+class Spec:
+    decode: Adapter
+    # Topic filters the device's messages arrive on. PrusaLink's poller and the Bambu
+    # printer clients name their messages with topics of the same form.
+    filters: Callable[[Any], list[str]]
+    # What two devices of the adapter must not share, or one message would count twice.
+    identity: Callable[[Any], str]
+
+
+ADAPTERS: dict[str, Spec] = {
+    "octoprint": Spec(octoprint.decode, octoprint.filters, octoprint.identity),
+    "moonraker": Spec(moonraker.decode, moonraker.filters, moonraker.identity),
+    "bambu": Spec(bambu.decode, bambu.filters, bambu.identity),
+    "tasmota": Spec(tasmota.decode, tasmota.filters, tasmota.identity),
+    "shelly": Spec(shelly.decode, shelly.filters, shelly.identity),
+    "esphome": Spec(esphome.decode, esphome.filters, esphome.identity),
+    "sparkplug": Spec(sparkplug.decode, sparkplug.filters, sparkplug.identity),
+    "cloudevents": Spec(cloudevents.decode, cloudevents.filters, cloudevents.identity),
+    "prusalink": Spec(prusalink.decode, prusalink.filters, prusalink.identity),
+}
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching (`+` one level, `#` the rest); `$` topics need a `$` filter."""
+    if topic.startswith("$") != topic_filter.startswith("$"):
+        return False
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    for i, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if i >= len(topic_levels) or (level != "+" and level != topic_levels[i]):
+            return False
+    return len(filter_levels) == len(topic_levels)
+
+
+def device_filters(device: Device) -> list[str]:
+    spec = ADAPTERS.get(device.adapter)
+    return spec.filters(device.settings) if spec else []
+
+
+class Router:
+    """Topic to devices. Filters are indexed by their first level, which is literal for
+    every adapter but a few well-known shapes; those few are scanned."""
+
+    def __init__(self, devices: Iterable[Device]) -> None:
+        self.devices = list(devices)
+        self._by_root: dict[str, list[tuple[str, Device]]] = {}
+        self._wild: list[tuple[str, Device]] = []
+        for device in self.devices:
+            for topic_filter in device_filters(device):
+                root = topic_filter.split("/", 1)[0]
+                entry = (topic_filter, device)
+                if root in ("+", "#"):
+                    self._wild.append(entry)
+                else:
+                    self._by_root.setdefault(root, []).append(entry)
+
+    def devices_for(self, topic: str) -> list[Device]:
+        found: list[Device] = []
+        candidates = self._by_root.get(topic.split("/", 1)[0], [])
+        for topic_filter, device in (*candidates, *self._wild):
+            if all(d.id != device.id for d in found) and topic_matches(topic_filter, topic):
+                found.append(device)
+        return found
+
+
+def subscriptions(devices: Iterable[Device]) -> list[str]:
+    """What the bridge subscribes to on the city's broker for these devices.
+
+    Not PrusaLink (polled over HTTP) nor a Bambu printer with a `host` (the bridge connects
+    to the printer's own broker); a Bambu printer without one is expected to be bridged into
+    the city's broker.
+    """
+    out: set[str] = set()
+    for device in devices:
+        if device.adapter == "prusalink":
+            continue
+        if device.adapter == "bambu" and getattr(device.settings, "host", None):
+            continue
+        out.update(device_filters(device))
+    return sorted(out)
+
+
+def settings_identity(adapter: str, settings: BaseModel) -> str | None:
+    spec = ADAPTERS.get(adapter)
+    return spec.identity(settings) if spec else None
+
+
+def covers(wide: str, narrow: str) -> bool:
+    """Whether every topic `narrow` matches is matched by `wide` too."""
+    wide_levels, narrow_levels = wide.split("/"), narrow.split("/")
+    for i, level in enumerate(wide_levels):
+        if level == "#":
+            return True
+        if i >= len(narrow_levels):
+            return False
+        other = narrow_levels[i]
+        if level == "+" and other != "#":
+            continue
+        if level != other:
+            return False
+    return len(wide_levels) == len(narrow_levels)
+
+
+def minimal_filters(filters: Iterable[str]) -> list[str]:
+    """The filters without those another one covers: overlapping subscriptions would make
+    the broker deliver a message once per matching subscription."""
+    unique = sorted(set(filters))
+    return [f for f in unique if not any(o != f and covers(o, f) for o in unique)]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -128,10 +129,16 @@ def bridge(
     _serve_metrics(settings.metrics_port)
     factory = make_sessionmaker(make_engine(settings.database_url))
     b = Bridge(settings, factory, dispatcher_for(settings)).start()
+    # Printers the bridge must go to: Bambu (each its own broker) and PrusaLink (HTTP).
+    from services.device_links import start_links
+
+    links = start_links(factory, b.dispatcher)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
+    for link in links:
+        link.stop()
     b.stop()
 
 
@@ -416,6 +423,163 @@ def metrics_rebuild(
         f"rebuilt {report.windows} windows"
         + (f" from {report.events} events ({report.flows} flows)" if from_events else "")
         + (f"; {report.skipped} events no longer derive" if report.skipped else "")
+    )
+
+
+devices_app = typer.Typer(help="Devices and the adapters that read what they publish.")
+app.add_typer(devices_app, name="devices")
+
+# The setting that says where each adapter finds its device, set by `--base-topic`.
+_WHERE = {
+    "octoprint": "base_topic",
+    "moonraker": "instance_name",
+    "bambu": "serial",
+    "tasmota": "topic",
+    "shelly": "topic_prefix",
+    "esphome": "topic_prefix",
+    "cloudevents": "topic",
+    "prusalink": "url",
+}
+
+
+def _setting_value(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a bare word is a string
+
+
+@devices_app.command("add")
+def devices_add(
+    city: str,
+    site: str,
+    slug: str,
+    adapter: Annotated[
+        str, typer.Option(help="fabcity, " + ", ".join(_WHERE) + ", sparkplug.")
+    ] = "fabcity",
+    base_topic: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the device publishes: OctoPrint base topic, Moonraker instance name, "
+            "Tasmota %topic%, Shelly/ESPHome topic prefix, CloudEvents topic, Bambu serial, "
+            "PrusaLink URL."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Display name; the slug if absent.")] = None,
+    kind: Annotated[str, typer.Option(help="printer, laser, cnc, meter, scale, ...")] = "printer",
+    material: Annotated[str | None, typer.Option(help="Loaded material, e.g. PLA.")] = None,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any adapter setting as KEY=VALUE (VALUE read as JSON when it parses), "
+            "e.g. --set group_id=fablab --set access_code=12345678.",
+        ),
+    ] = None,
+) -> None:
+    """Register a device and the topic or address it sits behind."""
+    from fabcity import registry
+    from fabcity.db import make_engine, make_sessionmaker, transaction
+    from fabcity.errors import FabcityError
+    from schemas import api as api_schemas
+
+    settings: dict[str, object] = {}
+    for item in setting or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            err.print(f"[red]error:[/] --set {item!r}: write KEY=VALUE")
+            raise typer.Exit(2)
+        settings[key] = _setting_value(value)
+    if base_topic is not None:
+        if adapter not in _WHERE:
+            err.print(f"[red]error:[/] --base-topic does not apply to the {adapter} adapter")
+            raise typer.Exit(2)
+        settings[_WHERE[adapter]] = base_topic
+    if material is not None:
+        settings["material"] = material
+    engine = make_engine(get_settings().database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as s:
+            c = registry.get_city(s, city)
+            st = registry.get_site(s, c, site)
+            body = api_schemas.DeviceIn(
+                slug=slug, name=name or slug, kind=kind, adapter=adapter, settings=settings
+            )
+            device = registry.create_device(s, st, body)
+            stored = dict(device.settings)
+    except FabcityError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(1) from None
+    except ValueError as exc:  # the body itself (slug, name)
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    console.print(f"registered /{city}/{site}/{slug} ({adapter}) {stored}")
+
+
+@devices_app.command("list")
+def devices_list(
+    city: Annotated[str | None, typer.Argument(help="Only this city's devices.")] = None,
+) -> None:
+    """Every device: adapter, settings, and whether it is online and when it was last seen."""
+    from rich.table import Table
+
+    from fabcity import registry
+    from fabcity.db import make_engine, make_sessionmaker, transaction
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as s:
+            rows = registry.all_devices(s, city)
+    finally:
+        engine.dispose()
+    table = Table("device", "adapter", "settings", "online", "last seen")
+    for c, st, d in rows:
+        online = "—" if d.online is None else ("yes" if d.online else "no")
+        seen = d.last_seen.isoformat(timespec="seconds") if d.last_seen else "—"
+        table.add_row(f"/{c}/{st}/{d.slug}", d.adapter, str(d.settings), online, seen)
+    console.print(table)
+
+
+deadletters_app = typer.Typer(help="What could not become an event, kept with the reason.")
+app.add_typer(deadletters_app, name="deadletters")
+
+
+@deadletters_app.command("replay")
+def deadletters_replay(
+    id_: Annotated[
+        list[int] | None, typer.Option("--id", help="A dead letter to replay (repeatable).")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Run dead letters through the routing and the ingest path again (say, after their
+    device was registered); those that now go through are deleted."""
+    from fabcity.db import make_engine, make_sessionmaker, transaction
+    from fabcity.deadletters import replay
+    from services.bridge import to_event
+
+    if not id_ and not all_:
+        err.print("[red]error:[/] give --id N (repeatable) or --all")
+        raise typer.Exit(2)
+    settings = get_settings()
+    prefix = settings.mqtt_topic_prefix
+
+    def parse_native(topic: str, payload: bytes, received_at: datetime) -> dict[str, Any] | str:
+        parsed = to_event(topic, payload, prefix, received_at)
+        return parsed.event if parsed.event is not None else (parsed.reason or "refused")
+
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as s:
+            result = replay(s, None if all_ else list(id_ or []), prefix, parse_native)
+    finally:
+        engine.dispose()
+    console.print(
+        f"replayed: {result.ingested} went through ({result.events} new events), "
+        f"{result.still_dead} still refused"
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from schemas import api, events
+from schemas import api, events, standards
 
 OUT = Path(__file__).parent / "json"
 
@@ -27,6 +27,12 @@ MODELS: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "site": api.Site,
     "device": api.Device,
     "metrics-response": api.MetricsResponse,
+    "design": standards.Design,
+    "facility": standards.Facility,
+    "import-result": standards.ImportResult,
+    "subscription-in": standards.SubscriptionIn,
+    "subscription": standards.Subscription,
+    "delivery": standards.Delivery,
 }
 
 

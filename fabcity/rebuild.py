@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, distinct, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity import meters, registry, rollups
@@ -52,7 +52,7 @@ def rebuild(
             factory, city_id, progress, events_per_batch
         )
     with transaction(factory) as s:
-        query = select(distinct(Event.city_id), Event.day)
+        query = select(Event.city_id, Event.day).distinct()
         if city_id is not None:
             query = query.where(Event.city_id == city_id)
         every = sorted((c, d) for c, d in s.execute(query))

@@ -1,0 +1,191 @@
+"""The checks of METRICS.md, through the API: official statistics, MCI, and the flow metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from fabcity.db import make_engine, make_sessionmaker
+from services.api import create_app
+from tests.conftest import settings_for
+from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from workers import jobs
+from workers.dispatch import NoDispatch
+
+DAY = "2026-03-10"
+
+
+@pytest.fixture
+def client(sqlite_url: str) -> Iterator[TestClient]:
+    engine = make_engine(sqlite_url)
+    factory = make_sessionmaker(engine)
+    register(factory)
+    app = create_app(settings_for(sqlite_url), factory=factory, dispatcher=NoDispatch())
+    with TestClient(app) as test_client:
+        test_client.app_state = factory  # type: ignore[attr-defined]
+        yield test_client
+    engine.dispose()
+
+
+def ingest(client: TestClient, events: list[dict[str, Any]]) -> None:
+    response = client.post(
+        "/v1/events",
+        content=orjson.dumps(events),
+        headers={"content-type": "application/cloudevents-batch+json"},
+    )
+    assert response.status_code == 202, response.text
+    assert not response.json()["rejected"]
+    jobs.recompute_dirty_windows(client.app_state, 100)  # type: ignore[attr-defined]
+
+
+def values(client: TestClient, names: str, **params: str) -> dict[str, dict[str, Any]]:
+    response = client.get(
+        f"/v1/cities/{CITY}/metrics", params={"names": names, "from": DAY, "to": DAY, **params}
+    )
+    assert response.status_code == 200, response.text
+    return {s["name"]: s["points"][0] for s in response.json()["series"]}
+
+
+def test_statistics_give_the_cmu_of_the_check(client: TestClient) -> None:
+    # METRICS.md: DMC 100, RCV_R 15, IMP_w 3, EXP_w 2 gives U 14 and CMU 12.281 %.
+    body = {
+        "unit": "t",
+        "mfa": {
+            "MF1": {"de": 40, "imp": {"abroad": 30, "rest_of_country": 20}, "exp": 10},
+            "MF4": {"de": 0, "imp": 25, "exp": {"abroad": 5}},
+        },
+        "population": 50,
+        "gdp": "2500",
+        "cmu": {"rcv_r": 15, "imp_w": 3, "exp_w": 2},
+        "sectors": [
+            {"name": "food", "production": 30, "consumption": 60, "weight": 600},
+            {"name": "furniture", "production": 90, "consumption": 45, "weight": 400},
+        ],
+    }
+    put = client.put(f"/v1/cities/{CITY}/statistics/2025", json=body)
+    assert put.status_code == 200, put.text
+    got = client.get(f"/v1/cities/{CITY}/statistics/2025").json()
+    accounts = got["accounts"]
+    assert accounts["dmi"] == "115" and accounts["dmc"] == "100" and accounts["ptb"] == "60"
+    assert accounts["u"] == "14"
+    assert float(accounts["cmu"]) == pytest.approx(0.122807, abs=1e-6)
+    assert float(accounts["dmc_per_person"]) == 2
+    assert float(accounts["resource_productivity"]) == 25
+    # 100 × (min(1, 30/60)·600 + min(1, 90/45)·400) / 1000 = 70
+    assert float(got["sector_self_sufficiency"]["value"]) == 70
+    assert got["inputs"]["mfa"]["MF1"]["imp"] == {"abroad": "30", "rest_of_country": "20"}
+
+
+def test_large_tonnages_stay_exact(client: TestClient) -> None:
+    big = "123456789012345.678"
+    body = {"mfa": {"MF3": {"de": big, "imp": "0.001", "exp": "0"}}}
+    assert client.put(f"/v1/cities/{CITY}/statistics/2024", json=body).status_code == 200
+    accounts = client.get(f"/v1/cities/{CITY}/statistics/2024").json()["accounts"]
+    assert accounts["dmc"] == "123456789012345.679"
+
+
+def test_statistics_refuse_what_does_not_add_up(client: TestClient) -> None:
+    missing = client.get(f"/v1/cities/{CITY}/statistics/1999")
+    assert missing.status_code == 404
+    bad = client.put(f"/v1/cities/{CITY}/statistics/2025", json={"mfa": {"MF9": {}}})
+    assert bad.status_code == 422
+    assert bad.headers["content-type"] == "application/problem+json"
+
+
+def test_mci_of_the_check(client: TestClient) -> None:
+    body = {"mass": 100, "f_r": 0.3, "f_u": 0.1, "f_s": 0, "c_r": 0.5, "c_u": 0.1,
+            "e_c": 0.8, "e_f": 0.9, "lifetime_ratio": 1.5, "use_ratio": 1}  # fmt: skip
+    got = client.post("/v1/mci", json=body).json()
+    assert got["lfi"] == pytest.approx(0.5424, abs=1e-4)
+    assert got["mci"] == pytest.approx(0.6746, abs=1e-4)
+    assert got["x"] == 1.5
+    linear = client.post("/v1/mci", json={"mass": 10}).json()
+    assert linear["lfi"] == 1 and linear["mci"] == pytest.approx(0.1)
+    too_much = client.post("/v1/mci", json={"mass": 1, "f_r": 0.7, "f_u": 0.5})
+    assert too_much.status_code == 422
+    assert "F_R + F_U + F_S" in too_much.json()["detail"]
+
+
+def test_flow_metrics_through_the_api(client: TestClient) -> None:
+    device = f"/{CITY}/{SITE}/{DEVICE}"
+    ingest(client, [
+        event([flow(quantity=6, ring="city"), flow(quantity=2, ring="region"),
+               flow(quantity=2, ring="beyond", recycled=True),
+               flow("produce", "part", 4, "count", design="https://okh.example/chair.yml"),
+               flow("produce", "part", 1, "count"),
+               flow("discard", "plastic", 1, "kg", fate="recycle"),
+               flow("discard", "plastic", 1, "kg", fate="landfill"),
+               flow("recover", "recycled_plastic", 0.5, "kg")]),
+        event(flow("consume", "electricity", 3000, "Wh", ring="city"), source=device),
+    ])  # fmt: skip
+    got = values(client, "input_kg,local_input_share,regional_input_share,recycled_input_share,"
+                 "open_design_share,diversion_rate,pito,dido,fci,energy_kwh,dmc,cmu,"
+                 "reporting_coverage")  # fmt: skip
+    assert got["input_kg"]["value"] == 10
+    assert got["local_input_share"]["value"] == 0.6
+    assert got["regional_input_share"]["value"] == 0.8
+    assert got["recycled_input_share"]["value"] == 0.2
+    assert got["open_design_share"]["value"] == 0.8
+    assert got["diversion_rate"]["value"] == 0.5
+    assert got["energy_kwh"]["value"] == 3 and got["energy_kwh"]["state"] == "measured"
+    # PITO = (2 from beyond + 1 landfilled) / (10 inputs + 2 waste)
+    assert got["pito"]["value"] == pytest.approx(0.25)
+    # one of the two sites reported
+    assert got["reporting_coverage"]["value"] == 0.5
+    dido = (0.8 + 0.6 + 0.5 + 0.5) / 4
+    assert got["dido"]["value"] == pytest.approx(dido)
+    assert got["fci"]["value"] == pytest.approx(dido * 0.75)
+    # DE 6 (local, not recycled; the beyond input is IMP though recycled), IMP 4, EXP 0
+    assert got["dmc"]["value"] == 10
+    assert got["cmu"]["value"] == pytest.approx(0.5 / 10.5)
+    assert got["input_kg"]["state"] == "reported"
+
+
+def test_fci_is_a_range_when_pito_is_not_recorded(client: TestClient) -> None:
+    ingest(client, [event([flow("produce", "part", 2, "count", design="https://x/y.yml")])])
+    got = values(client, "fci,dido,pito")
+    assert got["pito"]["value"] is None and got["pito"]["reason"]
+    assert got["dido"]["state"] == "modelled"
+    assert set(got["dido"]["terms"]) == {"open_design_share", "reporting_coverage"}
+    assert got["fci"]["value"] is None
+    assert got["fci"]["range"] == [0, got["dido"]["value"]]
+
+
+def test_hourly_windows_are_in_the_city_time(client: TestClient) -> None:
+    ingest(client, [event(flow(quantity=2), time="2026-03-10T09:15:00+00:00")])
+    response = client.get(
+        f"/v1/cities/{CITY}/metrics",
+        params={"names": "input_kg", "from": DAY, "to": DAY, "interval": "hour"},
+    )
+    points = response.json()["series"][0]["points"]
+    assert len(points) == 24
+    filled = [p for p in points if p["value"] is not None]
+    assert [(p["start"], p["value"]) for p in filled] == [("2026-03-10T10:00:00+01:00", 2.0)]
+
+
+def test_a_job_becomes_flows_in_the_metrics(client: TestClient) -> None:
+    job = {"status": "completed", "started": "2026-03-10T08:00:00+01:00",
+           "ended": "2026-03-10T10:30:00+01:00", "mass_kg": 0.25, "energy_kwh": 0.4}  # fmt: skip
+    ingest(client, [event(job, type="fabcity.machine.job", source=f"/{CITY}/{SITE}/{DEVICE}")])
+    got = values(client, "input_kg,produced_count,machine_hours,energy_kwh,utilization")
+    assert got["input_kg"]["value"] == 0.25 and got["input_kg"]["state"] == "measured"
+    assert got["produced_count"]["value"] == 1
+    assert got["machine_hours"]["value"] == 2.5
+    assert got["energy_kwh"]["value"] == 0.4
+    assert got["utilization"]["value"] == pytest.approx(2.5 / 24)
+
+
+def test_a_counter_reset_never_makes_energy_negative(client: TestClient) -> None:
+    device = f"/{CITY}/{SITE}/{DEVICE}"
+    readings = [(8, 100.0), (9, 104.5), (10, 1.5), (11, 3.0)]  # reset between 9:00 and 10:00
+    ingest(client, [
+        event({"energy_kwh_total": total}, type="fabcity.meter.reading", source=device,
+              time=f"{DAY}T{hour:02d}:00:00+01:00")
+        for hour, total in reversed(readings)  # arriving newest first
+    ])  # fmt: skip
+    # 4.5 before the reset, 1.5 shown right after it, then 1.5 more
+    assert values(client, "energy_kwh")["energy_kwh"]["value"] == pytest.approx(7.5)

@@ -64,7 +64,7 @@ def dbirth(seq: int) -> bytes:
     )
 
 
-def ddata(seq: int, at_ms: int, **by_alias: object) -> bytes:
+def ddata(seq: int, at_ms: int, **by_alias: float | bool) -> bytes:
     metrics = []
     for alias, value in by_alias.items():
         number = int(alias.removeprefix("a"))

@@ -8,7 +8,7 @@ API_PORT ?= 8000
 MQTT_PORT ?= 1884
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format schemas lock clean
+.PHONY: setup run test lint format schemas lock clean bench bench-backlog faults
 
 $(STAMP):
 	@$(PY) -c 'import sys; sys.exit("fabcity needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -33,6 +33,21 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Throughput, freshness, query time and memory against this machine's own limits; writes
+# docs/benchmarks.md. Needs PostgreSQL on 127.0.0.1:5432 (user postgres), mosquitto and
+# redis-server binaries (it starts its own on spare ports). About 10 minutes.
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The same, plus one bridge draining a backlog of a million messages (memory stays bounded).
+bench-backlog: setup
+	$(BIN)/python -m bench.run --backlog 1000000 $(BENCH_ARGS)
+
+# The fault tests at full size (CI runs them scaled down).
+faults: setup
+	FABCITY_FAULT_EVENTS=200000 $(BIN)/pytest tests/faults -v $(PYTEST_ARGS)
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -1,0 +1,1 @@
+"""Benchmarks: the platform measured against this machine's own limits (`make bench`)."""

@@ -1,0 +1,152 @@
+"""MQTT clients the benchmark runs as processes of their own, so that none shares a GIL with
+what it measures.
+
+    python -m bench.mqtt_tools session PORT CLIENT_ID TOPIC      # a persistent session, subscribed
+    python -m bench.mqtt_tools drain PORT CLIENT_ID TOPIC N      # a bare subscriber drains N
+    python -m bench.mqtt_tools publish PORT PREFIX CITY N [RATE] [TAG]
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+SITES = ("lab1", "lab2", "lab3", "lab4")
+DEVICE = "printer"
+WINDOW = 5000  # the bridge's ReceiveMaximum, given to the bare subscriber too
+
+
+def client(client_id: str = "") -> mqtt.Client:
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+
+
+def connect(c: mqtt.Client, port: int, persistent: bool) -> None:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.ReceiveMaximum = WINDOW
+    if persistent:
+        props.SessionExpiryInterval = 3600
+    c.connect("127.0.0.1", port, keepalive=60, clean_start=not persistent, properties=props)
+
+
+def event(i: int, city: str, tag: str) -> tuple[str, bytes]:
+    """The i-th benchmark event (about 230 bytes): a full CloudEvent with one flow, on one of
+    four sites and one of 28 days (so that load dirties many windows)."""
+    site = SITES[i % len(SITES)]
+    day = f"2026-02-{1 + i // 7 % 28:02d}"
+    body = {
+        "specversion": "1.0",
+        "id": f"{tag}-{i}",
+        "source": f"/{city}/{site}/{DEVICE}",
+        "type": "fabcity.flow",
+        "time": f"{day}T{10 + i % 8:02d}:{i % 60:02d}:00Z",
+        "data": {"action": "consume", "resource": "filament", "quantity": 0.25, "unit": "kg",
+                 "ring": "city"},
+    }  # fmt: skip
+    return site, orjson.dumps(body)
+
+
+def session(port: int, client_id: str, topic: str) -> None:
+    done = threading.Event()
+    c = client(client_id)
+    c.on_subscribe = lambda *_: done.set()
+    connect(c, port, persistent=True)
+    c.loop_start()
+    c.subscribe(topic, qos=1)
+    if not done.wait(10):
+        sys.exit("no SUBACK")
+    c.disconnect()
+    c.loop_stop()
+
+
+def forget(port: int, client_id: str) -> None:
+    """End a persistent session: connect with a clean start and no expiry, then leave."""
+    done = threading.Event()
+    c = client(client_id)
+    c.on_connect = lambda *_: done.set()
+    connect(c, port, persistent=False)
+    c.loop_start()
+    done.wait(10)
+    c.disconnect()
+    c.loop_stop()
+
+
+def drain(port: int, client_id: str, topic: str, n: int) -> None:
+    """Auto-acknowledging QoS 1 subscriber: prints seconds from the first to the n-th message."""
+    got = 0
+    first = 0.0
+    done = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
+        nonlocal got, first
+        if got == 0:
+            first = time.perf_counter()
+        got += 1
+        if got >= n:
+            done.set()
+
+    c = client(client_id)
+    c.on_message = on_message
+    connect(c, port, persistent=True)
+    c.subscribe(topic, qos=1)
+    c.loop_start()
+    if not done.wait(600):
+        sys.exit(f"drained only {got} of {n}")
+    print(f"{n} {time.perf_counter() - first:.6f}")
+    c.disconnect()
+    c.loop_stop()
+
+
+def publish(port: int, prefix: str, city: str, n: int, rate: float, tag: str) -> None:
+    """Publish n events at QoS 1 (as fast as the broker takes them, or at `rate` per second)."""
+    acked = 0
+    done = threading.Event()
+
+    def on_publish(*_: object) -> None:
+        nonlocal acked
+        acked += 1
+        if acked >= n:
+            done.set()
+
+    c = client()
+    c.max_inflight_messages_set(1000)
+    c.on_publish = on_publish
+    connect(c, port, persistent=False)
+    c.loop_start()
+    started = time.perf_counter()
+    for i in range(n):
+        site, payload = event(i, city, tag)
+        c.publish(f"{prefix}/{city}/{site}/{DEVICE}/events", payload, qos=1)
+        if rate and i % 50 == 49:
+            # Paced in steps of 50 messages: at 5,000/s one step every 10 ms.
+            ahead = started + (i + 1) / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+        elif not rate and i - acked > 20_000:
+            time.sleep(0.01)  # keep paho's own queue short
+    if not done.wait(600):
+        sys.exit(f"only {acked} of {n} acknowledged by the broker")
+    print(f"{n} {time.perf_counter() - started:.6f}")
+    c.disconnect()
+    c.loop_stop()
+
+
+if __name__ == "__main__":
+    cmd, port, *rest = sys.argv[1:]
+    if cmd == "session":
+        session(int(port), rest[0], rest[1])
+    elif cmd == "forget":
+        forget(int(port), rest[0])
+    elif cmd == "drain":
+        drain(int(port), rest[0], rest[1], int(rest[2]))
+    elif cmd == "publish":
+        rate = float(rest[3]) if len(rest) > 3 else 0.0
+        publish(int(port), rest[0], rest[1], int(rest[2]), rate, rest[4] if len(rest) > 4 else "e")
+    else:
+        sys.exit(__doc__)

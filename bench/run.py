@@ -1,0 +1,541 @@
+"""`make bench`: the platform against this machine's own limits, in one run.
+
+Starts its own Mosquitto (the shipped configuration, on a spare port), its own Redis, and a fresh
+PostgreSQL database on the local server; measures the raw limits and the platform side by side;
+prints one line per figure (value, raw limit, ratio) and writes docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+import psycopg
+from sqlalchemy import text
+
+from bench import mqtt_tools
+from fabcity import migrate, registry
+from fabcity.db import make_engine, make_sessionmaker, transaction
+from fabcity.models import SiteActivity
+from schemas import api
+from tests.support.servers import Database, Mosquitto, Redis, free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[1]
+FABCITY = str(Path(sys.executable).with_name("fabcity"))
+CITY = "bench"
+ACTIVITY = SiteActivity.__tablename__  # events per site and window: what coverage reads
+PREFIX = "fabcity/v1"
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    raw: float | None
+    raw_name: str
+    target: str
+    holds: bool | None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.raw if self.raw else None
+
+    def line(self) -> str:
+        ratio = f"{self.ratio:.2f}" if self.ratio is not None else "-"
+        raw = f"{self.raw:,.1f} {self.unit}" if self.raw is not None else "-"
+        verdict = {True: "holds", False: "MISSES", None: ""}[self.holds]
+        return (
+            f"{self.name:<38} {self.value:>10,.1f} {self.unit:<9} raw {raw:<22} "
+            f"ratio {ratio:<5} target {self.target} {verdict}"
+        )
+
+
+class Stack:
+    """Broker, Redis, database, and the environment of every fabcity process started."""
+
+    def __init__(self) -> None:
+        self.mosquitto = Mosquitto().start()
+        self.redis = Redis().start()
+        self.db = Database("bench")
+        migrate.upgrade(self.db.url)
+        self.engine = make_engine(self.db.url)
+        self.factory = make_sessionmaker(self.engine)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
+        with transaction(self.factory) as s:
+            city = registry.create_city(
+                s, api.CityIn(slug=CITY, name="Bench", country="ES", timezone="UTC")
+            )
+            for slug in mqtt_tools.SITES:
+                site = registry.create_site(s, city, api.SiteIn(slug=slug, name=slug))
+                registry.create_device(
+                    s, site, api.DeviceIn(slug=mqtt_tools.DEVICE, name="Printer")
+                )
+            self.city_id = city.id
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FABCITY_DATABASE_URL": self.db.url,
+            "FABCITY_REDIS_URL": self.redis.url,
+            "FABCITY_REDIS_PREFIX": "bench:",
+            "FABCITY_MQTT_HOST": "127.0.0.1",
+            "FABCITY_MQTT_PORT": str(self.mosquitto.port),
+            "FABCITY_MQTT_TOPIC_PREFIX": PREFIX,
+            "FABCITY_MQTT_SHARE_GROUP": "bench",
+            "FABCITY_WORKER_MODE": "celery",
+            "FABCITY_RECOMPUTE_INTERVAL_S": "2",
+            **extra,
+        }
+
+    def start(self, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        path = self.mosquitto.dir / f"{args[0]}-{len(self.procs)}.log"
+        log = open(path, "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [FABCITY, *args], env=self.env(**env), stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs.append(proc)
+        self.logs[proc.pid] = path
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def count(self, table: str = "events") -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0)
+
+    def reset(self) -> None:
+        with self.engine.begin() as conn:
+            rollups = conn.execute(
+                text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'rollup_%'")
+            ).scalars()
+            tables = ["events", "flows", "dirty_windows", "dead_letters", *rollups]
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            self.stop(proc)
+        self.engine.dispose()
+        self.db.close()
+        self.mosquitto.close()
+        self.redis.close()
+
+
+def tool(*args: object) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.mqtt_tools", *map(str, args)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout
+    return out.split()
+
+
+def publish_backlog(stack: Stack, n: int, tag: str) -> float:
+    _, seconds = tool("publish", stack.mosquitto.port, PREFIX, CITY, n, 0, tag)
+    return n / float(seconds)
+
+
+# Raw limits ---------------------------------------------------------------------------------
+
+
+def raw_drain(stack: Stack, n: int) -> float:
+    """A bare paho subscriber (auto-ack, QoS 1) draining a backlog of n: messages/s."""
+    topic = f"{PREFIX}/+/+/+/events"
+    client_id = f"raw-{time.monotonic_ns()}"
+    tool("session", stack.mosquitto.port, client_id, topic)
+    publish_backlog(stack, n, "raw")
+    count, seconds = tool("drain", stack.mosquitto.port, client_id, topic, n)
+    tool("forget", stack.mosquitto.port, client_id)
+    return int(count) / float(seconds)
+
+
+def raw_copy(stack: Stack, n: int) -> float:
+    """psycopg COPY of event-sized rows, 1,000 per statement, into a copy of `events` (same
+    columns, same indexes): rows/s."""
+    _, payload = mqtt_tools.event(0, CITY, "copy")
+    body = payload.decode()
+    url = stack.db.url.replace("postgresql+psycopg://", "postgresql://")
+    now = datetime.now(UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE raw_copy (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES)")
+        columns = "source, event_id, type, time, received_at, city_id, site_id, day, hour, payload"
+        started = time.perf_counter()
+        for start in range(0, n, 1000):
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy(f"COPY raw_copy ({columns}) FROM STDIN") as copy,
+            ):
+                for i in range(start, min(n, start + 1000)):
+                    copy.write_row(
+                            (f"/{CITY}/lab1/printer", f"c-{i}", "fabcity.flow", now, now,
+                             stack.city_id, 1, now.date(), now.hour, body)
+                        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE raw_copy")
+    return n / seconds
+
+
+# The platform -------------------------------------------------------------------------------
+
+
+def bridge_drain(stack: Stack, n: int, processes: int) -> tuple[float, float, float]:
+    """Bridges (`fabcity bridge --processes P`) draining a backlog of n into committed events:
+    (events/s, peak RSS of the bridge processes in MiB, seconds to drain)."""
+    stack.reset()
+    client_id = f"bridge-{time.monotonic_ns()}"
+    args = ["bridge", "--processes", str(processes)]
+    # First run: create the bridges' persistent sessions in the group, then leave.
+    first = stack.start(args, FABCITY_MQTT_CLIENT_ID=client_id)
+    wait_until(lambda: subscribed(stack, first, processes), 30)
+    stack.stop(first)
+    publish_backlog(stack, n, f"b{processes}")
+    proc = stack.start(args, FABCITY_MQTT_CLIENT_ID=client_id)
+    peak = 0.0
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        stored = stack.count()
+        samples.append((time.perf_counter(), stored))
+        peak = max(peak, rss_mib(proc))
+        if stored >= n:
+            break
+        time.sleep(0.25)
+    stack.stop(proc)
+    forget_bridges(stack, client_id, processes)
+    started = next(i for i, (_, c) in enumerate(samples) if c > 0)
+    (t0, c0), (t1, c1) = samples[started], samples[-1]
+    if c1 < n:
+        raise RuntimeError(f"bridges stored {c1} of {n}")
+    return (c1 - c0) / (t1 - t0), peak, t1 - t0
+
+
+def forget_bridges(stack: Stack, client_id: str, processes: int) -> None:
+    """End the bridges' persistent sessions, so the group has no members left for later steps."""
+    ids = [client_id] if processes == 1 else [f"{client_id}-p{i}" for i in range(1, processes + 1)]
+    for member in ids:
+        tool("forget", stack.mosquitto.port, member)
+
+
+def subscribed(stack: Stack, proc: subprocess.Popen[bytes], processes: int) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(stack.logs[proc.pid].read_text())
+    return stack.logs[proc.pid].read_text(errors="replace").count("subscribed to") >= processes
+
+
+def rss_mib(proc: subprocess.Popen[bytes]) -> float:
+    """RSS of a process and its children (a supervisor's bridges), MiB."""
+    try:
+        root = psutil.Process(proc.pid)
+        members = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in members) / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+def http_batches(stack: Stack, n: int, batch: int = 1000, clients: int = 4) -> float:
+    """`POST /v1/events` batches of 1,000 against `fabcity api --role ingest --workers 2`:
+    committed events/s."""
+    stack.reset()
+    port = free_port()
+    api_proc = stack.start(
+        ["api", "--role", "ingest", "--port", str(port), "--workers", "2"],
+    )
+    wait_for_port(port, 60)
+    bodies = []
+    for start in range(0, n, batch):
+        events = [
+            orjson.loads(mqtt_tools.event(i, CITY, "h")[1]) for i in range(start, start + batch)
+        ]
+        for e in events:
+            e["source"] = e["source"].rsplit("/", 1)[0]  # a site posting, not a device
+        bodies.append(orjson.dumps(events))
+    url = f"http://127.0.0.1:{port}/v1/events"
+    headers = {"content-type": "application/cloudevents-batch+json"}
+
+    def post_all(mine: list[bytes]) -> int:
+        accepted = 0
+        with httpx.Client(timeout=120) as http:
+            for body in mine:
+                r = http.post(url, content=body, headers=headers)
+                r.raise_for_status()
+                accepted += int(r.json()["accepted"])
+        return accepted
+
+    with httpx.Client() as http:  # warm both workers up
+        for _ in range(4):
+            http.get(f"http://127.0.0.1:{port}/healthz")
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        accepted = sum(pool.map(post_all, [bodies[i::clients] for i in range(clients)]))
+    seconds = time.perf_counter() - started
+    stack.stop(api_proc)
+    if accepted != n or stack.count() != n:
+        raise RuntimeError(f"HTTP stored {stack.count()} of {n}")
+    return n / seconds
+
+
+def freshness(stack: Stack, rate: int, seconds: int, processes: int) -> tuple[float, float, int]:
+    """Events at `rate`/s over MQTT through bridges, Celery worker and beat; a probe every
+    0.5 s on a day of its own; seconds from its publish to its window in the rollups:
+    (p95, median, probes)."""
+    stack.reset()
+    group = f"bridge-fresh-{time.monotonic_ns()}"
+    bridge = stack.start(["bridge", "--processes", str(processes)], FABCITY_MQTT_CLIENT_ID=group)
+    worker = stack.start(["worker", "--concurrency", "1"])
+    beat = stack.start(["beat"])
+    wait_until(lambda: subscribed(stack, bridge, processes), 30)
+    time.sleep(3)  # the worker's start-up
+    load = subprocess.Popen(
+        [sys.executable, "-m", "bench.mqtt_tools", "publish", str(stack.mosquitto.port),
+         PREFIX, CITY, str(rate * seconds), str(rate), "fresh"],
+        cwd=ROOT, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    probe = mqtt_tools.client()
+    mqtt_tools.connect(probe, stack.mosquitto.port, persistent=False)
+    probe.loop_start()
+    sent: dict[date, float] = {}
+    seen: dict[date, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        with stack.engine.connect() as conn:
+            while not stop.is_set() or len(seen) < len(sent):
+                pending = [d for d in sent if d not in seen]
+                if pending:
+                    rows = conn.execute(
+                        text(f"SELECT day FROM {ACTIVITY} WHERE city_id = :c AND day < :d"),
+                        {"c": stack.city_id, "d": date(2026, 1, 1)},
+                    )
+                    now = time.perf_counter()
+                    for (day,) in rows:
+                        seen.setdefault(day, now)
+                    conn.rollback()
+                if stop.wait(0.05) and time.perf_counter() > stop_at[0] + 30:
+                    return
+
+    stop_at = [float("inf")]
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    first = date(2020, 1, 1)
+    i = 0
+    while load.poll() is None:
+        day = first + timedelta(days=i)
+        body = {
+            "specversion": "1.0", "id": f"probe-{i}", "source": f"/{CITY}/lab1/printer",
+            "type": "fabcity.flow", "time": f"{day.isoformat()}T12:00:00Z",
+            "data": {"action": "consume", "resource": "filament", "quantity": 1, "unit": "kg",
+                     "ring": "city"},
+        }  # fmt: skip
+        sent[day] = time.perf_counter()
+        probe.publish(f"{PREFIX}/{CITY}/lab1/printer/events", orjson.dumps(body), qos=1)
+        i += 1
+        time.sleep(0.5)
+    stop_at[0] = time.perf_counter()
+    stop.set()
+    watcher.join(60)
+    probe.loop_stop()
+    for proc in (bridge, worker, beat):
+        stack.stop(proc)
+    forget_bridges(stack, group, processes)
+    lags = [seen[d] - sent[d] for d in sent if d in seen]
+    missing = len(sent) - len(lags)
+    lags += [float("inf")] * missing
+    lags.sort()
+    return lags[int(0.95 * (len(lags) - 1))], statistics.median(lags), len(sent)
+
+
+def query_p95(stack: Stack, events: int, requests: int = 200) -> tuple[float, float]:
+    """Rows made with generate_series (a year over four sites), rollups rebuilt, then the
+    metrics API for the year by month: (p95 ms through HTTP, ms of the same GROUP BY over raw
+    flows)."""
+    stack.reset()
+    with stack.engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                INSERT INTO events (source, event_id, type, time, received_at, city_id, site_id,
+                                    device_id, day, hour, payload)
+                SELECT '/bench/lab1/printer', 'q-' || g, 'fabcity.flow', t, t, :city,
+                       s.id, d.id, t::date, extract(hour FROM t)::int, '{"data": {}}'::json
+                FROM generate_series(1, :n) AS g
+                CROSS JOIN LATERAL (SELECT timestamptz '2025-01-01' + (g % 365) * interval '1 day'
+                                           + (g % 86400) * interval '1 second' AS t) AS tt
+                JOIN sites s ON s.city_id = :city AND s.slug = 'lab' || (1 + g % 4)
+                JOIN devices d ON d.site_id = s.id
+                """
+            ),
+            {"city": stack.city_id, "n": events},
+        )
+        conn.execute(
+            text(
+                """
+                INSERT INTO flows (event_pk, city_id, site_id, device_id, day, hour, action,
+                                   resource, amount, ring, fate, recycled, state)
+                SELECT id, city_id, site_id, device_id, day, hour, 'consume', 'filament', 250000,
+                       CASE WHEN id % 3 = 0 THEN 'beyond' ELSE 'city' END, '', false,
+                       'measured'
+                FROM events
+                """
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO dirty_windows (city_id, day) SELECT DISTINCT city_id, day FROM events"
+            )
+        )
+        conn.execute(text("ANALYZE"))
+    from workers import jobs
+
+    jobs.recompute_dirty_windows(stack.factory, 500)
+    raw = []
+    with stack.engine.connect() as conn:
+        for _ in range(3):
+            started = time.perf_counter()
+            conn.execute(
+                text(
+                    "SELECT date_trunc('month', day), ring, sum(amount) FROM flows "
+                    "WHERE city_id = :c AND action = 'consume' GROUP BY 1, 2"
+                ),
+                {"c": stack.city_id},
+            ).all()
+            raw.append((time.perf_counter() - started) * 1000)
+    port = free_port()
+    api_proc = stack.start(["api", "--role", "query", "--port", str(port)])
+    wait_for_port(port, 60)
+    url = f"http://127.0.0.1:{port}/v1/cities/{CITY}/metrics"
+    params = {"names": "input_kg,local_input_share", "from": "2025-01-01", "to": "2025-12-31",
+              "interval": "month"}  # fmt: skip
+    times = []
+    with httpx.Client(timeout=60) as http:
+        for i in range(requests + 10):
+            started = time.perf_counter()
+            http.get(url, params=params).raise_for_status()
+            if i >= 10:  # warm-up
+                times.append((time.perf_counter() - started) * 1000)
+    stack.stop(api_proc)
+    times.sort()
+    return times[int(0.95 * (len(times) - 1))], statistics.median(raw)
+
+
+def wait_until(condition: Callable[[], object], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step did not start in time")
+        time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000, help="MQTT backlog per drain")
+    parser.add_argument("--http-events", type=int, default=200_000)
+    parser.add_argument("--processes", type=int, default=2, help="bridge processes")
+    parser.add_argument("--rate", type=int, default=5000, help="freshness load, events/s")
+    parser.add_argument("--fresh-seconds", type=int, default=30)
+    parser.add_argument("--query-events", type=int, default=2_000_000)
+    parser.add_argument(
+        "--backlog", type=int, default=0, help="also drain a backlog of this many (1000000)"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+
+    stack = Stack()
+    figures: list[Figure] = []
+
+    def show(f: Figure) -> None:
+        figures.append(f)
+        print(f.line(), flush=True)
+
+    try:
+        drain = raw_drain(stack, args.events)
+        copy = raw_copy(stack, args.events)
+        print(f"raw: Mosquitto -> bare paho subscriber {drain:,.0f} msg/s; COPY {copy:,.0f} rows/s")
+        one, rss_one, _ = bridge_drain(stack, args.events, 1)
+        show(Figure("MQTT QoS 1 -> committed, 1 bridge", one, "events/s", drain,
+                    "bare subscriber drain", ">= 0.8 x drain", one >= 0.8 * drain))  # fmt: skip
+        many, rss_many, _ = bridge_drain(stack, args.events, args.processes)
+        show(Figure(f"MQTT QoS 1 -> committed, {args.processes} bridges", many, "events/s", drain,
+                    "bare subscriber drain", ">= 0.8 x drain", many >= 0.8 * drain))  # fmt: skip
+        http = http_batches(stack, args.http_events)
+        show(Figure("HTTP batch (1,000) -> committed", http, "events/s", copy, "COPY",
+                    ">= 0.5 x COPY", http >= 0.5 * copy))  # fmt: skip
+        p95, median, probes = freshness(stack, args.rate, args.fresh_seconds, args.processes)
+        show(Figure(f"freshness p95 at {args.rate:,} events/s", p95, "s", None, "", "<= 2 s",
+                    p95 <= 2, f"median {median:.2f} s over {probes} probes"))  # fmt: skip
+        q95, raw_ms = query_p95(stack, args.query_events)
+        show(Figure(f"query p95, {args.query_events:,} events", q95, "ms", raw_ms,
+                    "GROUP BY over raw flows", "-", None))  # fmt: skip
+        show(Figure(f"bridge RSS, backlog {args.events:,}, 1 proc", rss_one, "MiB", None, "",
+                    "bounded", None))  # fmt: skip
+        show(Figure(f"bridge RSS, backlog {args.events:,}, {args.processes} procs", rss_many,
+                    "MiB", None, "", "bounded", None))  # fmt: skip
+        if args.backlog:
+            rate, rss, _ = bridge_drain(stack, args.backlog, 1)
+            show(Figure(f"bridge RSS, backlog {args.backlog:,}, 1 proc", rss, "MiB", None, "",
+                        "bounded", None, f"drained at {rate:,.0f} events/s"))  # fmt: skip
+    finally:
+        stack.close()
+    write_report(args, figures, drain, copy)
+
+
+def write_report(
+    args: argparse.Namespace, figures: list[Figure], drain: float, copy: float
+) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m bench.run`); numbers from one run on one machine, so",
+        "compare within the table, not across machines. Runs here vary by 20-30 %.",
+        "",
+        f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"`{' '.join(sys.argv[1:]) or '(defaults)'}`",
+        "",
+        f"Raw limits measured in the same run: a bare paho subscriber drains a QoS 1 backlog at "
+        f"**{drain:,.0f} msg/s**; psycopg COPY stores **{copy:,.0f} rows/s**.",
+        "",
+        "| figure | value | raw limit | ratio | target | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        raw = f"{f.raw:,.1f} ({f.raw_name})" if f.raw is not None else ""
+        ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
+        verdict = {True: "holds", False: "misses", None: ""}[f.holds]
+        note = f" ({f.note})" if f.note else ""
+        lines.append(
+            f"| {f.name} | {f.value:,.1f} {f.unit}{note} | {raw} | {ratio} | {f.target} | "
+            f"{verdict} |"
+        )
+    method = (ROOT / "bench" / "METHOD.md").read_text()
+    args.out.write_text("\n".join(lines) + "\n\n" + method)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

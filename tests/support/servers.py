@@ -1,0 +1,131 @@
+"""Brokers and databases of our own, on spare ports, for tests and benchmarks that stop,
+restart or overload them: the machine's shared services are never disturbed."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[2]
+MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 10, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Server:
+    """A server process on a port of its own; `stop()` and `start()` again to simulate faults."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix=f"fabcity-{type(self).__name__.lower()}-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Server:
+        log = (self.dir / "server.log").open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.dir)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Mosquitto(Server):
+    """Mosquitto with the shipped configuration (deploy/mosquitto/mosquitto.conf): the large
+    queue limits that keep every QoS 1 message, on a loopback port of its own."""
+
+    def command(self) -> list[str]:
+        conf = MOSQUITTO_CONF.read_text()
+        conf = re.sub(r"^listener .*$", f"listener {self.port} 127.0.0.1", conf, flags=re.M)
+        conf = re.sub(
+            r"^persistence_location .*$", f"persistence_location {self.dir}/", conf, flags=re.M
+        )
+        conf = re.sub(r"^log_dest .*$", f"log_dest file {self.dir}/mosquitto.log", conf, flags=re.M)
+        path = self.dir / "mosquitto.conf"
+        path.write_text(conf)
+        return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(path)]
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+
+class Redis(Server):
+    def command(self) -> list[str]:
+        return [
+            shutil.which("redis-server") or "/usr/bin/redis-server",
+            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self.dir),
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class Database:
+    """A fresh PostgreSQL database on the shared server, dropped on `close()`."""
+
+    def __init__(self, prefix: str = "fabcity_scratch", admin_url: str = PG_ADMIN_URL) -> None:
+        self.name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        self.url = admin_url.rsplit("/", 1)[0] + "/" + self.name
+
+    def terminate_connections(self, application_name: str | None = None) -> int:
+        """Kill the backends serving this database (as a PostgreSQL restart would)."""
+        query = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :d"
+        params = {"d": self.name}
+        if application_name:
+            query += " AND application_name = :a"
+            params["a"] = application_name
+        with self.admin.connect() as conn:
+            return int(
+                conn.execute(text(query + " AND pid <> pg_backend_pid()"), params).scalar() or 0
+            )
+
+    def close(self) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()

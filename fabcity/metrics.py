@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -249,7 +249,9 @@ def exp(cells: Sequence[Cell], _: Context) -> Value:
     if not weighed and not modelled and not _recorded(cells):
         return missing("no material flows recorded")
     value = _sum(weighed) + sum(c.design_mass for c in modelled) / MICRO
-    return Value(value, weakest([c.state for c in weighed] + ["modelled"] * bool(modelled)))
+    state = weakest([c.state for c in weighed] + ["modelled"] * bool(modelled))
+    # Nothing left the city: 0 is as sure as the flows that say so.
+    return Value(value, state or weakest(c.state for c in cells if c.dimension == "mass"))
 
 
 def _recorded(cells: Sequence[Cell]) -> bool:
@@ -465,6 +467,7 @@ def window_starts(first: date, last: date, interval: Interval) -> list[date]:
 
 def hours_between(start: date, end: date, zone: ZoneInfo) -> float:
     """Hours from local midnight to local midnight: 23 or 25 on a daylight-saving day."""
-    a = datetime(start.year, start.month, start.day, tzinfo=zone)
-    b = datetime(end.year, end.month, end.day, tzinfo=zone)
+    a = datetime(start.year, start.month, start.day, tzinfo=zone).astimezone(UTC)
+    b = datetime(end.year, end.month, end.day, tzinfo=zone).astimezone(UTC)
+    # Subtracting in UTC: two datetimes sharing one tzinfo subtract as wall-clock times.
     return (b - a).total_seconds() / 3600

@@ -7,6 +7,7 @@ quantities are integers (millionths), so the sums do not depend on the order of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -106,17 +107,20 @@ def recompute(session: Session, claimed: list[tuple[int, date]]) -> None:
     """Rebuild the rollups of the given (city, day) windows, daily and hourly."""
     if not claimed:
         return
-    in_flows = tuple_(Flow.city_id, Flow.day).in_(claimed)
-    for table, hourly in ((FlowRollup, False), (FlowRollupHour, True)):
+    for table in (FlowRollup, FlowRollupHour, SiteActivity):
         session.execute(delete(table).where(tuple_(table.city_id, table.day).in_(claimed)))
-        columns, query = _cube(in_flows, hourly)
+    fill(session, lambda model: tuple_(model.city_id, model.day).in_(claimed))
+
+
+def fill(session: Session, where: Callable[[Any], Any]) -> None:
+    """Insert the rollups of the flows and events matching `where(model)`; the caller has
+    deleted the rollups they replace."""
+    for table, hourly in ((FlowRollup, False), (FlowRollupHour, True)):
+        columns, query = _cube(where(Flow), hourly)
         session.execute(insert(table).from_select(columns, query))
-    session.execute(
-        delete(SiteActivity).where(tuple_(SiteActivity.city_id, SiteActivity.day).in_(claimed))
-    )
     activity = (
         select(Event.city_id, Event.day, Event.hour, Event.site_id, func.count())
-        .where(tuple_(Event.city_id, Event.day).in_(claimed))
+        .where(where(Event))
         .group_by(Event.city_id, Event.day, Event.hour, Event.site_id)
     )
     session.execute(

@@ -1,238 +1,834 @@
 """The metrics as pure functions of rollup cells, and the calendar windows they are read over.
 
 Expected values are worked out by hand from the formulas in METRICS.md, not from the code.
+Amounts in cells are integers in millionths of the canonical unit (kg, kWh, count, h).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any, get_args
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from fabcity.metrics import (
-    LOCAL_RINGS,
+    DIDO_TERMS,
     METRICS,
     Cell,
+    Context,
     GroupBy,
     Interval,
     Value,
     group_key,
-    input_kg,
-    local_input_share,
-    produced_count,
-    waste_kg,
-    weakest_state,
+    hours_between,
+    next_start,
+    weakest,
     window_start,
     window_starts,
 )
 
 DAY = date(2026, 3, 10)
+MADRID = ZoneInfo("Europe/Madrid")
+
+# resource -> (dimension, EW-MFA category), as in the default registry.
+RESOURCES: dict[str, tuple[str, str | None]] = {
+    "filament": ("mass", "MF4"),
+    "plastic": ("mass", "MF4"),
+    "recycled_plastic": ("mass", "MF4"),
+    "wood": ("mass", "MF1"),
+    "food": ("mass", "MF1"),
+    "metal": ("mass", "MF2"),
+    "glass": ("mass", "MF3"),
+    "electricity": ("energy", None),
+    "water": ("volume", None),
+    "part": ("count", None),
+    "furniture": ("count", None),
+    "design": ("count", None),
+    "machine_hours": ("time", None),
+    "work_hours": ("time", None),
+    "training_hours": ("time", None),
+}
 
 
 def cell(
     action: str = "consume",
     resource: str = "filament",
-    quantity: float = 1.0,
+    amount: float = 1.0,
     *,
-    dimension: str = "mass",
     ring: str = "city",
     state: str = "measured",
+    each_kg: float | None = None,
     **overrides: Any,
 ) -> Cell:
+    """One rollup row; `amount` in the canonical unit, `each_kg` a design's mass per thing."""
+    dimension, category = RESOURCES[resource]
+    micro = round(amount * 1_000_000)
     fields: dict[str, Any] = {
-        "day": DAY,
+        "start": DAY,
         "site": "lab",
+        "device": "",
         "action": action,
         "resource": resource,
         "dimension": dimension,
-        "mfa_category": "MF4" if dimension == "mass" else None,
+        "mfa_category": category,
         "ring": ring,
         "fate": "",
         "recycled": False,
-        "with_design": False,
+        "design": "",
         "state": state,
-        "quantity": quantity,
+        "amount": micro,
+        "design_mass": 0 if each_kg is None else round(amount * each_kg * 1_000_000),
+        "design_mass_flows": 0 if each_kg is None else 1,
         "flows": 1,
         **overrides,
     }
     return Cell(**fields)
 
 
-def electricity(kwh: float, **overrides: Any) -> Cell:
-    return cell("consume", "electricity", kwh, dimension="energy", **overrides)
+def inp(kg: float, ring: str = "city", resource: str = "filament", **overrides: Any) -> Cell:
+    return cell("consume", resource, kg, ring=ring, **overrides)
+
+
+def waste(kg: float, fate: str, resource: str = "plastic", **overrides: Any) -> Cell:
+    return cell("discard", resource, kg, fate=fate, **overrides)
+
+
+def power(kwh: float, ring: str = "region", **overrides: Any) -> Cell:
+    return cell("consume", "electricity", kwh, ring=ring, **overrides)
 
 
 def parts(count: float, action: str = "produce", **overrides: Any) -> Cell:
-    return cell(action, "part", count, dimension="count", **overrides)
+    return cell(action, "part", count, **overrides)
 
 
-# input_kg ------------------------------------------------------------------------------------
+def machine(hours: float, device: str, site: str = "lab", **overrides: Any) -> Cell:
+    return cell("use", "machine_hours", hours, ring="site", device=device, site=site, **overrides)
 
 
-def test_input_kg_sums_only_consume_flows_of_mass_resources() -> None:
-    cells = [
-        cell("consume", "filament", 2.0, ring="city"),
-        cell("consume", "wood", 0.5, ring="beyond"),
-        electricity(7.0),  # energy, not material
-        cell("produce", "plastic", 4.0),  # an output, not an input
-        cell("discard", "plastic", 0.25),  # waste, not an input
-        parts(3, action="consume"),  # counted, no mass
+def ctx(
+    hours: float = 24.0,
+    sites_active: int = 4,
+    sites_reporting: int = 3,
+    events: int = 10,
+    population: int | None = None,
+) -> Context:
+    return Context(hours, sites_active, sites_reporting, events, population)
+
+
+def compute(name: str, cells: Sequence[Cell], context: Context | None = None) -> Value:
+    return METRICS[name].compute(cells, context or ctx())
+
+
+def assert_value(actual: Value, value: float, state: str) -> None:
+    assert actual.value == pytest.approx(value, rel=1e-12, abs=1e-12)
+    assert actual.state == state
+    assert actual.reason is None
+
+
+def assert_missing(actual: Value, reason_part: str = "") -> None:
+    """Not recorded: `None` with a reason, never 0."""
+    assert actual.value is None
+    assert actual.state is None
+    assert actual.reason
+    assert reason_part in actual.reason
+
+
+# One city-day with every kind of flow; every metric of it worked out by hand --------------
+
+
+def a_day_at_the_lab() -> list[Cell]:
+    return [
+        # Inputs: 20 kg, of which site + city 6, region 4, beyond 10, recycled 1.
+        inp(2.0, "site", device="printer"),
+        inp(3.0, "city", "wood"),
+        inp(1.0, "city", "recycled_plastic", recycled=True),
+        inp(4.0, "region", "metal"),
+        inp(10.0, "beyond"),
+        # Electricity: 24 kWh, 6 of them from the roof.
+        power(6.0, "site"),
+        power(18.0, "region"),
+        # Made: 10 parts (6 from an open design of 0.5 kg each), and 1 kg of pellets sold.
+        parts(6, design="open", each_kg=0.5),
+        parts(2, design="closed", ring="beyond"),
+        parts(2),
+        cell("produce", "plastic", 1.0, ring="beyond"),
+        cell("modify", "furniture", 3),
+        cell("cite", "design", 4),
+        cell("publish", "design", 1),
+        # Waste: 10 kg, 4 diverted; 4 kg to a regional landfill; 2 kg burnt.
+        waste(2.0, "recycle"),
+        waste(1.0, "compost", "wood"),
+        waste(4.0, "landfill", ring="region"),
+        waste(1.0, "reuse", "wood"),
+        waste(2.0, "incineration", "metal"),
+        cell("recover", "plastic", 1.5),
+        cell("work", "work_hours", 8.0, ring="site"),
+        cell("work", "training_hours", 3.0, ring="site"),
+        machine(6.0, "printer"),
+        machine(3.0, "laser"),
+        machine(3.0, "printer", site="hub"),
     ]
-    assert input_kg(cells) == Value(2.5, "measured")
 
 
-def test_input_kg_without_inputs_is_none_with_a_reason_never_zero() -> None:
-    only_other_flows = [electricity(3.0), cell("produce", "plastic", 1.0)]
-    for cells in ([], only_other_flows):
-        value = input_kg(cells)
-        assert value.value is None
-        assert value.state is None
-        assert value.reason == "no inputs recorded"
+DAY_CONTEXT = ctx(hours=24.0, sites_active=4, sites_reporting=3, population=2000)
+
+# name -> (value, state), by hand from METRICS.md.
+A_DAY: dict[str, tuple[float, str]] = {
+    "input_kg": (20.0, "measured"),  # 2 + 3 + 1 + 4 + 10
+    "local_input_share": (0.3, "measured"),  # (2 + 3 + 1) / 20
+    "regional_input_share": (0.5, "measured"),  # (6 + 4) / 20
+    "recycled_input_share": (0.05, "measured"),  # 1 / 20
+    "produced_count": (10.0, "measured"),  # 6 + 2 + 2
+    "produced_kg": (4.0, "modelled"),  # 1 kg weighed + 6 × 0.5 kg from the design
+    "repaired_count": (3.0, "measured"),
+    "open_design_share": (0.6, "measured"),  # 6 / 10
+    "designs_cited": (4.0, "measured"),
+    "designs_published": (1.0, "measured"),
+    "waste_kg": (10.0, "measured"),  # 2 + 1 + 4 + 1 + 2
+    "diversion_rate": (0.4, "measured"),  # (recycle 2 + compost 1 + reuse 1) / 10
+    "energy_kwh": (24.0, "measured"),
+    "energy_per_kg": (6.0, "modelled"),  # 24 kWh / 4 kg
+    "local_energy_share": (0.25, "measured"),  # 6 / 24
+    "work_hours": (8.0, "measured"),
+    "training_hours": (3.0, "measured"),
+    "machine_hours": (12.0, "measured"),  # 6 + 3 + 3
+    "utilization": (12 / 72, "measured"),  # 12 h / (3 machines × 24 h)
+    "reporting_coverage": (0.75, "measured"),  # 3 of 4 sites
+    "de": (5.0, "measured"),  # site 2 + city 3; the recycled 1 kg is not extraction
+    "imp": (14.0, "measured"),  # region 4 + beyond 10
+    "exp": (5.0, "measured"),  # pellets to beyond 1 + waste to the region 4
+    "dmi": (19.0, "measured"),  # 5 + 14
+    "dmc": (14.0, "measured"),  # 5 + 14 − 5
+    "ptb": (9.0, "measured"),  # 14 − 5
+    "dmi_per_person": (0.0095, "measured"),  # 19 / 2000
+    "dmc_per_person": (0.007, "measured"),  # 14 / 2000
+    "u": (1.5, "measured"),
+    "cmu": (1.5 / 15.5, "measured"),  # U / (DMC + U) = 1.5 / 15.5
+    "pito": (16 / 30, "measured"),  # (beyond 10 + landfill 4 + incineration 2) / (20 + 10)
+    "dido": (0.5125, "measured"),  # (0.6 + 0.3 + 0.4 + 0.75) / 4
+    "fci": (0.5125 * 14 / 30, "measured"),  # DIDO × (1 − 16/30)
+}
 
 
-def test_input_kg_of_recorded_zero_is_zero() -> None:
-    # A recorded zero is a measurement, unlike a missing record.
-    assert input_kg([cell(quantity=0.0)]) == Value(0.0, "measured")
+def test_every_metric_has_a_hand_computed_expectation() -> None:
+    assert set(A_DAY) == set(METRICS)
 
 
-# local_input_share ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(A_DAY))
+def test_every_metric_of_a_day_at_the_lab(name: str) -> None:
+    value, state = A_DAY[name]
+    assert_value(compute(name, a_day_at_the_lab(), DAY_CONTEXT), value, state)
 
 
-def test_local_rings_are_site_and_city() -> None:
-    assert frozenset({"site", "city"}) == LOCAL_RINGS
+@pytest.mark.parametrize("name", list(A_DAY))
+def test_every_metric_of_nothing_recorded_is_none_with_a_reason(name: str) -> None:
+    # 0 would claim "nothing local", "no waste diverted"... when nothing was recorded at all.
+    nothing = ctx(sites_active=0, sites_reporting=0, events=0, population=None)
+    assert_missing(compute(name, [], nothing))
 
 
-def test_local_input_share_is_site_plus_city_over_all_inputs() -> None:
-    cells = [
-        cell(quantity=1.0, ring="site"),
-        cell(quantity=2.0, ring="city"),
-        cell(quantity=3.0, ring="region"),
-        cell(quantity=4.0, ring="beyond"),
-    ]
-    # (1 + 2) / (1 + 2 + 3 + 4)
-    assert local_input_share(cells) == Value(0.3, "measured")
+def test_registry_of_metric_units() -> None:
+    units = {name: m.unit for name, m in METRICS.items()}
+    assert {n for n, u in units.items() if u == "ratio"} == {
+        "local_input_share",
+        "regional_input_share",
+        "recycled_input_share",
+        "open_design_share",
+        "diversion_rate",
+        "local_energy_share",
+        "utilization",
+        "reporting_coverage",
+        "cmu",
+        "pito",
+        "dido",
+        "fci",
+    }
+    assert units["input_kg"] == units["dmc"] == units["u"] == "kg"
+    assert units["energy_kwh"] == "kWh"
+    assert units["energy_per_kg"] == "kWh/kg"
+    assert units["dmc_per_person"] == "kg/person"
+    assert units["work_hours"] == units["machine_hours"] == "h"
+    assert units["produced_count"] == units["designs_cited"] == "count"
 
 
-def test_local_input_share_of_region_and_beyond_only_is_zero() -> None:
-    cells = [cell(quantity=1.0, ring="region"), cell(quantity=2.0, ring="beyond")]
-    assert local_input_share(cells) == Value(0.0, "measured")
-
-
-def test_local_input_share_ignores_energy_and_outputs() -> None:
-    cells = [
-        cell(quantity=2.0, ring="city"),
-        cell(quantity=1.0, ring="beyond"),
-        electricity(100.0, ring="beyond"),  # would drag the share down if counted
-        cell("produce", "plastic", 50.0, ring="site"),  # would push it up if counted
-    ]
-    value = local_input_share(cells)
-    assert value.value == pytest.approx(2 / 3)
-    assert value.state == "measured"
-
-
-def test_local_input_share_is_a_ratio_of_sums_not_a_mean_of_ratios() -> None:
-    # Day 1: 1 kg local of 1 (100 %); day 2: 1 kg local of 4 (25 %). Mean of ratios: 62.5 %;
-    # ratio of sums: 2 / 5 = 40 %.
-    cells = [
-        cell(quantity=1.0, ring="city", day=date(2026, 3, 1)),
-        cell(quantity=1.0, ring="city", day=date(2026, 3, 2)),
-        cell(quantity=3.0, ring="beyond", day=date(2026, 3, 2)),
-    ]
-    assert local_input_share(cells).value == pytest.approx(0.4)
+# States ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "cells",
-    [[], [electricity(1.0)], [cell(quantity=0.0, ring="city")]],
-    ids=["nothing", "no-mass-inputs", "zero-kg-inputs"],
-)
-def test_local_input_share_without_inputs_is_none_with_a_reason(cells: list[Cell]) -> None:
-    # 0/0 is not a share: reporting 0 would say "nothing local" when nothing was recorded.
-    value = local_input_share(cells)
-    assert value == Value(None, None, "no inputs recorded")
-
-
-# produced_count and waste_kg -----------------------------------------------------------------
-
-
-def test_produced_count_counts_only_produce_flows_of_count_resources() -> None:
-    cells = [
-        parts(3),
-        cell("produce", "furniture", 2, dimension="count"),
-        parts(5, action="consume"),  # parts used up, not made
-        cell("produce", "plastic", 9.0),  # made, but in kg
-        cell("produce", "machine_hours", 4.0, dimension="time"),
-    ]
-    assert produced_count(cells) == Value(5.0, "measured")
-
-
-def test_produced_count_without_production_is_none() -> None:
-    assert produced_count([cell()]) == Value(None, None, "no production recorded")
-
-
-def test_waste_kg_sums_discard_flows_of_mass_resources() -> None:
-    cells = [
-        cell("discard", "plastic", 0.5, fate="recycle"),
-        cell("discard", "wood", 1.25, fate="landfill"),
-        parts(2, action="discard"),  # no mass
-        cell("consume", "plastic", 10.0),
-        cell("recover", "plastic", 3.0),
-    ]
-    assert waste_kg(cells) == Value(1.75, "measured")
-
-
-def test_waste_kg_without_discards_is_none() -> None:
-    assert waste_kg([cell()]) == Value(None, None, "no waste recorded")
-
-
-# States --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("states", "weakest"),
+    ("states", "expected"),
     [
+        ([], None),
+        ([None], None),
         (["measured"], "measured"),
         (["measured", "measured"], "measured"),
         (["measured", "reported"], "reported"),
         (["reported", "measured"], "reported"),
         (["measured", "modelled"], "modelled"),
         (["reported", "modelled", "measured"], "modelled"),
+        ([None, "reported", "measured"], "reported"),
     ],
 )
-def test_a_value_has_the_weakest_state_of_its_inputs(states: list[str], weakest: str) -> None:
-    cells = [cell(state=s, ring="city" if i % 2 else "beyond") for i, s in enumerate(states)]
-    assert weakest_state(cells) == weakest
-    assert input_kg(cells).state == weakest
-    assert local_input_share(cells).state == weakest
+def test_weakest_state(states: list[str | None], expected: str | None) -> None:
+    assert weakest(states) == expected
 
 
-def test_weakest_state_of_nothing_is_none() -> None:
-    assert weakest_state([]) is None
+@pytest.mark.parametrize(
+    "name", ["input_kg", "local_input_share", "regional_input_share", "recycled_input_share"]
+)
+def test_a_value_has_the_weakest_state_of_its_inputs(name: str) -> None:
+    cells = [inp(1.0, "city"), inp(1.0, "beyond", state="reported")]
+    assert compute(name, cells).state == "reported"
+    assert compute(name, [*cells, inp(1.0, state="modelled")]).state == "modelled"
 
 
 def test_state_comes_only_from_the_cells_the_metric_uses() -> None:
-    # A modelled energy figure must not weaken a measured mass input.
-    cells = [cell(state="measured"), electricity(1.0, state="modelled")]
-    assert input_kg(cells).state == "measured"
-    assert local_input_share(cells).state == "measured"
+    # A modelled energy figure or a reported waste must not weaken a measured mass input.
+    cells = [inp(1.0), power(1.0, state="modelled"), waste(1.0, "landfill", state="reported")]
+    assert compute("input_kg", cells).state == "measured"
+    assert compute("local_input_share", cells).state == "measured"
+    assert compute("energy_kwh", cells).state == "modelled"
+    assert compute("waste_kg", cells).state == "reported"
 
 
-def test_registry_of_metrics_units() -> None:
-    assert {name: m.unit for name, m in METRICS.items()} == {
-        "input_kg": "kg",
-        "local_input_share": "ratio",
-        "produced_count": "count",
-        "waste_kg": "kg",
+# Inputs and their shares ----------------------------------------------------------------------
+
+
+def test_input_kg_sums_only_consume_flows_of_mass_resources() -> None:
+    cells = [
+        inp(2.0, "city"),
+        inp(0.5, "beyond", "wood"),
+        power(7.0),  # energy, not material
+        cell("consume", "water", 3.0),  # volume, not mass
+        cell("produce", "plastic", 4.0),  # an output, not an input
+        waste(0.25, "recycle"),  # waste, not an input
+        cell("recover", "plastic", 1.0),  # secondary material made, not consumed
+        parts(3, action="consume"),  # counted, no mass
+    ]
+    assert_value(compute("input_kg", cells), 2.5, "measured")
+
+
+def test_input_kg_without_inputs_is_none_with_a_reason_never_zero() -> None:
+    for cells in ([], [power(3.0), cell("produce", "plastic", 1.0)]):
+        assert compute("input_kg", cells) == Value(None, None, "no inputs recorded")
+
+
+def test_input_kg_of_a_recorded_zero_is_zero() -> None:
+    # A recorded zero is a measurement, unlike a missing record.
+    assert compute("input_kg", [inp(0.0)]) == Value(0.0, "measured")
+
+
+def test_amounts_are_millionths_of_the_canonical_unit() -> None:
+    one_milligram = replace(inp(0.0), amount=1)
+    assert compute("input_kg", [one_milligram]).value == pytest.approx(0.000_001)
+    assert compute("input_kg", [replace(inp(0.0), amount=2_500_000)]).value == 2.5
+
+
+SHARE_CELLS = [
+    inp(1.0, "site"),
+    inp(2.0, "city"),
+    inp(3.0, "region", "recycled_plastic", recycled=True),
+    inp(4.0, "beyond", recycled=True),
+    power(100.0, "beyond"),  # would drag every share down if counted
+    cell("produce", "plastic", 50.0, ring="site"),  # would push the local share up
+    cell("recover", "plastic", 9.0, ring="city", recycled=True),  # not an input
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "share"),
+    [
+        ("local_input_share", 0.3),  # (site 1 + city 2) / 10
+        ("regional_input_share", 0.6),  # (1 + 2 + region 3) / 10
+        ("recycled_input_share", 0.7),  # (3 + 4) / 10
+    ],
+)
+def test_input_shares(name: str, share: float) -> None:
+    assert_value(compute(name, SHARE_CELLS), share, "measured")
+
+
+@pytest.mark.parametrize(
+    "name", ["local_input_share", "regional_input_share", "recycled_input_share"]
+)
+@pytest.mark.parametrize(
+    "cells",
+    [[], [power(1.0)], [inp(0.0, "city")]],
+    ids=["nothing", "no-mass-inputs", "zero-kg-inputs"],
+)
+def test_input_shares_without_inputs_are_none_with_a_reason(name: str, cells: list[Cell]) -> None:
+    # 0/0 is not a share.
+    assert compute(name, cells) == Value(None, None, "no inputs recorded")
+
+
+def test_input_share_of_none_local_is_a_real_zero() -> None:
+    cells = [inp(1.0, "region"), inp(2.0, "beyond")]
+    assert compute("local_input_share", cells) == Value(0.0, "measured")
+
+
+# Production, repair, designs ----------------------------------------------------------------
+
+
+def test_produced_count_counts_only_produce_flows_of_count_resources() -> None:
+    cells = [
+        parts(3),
+        cell("produce", "furniture", 2),
+        parts(5, action="consume"),  # parts used up, not made
+        parts(1, action="modify"),  # repaired, not made
+        cell("produce", "plastic", 9.0),  # made, but in kg
+    ]
+    assert_value(compute("produced_count", cells), 5.0, "measured")
+
+
+def test_produced_kg_from_mass_flows_keeps_their_state() -> None:
+    cells = [cell("produce", "plastic", 1.5), cell("produce", "wood", 0.5, state="reported")]
+    assert_value(compute("produced_kg", cells), 2.0, "reported")
+
+
+def test_produced_kg_from_count_times_design_mass_is_modelled() -> None:
+    assert_value(compute("produced_kg", [parts(4, each_kg=0.25)]), 1.0, "modelled")
+
+
+def test_produced_kg_adds_weighed_mass_and_modelled_mass() -> None:
+    cells = [
+        cell("produce", "plastic", 1.5),
+        parts(4, each_kg=0.25),  # 1 kg modelled
+        parts(7),  # no design mass: adds nothing
+        parts(2, action="modify", each_kg=3.0),  # repaired, not made
+    ]
+    assert_value(compute("produced_kg", cells), 2.5, "modelled")
+
+
+def test_produced_kg_ignores_counts_without_design_mass_and_stays_measured() -> None:
+    assert_value(
+        compute("produced_kg", [cell("produce", "plastic", 2.0), parts(3)]), 2.0, "measured"
+    )
+
+
+def test_produced_kg_without_mass_or_design_mass_is_none_with_a_reason() -> None:
+    assert_missing(compute("produced_kg", [parts(3)]), "design mass")
+    assert_missing(compute("produced_kg", []), "design mass")
+
+
+def test_repaired_count_sums_modify() -> None:
+    cells = [parts(2, action="modify"), cell("modify", "furniture", 1), parts(9)]
+    assert_value(compute("repaired_count", cells), 3.0, "measured")
+    assert compute("repaired_count", [parts(9)]) == Value(None, None, "no repairs recorded")
+
+
+def test_open_design_share_counts_open_and_unregistered_designs_not_closed() -> None:
+    cells = [
+        parts(2, design="open"),
+        parts(1, design="unregistered"),  # a design reference not yet in the registry
+        parts(3, design="closed"),
+        parts(4),  # no design reference
+        parts(5, action="cite", design="open"),  # cited, not made
+    ]
+    assert_value(compute("open_design_share", cells), 0.3, "measured")  # (2 + 1) / 10
+
+
+def test_open_design_share_without_production_is_none() -> None:
+    assert compute("open_design_share", [inp(1.0)]) == Value(None, None, "no production recorded")
+
+
+def test_designs_cited_and_published() -> None:
+    cells = [
+        cell("cite", "design", 3),
+        cell("cite", "design", 2, state="reported"),
+        cell("publish", "design", 1),
+        parts(4),
+    ]
+    assert_value(compute("designs_cited", cells), 5.0, "reported")
+    assert_value(compute("designs_published", cells), 1.0, "measured")
+    assert compute("designs_published", [parts(1)]) == Value(None, None, "no designs published")
+    assert compute("designs_cited", [parts(1)]) == Value(None, None, "no designs cited")
+
+
+# Waste ----------------------------------------------------------------------------------------
+
+
+def test_waste_kg_sums_discard_flows_of_mass_resources() -> None:
+    cells = [
+        waste(0.5, "recycle"),
+        waste(1.25, "landfill", "wood"),
+        parts(2, action="discard"),  # no mass
+        inp(10.0),
+        cell("recover", "plastic", 3.0),
+    ]
+    assert_value(compute("waste_kg", cells), 1.75, "measured")
+    assert compute("waste_kg", [inp(1.0)]) == Value(None, None, "no waste recorded")
+
+
+def test_diversion_rate_is_reuse_recycle_and_compost_over_all_waste() -> None:
+    cells = [
+        waste(1.0, "reuse"),
+        waste(2.0, "recycle"),
+        waste(3.0, "compost", "food"),
+        waste(4.0, "energy"),
+        waste(5.0, "incineration"),
+        waste(4.0, "landfill"),
+        waste(1.0, ""),  # fate not known: waste, not diverted
+    ]
+    assert_value(compute("diversion_rate", cells), 0.3, "measured")  # 6 / 20
+
+
+def test_diversion_rate_without_waste_is_none() -> None:
+    assert compute("diversion_rate", [inp(1.0)]) == Value(None, None, "no waste recorded")
+
+
+# Energy ---------------------------------------------------------------------------------------
+
+
+def test_energy_kwh_sums_electricity_consumed() -> None:
+    cells = [power(3.0), power(4.5, "site"), inp(9.0)]
+    assert_value(compute("energy_kwh", cells), 7.5, "measured")
+    assert compute("energy_kwh", [inp(1.0)]) == Value(None, None, "no electricity recorded")
+
+
+def test_energy_per_kg_is_energy_over_produced_mass() -> None:
+    cells = [power(10.0), cell("produce", "plastic", 4.0)]
+    assert_value(compute("energy_per_kg", cells), 2.5, "measured")
+    # Produced mass modelled from designs: the ratio is modelled too.
+    cells = [power(10.0), parts(8, each_kg=0.5)]
+    assert_value(compute("energy_per_kg", cells), 2.5, "modelled")
+
+
+def test_energy_per_kg_needs_both_terms() -> None:
+    assert_missing(compute("energy_per_kg", [power(10.0)]), "produced_kg")
+    assert_missing(compute("energy_per_kg", [cell("produce", "plastic", 4.0)]), "energy_kwh")
+    zero_made = [power(10.0), cell("produce", "plastic", 0.0)]
+    assert compute("energy_per_kg", zero_made) == Value(None, None, "produced_kg is 0")
+
+
+def test_local_energy_share_is_site_and_city_electricity() -> None:
+    cells = [power(1.0, "site"), power(3.0, "city"), power(4.0, "region"), power(2.0, "beyond")]
+    assert_value(compute("local_energy_share", cells), 0.4, "measured")  # 4 / 10
+    assert compute("local_energy_share", [inp(1.0)]) == Value(None, None, "no electricity recorded")
+
+
+# Hours ----------------------------------------------------------------------------------------
+
+
+def test_work_training_and_machine_hours() -> None:
+    cells = [
+        cell("work", "work_hours", 3.0),
+        cell("work", "work_hours", 2.5, state="reported"),
+        cell("work", "training_hours", 4.0),
+        machine(2.0, "printer"),
+        machine(1.0, "laser"),
+    ]
+    assert_value(compute("work_hours", cells), 5.5, "reported")
+    assert_value(compute("training_hours", cells), 4.0, "measured")
+    assert_value(compute("machine_hours", cells), 3.0, "measured")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("work_hours", "no work hours recorded"),
+        ("training_hours", "no training hours recorded"),
+        ("machine_hours", "no machine hours recorded"),
+    ],
+)
+def test_hours_not_recorded_are_none(name: str, reason: str) -> None:
+    assert compute(name, [inp(1.0)]) == Value(None, None, reason)
+
+
+def test_utilization_is_machine_hours_over_machines_that_reported_use_times_hours() -> None:
+    cells = [
+        machine(6.0, "printer"),
+        machine(6.0, "laser"),
+        machine(12.0, "printer", site="hub"),  # another site's printer is another machine
+    ]
+    # 24 h / (3 machines × 24 h)
+    assert_value(compute("utilization", cells, ctx(hours=24.0)), 1 / 3, "measured")
+    # Over a week: 24 h / (3 × 168 h)
+    assert_value(compute("utilization", cells, ctx(hours=168.0)), 24 / 504, "measured")
+
+
+def test_utilization_counts_a_machine_once_across_cells() -> None:
+    cells = [machine(3.0, "printer"), machine(9.0, "printer", state="reported")]
+    assert_value(compute("utilization", cells, ctx(hours=24.0)), 0.5, "reported")  # 12 / 24
+
+
+def test_utilization_without_machine_hours_is_none() -> None:
+    reason = "no machine hours recorded"
+    assert compute("utilization", [power(1.0)]) == Value(None, None, reason)
+
+
+def test_reporting_coverage_is_sites_reporting_over_sites_active() -> None:
+    assert compute("reporting_coverage", [], ctx(sites_active=4, sites_reporting=3)) == Value(
+        0.75, "measured"
+    )
+    assert compute("reporting_coverage", [], ctx(sites_active=4, sites_reporting=0)) == Value(
+        0.0, "measured"
+    )
+    assert_missing(compute("reporting_coverage", [], ctx(sites_active=0, sites_reporting=0)))
+
+
+# Material flow accounts -----------------------------------------------------------------------
+
+
+def mfa_cells() -> list[Cell]:
+    return [
+        inp(10.0, "city"),  # DE
+        inp(5.0, "site", "wood"),  # DE
+        inp(4.0, "city", "recycled_plastic", recycled=True),  # local but recycled: not DE
+        inp(20.0, "region", "metal"),  # IMP
+        inp(30.0, "beyond", "glass"),  # IMP
+        inp(6.0, "beyond", "recycled_plastic", recycled=True),  # IMP, recycled or not
+        power(100.0, "beyond"),  # energy: outside the material accounts
+        cell("produce", "plastic", 7.0, ring="beyond"),  # EXP
+        cell("modify", "wood", 2.0, ring="region"),  # EXP
+        waste(3.0, "recycle", ring="region"),  # EXP
+        waste(1.0, "landfill", ring="city"),  # stays in the city
+        cell("produce", "plastic", 8.0, ring="city"),  # stays in the city
+        parts(10, ring="beyond"),  # counted, no design mass: no mass to export
+        cell("recover", "plastic", 9.0),  # U
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("de", 15.0),  # 10 + 5
+        ("imp", 56.0),  # 20 + 30 + 6
+        ("exp", 12.0),  # 7 + 2 + 3
+        ("dmi", 71.0),  # 15 + 56
+        ("dmc", 59.0),  # 15 + 56 − 12
+        ("ptb", 44.0),  # 56 − 12
+        ("u", 9.0),
+        ("cmu", 9 / 68),  # 9 / (59 + 9)
+    ],
+)
+def test_material_flow_accounts(name: str, value: float) -> None:
+    assert_value(compute(name, mfa_cells()), value, "measured")
+
+
+def test_exp_includes_things_made_for_outside_modelled_from_design_mass() -> None:
+    cells = [*mfa_cells(), parts(4, ring="beyond", each_kg=1.25)]  # + 5 kg, modelled
+    assert_value(compute("exp", cells), 17.0, "modelled")
+    assert_value(compute("dmc", cells), 54.0, "modelled")  # 71 − 17
+    assert_value(compute("ptb", cells), 39.0, "modelled")  # 56 − 17
+    assert_value(compute("dmi", cells), 71.0, "measured")
+
+
+def test_per_person_accounts() -> None:
+    with_population = ctx(population=1000)
+    assert_value(compute("dmi_per_person", mfa_cells(), with_population), 0.071, "measured")
+    assert_value(compute("dmc_per_person", mfa_cells(), with_population), 0.059, "measured")
+
+
+@pytest.mark.parametrize("name", ["dmi_per_person", "dmc_per_person"])
+def test_per_person_without_population_is_none_with_a_reason(name: str) -> None:
+    assert_missing(compute(name, mfa_cells(), ctx(population=None)), "population")
+
+
+def test_cmu_check_of_metrics_md_adapted_to_flows() -> None:
+    # METRICS.md: DMC 100 and U 14 give CMU 14 / 114 = 12.281 %.
+    cells = [
+        inp(120.0, "beyond"),  # IMP 120
+        cell("produce", "plastic", 20.0, ring="beyond"),  # EXP 20: DMC = 120 − 20 = 100
+        cell("recover", "plastic", 14.0),  # U 14
+    ]
+    assert_value(compute("dmc", cells), 100.0, "measured")
+    assert_value(compute("u", cells), 14.0, "measured")
+    value = compute("cmu", cells).value
+    assert value is not None
+    assert round(value * 100, 3) == 12.281
+
+
+@pytest.mark.parametrize("name", ["de", "imp", "exp", "dmi", "dmc", "ptb", "u", "cmu"])
+def test_accounts_without_any_mass_flow_are_none(name: str) -> None:
+    assert_missing(compute(name, [power(5.0), parts(3), machine(1.0, "printer")]))
+
+
+@pytest.mark.parametrize(("name", "value"), [("de", 0.0), ("imp", 2.0), ("u", 0.0)])
+def test_accounts_of_nothing_in_their_class_are_zero_once_mass_is_recorded(
+    name: str, value: float
+) -> None:
+    assert_value(compute(name, [inp(2.0, "beyond")]), value, "measured")
+
+
+def test_exp_of_nothing_leaving_the_city_is_zero_with_a_state() -> None:
+    # Mass flows were recorded and none left the city: EXP is a real 0, and like DE and IMP
+    # it carries a state ("every value carries a state"; only a missing value has none).
+    assert_value(compute("exp", [inp(2.0, "city")]), 0.0, "measured")
+
+
+# Fab City Index ------------------------------------------------------------------------------
+
+
+def test_pito() -> None:
+    cells = [
+        inp(10.0, "city"),
+        inp(20.0, "region"),
+        inp(30.0, "beyond"),
+        waste(10.0, "recycle"),
+        waste(15.0, "landfill"),
+        waste(5.0, "incineration"),
+        waste(10.0, "energy"),
+        power(500.0, "beyond"),  # not an input
+    ]
+    # (beyond 30 + landfill 15 + incineration 5) / (inputs 60 + waste 40)
+    assert_value(compute("pito", cells), 0.5, "measured")
+
+
+def test_pito_without_inputs_or_waste_is_none() -> None:
+    assert compute("pito", [parts(2), power(3.0)]) == Value(
+        None, None, "no inputs or waste recorded"
+    )
+
+
+def fci_cells() -> list[Cell]:
+    return [
+        parts(1, design="open"),
+        parts(3),  # open_design_share 1/4
+        inp(2.0, "city"),
+        inp(2.0, "beyond"),  # local_input_share 2/4
+        waste(3.0, "recycle"),
+        waste(1.0, "landfill"),  # diversion_rate 3/4
+    ]
+
+
+def test_dido_is_the_mean_of_its_four_terms() -> None:
+    value = compute("dido", fci_cells(), ctx(sites_active=4, sites_reporting=2))
+    # (0.25 + 0.5 + 0.75 + 0.5) / 4
+    assert_value(value, 0.5, "measured")
+    assert value.terms == DIDO_TERMS
+    assert DIDO_TERMS == (
+        "open_design_share",
+        "local_input_share",
+        "diversion_rate",
+        "reporting_coverage",
+    )
+
+
+def test_fci_is_dido_times_one_minus_pito() -> None:
+    context = ctx(sites_active=4, sites_reporting=2)
+    # PITO = (beyond 2 + landfill 1) / (inputs 4 + waste 4) = 0.375
+    assert_value(compute("pito", fci_cells(), context), 0.375, "measured")
+    value = compute("fci", fci_cells(), context)
+    assert_value(value, 0.5 * 0.625, "measured")
+    assert value.range is None
+
+
+def test_dido_with_missing_terms_is_modelled_and_names_the_terms_it_used() -> None:
+    cells = [inp(3.0, "city"), inp(1.0, "beyond")]  # no production, no waste
+    context = ctx(sites_active=2, sites_reporting=1)
+    value = compute("dido", cells, context)
+    assert_value(value, (0.75 + 0.5) / 2, "modelled")
+    assert value.terms == ("local_input_share", "reporting_coverage")
+    # PITO = beyond 1 / inputs 4; FCI = 0.625 × 0.75, modelled through DIDO.
+    fci = compute("fci", cells, context)
+    assert_value(fci, 0.625 * 0.75, "modelled")
+    assert fci.terms == ("local_input_share", "reporting_coverage")
+
+
+def test_fci_without_pito_is_the_range_zero_to_dido() -> None:
+    # Things made but no inputs or waste recorded: PITO is not recorded.
+    cells = [parts(1, design="open"), parts(1, design="closed")]
+    context = ctx(sites_active=4, sites_reporting=2)
+    assert compute("pito", cells, context).value is None
+    value = compute("fci", cells, context)
+    assert value.value is None
+    assert value.range is not None
+    low, high = value.range
+    assert low == 0.0
+    assert high == pytest.approx(0.5)  # DIDO = (0.5 + 0.5) / 2
+    assert value.reason
+    assert value.state == "modelled"
+    assert value.terms == ("open_design_share", "reporting_coverage")
+
+
+def test_fci_without_dido_is_none() -> None:
+    value = compute("fci", [], ctx(sites_active=0, sites_reporting=0))
+    assert value.value is None
+    assert value.range is None
+    assert value.state is None
+    assert value.reason and "DIDO" in value.reason
+    assert_missing(compute("dido", [], ctx(sites_active=0, sites_reporting=0)))
+
+
+# Ratios of sums -------------------------------------------------------------------------------
+
+
+def merged(cells: Sequence[Cell], start: date) -> list[Cell]:
+    """The cells of a longer window: same keys added up, as the rollups of a week are."""
+    totals: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for c in cells:
+        key: tuple[Any, ...] = (c.site, c.device, c.action, c.resource, c.dimension)
+        key += (c.mfa_category, c.ring, c.fate, c.recycled, c.design, c.state)
+        sums = totals[key]
+        for i, n in enumerate((c.amount, c.design_mass, c.design_mass_flows, c.flows)):
+            sums[i] += n
+    return [Cell(start, *key, *sums) for key, sums in totals.items()]
+
+
+def test_a_ratio_over_two_days_is_the_ratio_of_sums_not_the_mean_of_daily_ratios() -> None:
+    monday, tuesday = date(2026, 3, 9), date(2026, 3, 10)
+    day1 = [inp(1.0, "city", start=monday), waste(1.0, "recycle", start=monday)]
+    day2 = [
+        inp(1.0, "city", start=tuesday),
+        inp(3.0, "beyond", start=tuesday),
+        waste(1.0, "recycle", start=tuesday),
+        waste(7.0, "landfill", start=tuesday),
+    ]
+    daily = [compute("local_input_share", d).value for d in (day1, day2)]
+    assert daily == [1.0, 0.25]  # their mean would be 0.625
+    week = merged(day1 + day2, monday)
+    assert len(week) == 4
+    assert_value(compute("local_input_share", week), 0.4, "measured")  # (1 + 1) / (1 + 4)
+    assert_value(compute("local_input_share", day1 + day2), 0.4, "measured")
+    # Diversion: 1/1 and 1/8 by day; (1 + 1) / (1 + 8) over both.
+    assert_value(compute("diversion_rate", week), 2 / 9, "measured")
+    # PITO: 0/2 and (3 + 7)/12 by day; 10 / 14 over both.
+    assert_value(compute("pito", week), 10 / 14, "measured")
+
+
+def test_merging_cells_changes_no_metric() -> None:
+    cells = a_day_at_the_lab()
+    doubled = merged([*cells, *cells], DAY)
+    for name, (value, state) in A_DAY.items():
+        if name in ("utilization",):
+            continue
+        expected = value if METRICS[name].unit in ("ratio", "kWh/kg") else 2 * value
+        assert_value(compute(name, doubled, DAY_CONTEXT), expected, state)
+    # Two days of the same machine hours over a 48 h window: the same utilization.
+    assert_value(compute("utilization", doubled, ctx(hours=48.0)), 12 / 72, "measured")
+
+
+# group_key -------------------------------------------------------------------------------------
+
+
+def test_group_key_for_each_grouping() -> None:
+    c = inp(1.0, "region", "wood", site="hub", device="laser")
+    keys: dict[GroupBy, str] = {
+        "site": "hub",
+        "device": "laser",
+        "resource": "wood",
+        "ring": "region",
+        "mfa_category": "MF1",
     }
-    assert METRICS["local_input_share"].compute is local_input_share
+    assert set(keys) == set(get_args(GroupBy))
+    for group_by, key in keys.items():
+        assert group_key(c, group_by) == key
 
 
-# Windows -------------------------------------------------------------------------------------
+def test_group_key_of_a_site_report_and_of_a_resource_without_mfa_category() -> None:
+    assert group_key(power(1.0, device=""), "device") == "(site reports)"
+    assert group_key(power(1.0), "mfa_category") == "none"
 
 
-def test_day_window_is_the_day() -> None:
-    assert window_start(DAY, "day") == DAY
+# Windows ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interval", ["day", "hour"])
+def test_day_and_hour_windows_start_on_the_day(interval: Interval) -> None:
+    assert window_start(DAY, interval) == DAY
+    assert next_start(DAY, interval) == DAY + timedelta(days=1)
 
 
 @pytest.mark.parametrize(
@@ -243,6 +839,7 @@ def test_day_window_is_the_day() -> None:
         (date(2026, 3, 15), date(2026, 3, 9)),  # Sunday belongs to the week before it
         (date(2026, 3, 16), date(2026, 3, 16)),
         (date(2026, 1, 1), date(2025, 12, 29)),  # a week across the new year
+        (date(2024, 3, 1), date(2024, 2, 26)),  # a week across a leap day
     ],
 )
 def test_week_starts_on_the_iso_monday(day: date, monday: date) -> None:
@@ -250,24 +847,29 @@ def test_week_starts_on_the_iso_monday(day: date, monday: date) -> None:
     assert start == monday
     assert start.isoweekday() == 1
     assert start.isocalendar()[:2] == day.isocalendar()[:2]
+    assert next_start(start, "week") == monday + timedelta(days=7)
 
 
 @pytest.mark.parametrize(
-    ("day", "first"),
+    ("day", "first", "following"),
     [
-        (date(2026, 3, 10), date(2026, 3, 1)),
-        (date(2026, 3, 1), date(2026, 3, 1)),
-        (date(2024, 2, 29), date(2024, 2, 1)),
-        (date(2026, 12, 31), date(2026, 12, 1)),
+        (date(2026, 3, 10), date(2026, 3, 1), date(2026, 4, 1)),
+        (date(2026, 3, 1), date(2026, 3, 1), date(2026, 4, 1)),
+        (date(2024, 2, 29), date(2024, 2, 1), date(2024, 3, 1)),
+        (date(2025, 2, 28), date(2025, 2, 1), date(2025, 3, 1)),
+        (date(2026, 1, 31), date(2026, 1, 1), date(2026, 2, 1)),
+        (date(2026, 12, 31), date(2026, 12, 1), date(2027, 1, 1)),
     ],
 )
-def test_month_starts_on_the_first(day: date, first: date) -> None:
+def test_month_starts_on_the_first(day: date, first: date, following: date) -> None:
     assert window_start(day, "month") == first
+    assert next_start(first, "month") == following
 
 
 def test_year_starts_on_the_first_of_january() -> None:
     assert window_start(date(2026, 12, 31), "year") == date(2026, 1, 1)
     assert window_start(date(2024, 2, 29), "year") == date(2024, 1, 1)
+    assert next_start(date(2024, 1, 1), "year") == date(2025, 1, 1)
 
 
 def test_day_window_starts_cover_every_day_inclusive() -> None:
@@ -276,6 +878,11 @@ def test_day_window_starts_cover_every_day_inclusive() -> None:
         date(2026, 2, 28),
         date(2026, 3, 1),
         date(2026, 3, 2),
+    ]
+    assert window_starts(date(2024, 2, 28), date(2024, 3, 1), "day") == [
+        date(2024, 2, 28),
+        date(2024, 2, 29),
+        date(2024, 3, 1),
     ]
 
 
@@ -292,6 +899,14 @@ def test_week_window_starts_begin_on_the_monday_before_the_first_day() -> None:
     ]
 
 
+def test_week_window_starts_roll_over_the_new_year() -> None:
+    assert window_starts(date(2025, 12, 24), date(2026, 1, 6), "week") == [
+        date(2025, 12, 22),
+        date(2025, 12, 29),
+        date(2026, 1, 5),
+    ]
+
+
 def test_month_window_starts_roll_over_december_into_january() -> None:
     assert window_starts(date(2025, 11, 15), date(2026, 2, 1), "month") == [
         date(2025, 11, 1),
@@ -301,8 +916,8 @@ def test_month_window_starts_roll_over_december_into_january() -> None:
     ]
 
 
-@pytest.mark.parametrize("year", [2024, 2028])
-def test_month_window_starts_step_over_a_leap_february(year: int) -> None:
+@pytest.mark.parametrize("year", [2024, 2028, 2100])
+def test_month_window_starts_step_over_february(year: int) -> None:
     assert window_starts(date(year, 1, 31), date(year, 4, 1), "month") == [
         date(year, 1, 1),
         date(year, 2, 1),
@@ -350,21 +965,30 @@ def test_windows_of_an_empty_range_are_none() -> None:
     assert window_starts(date(2026, 3, 2), date(2026, 3, 1), "day") == []
 
 
-# group_key -----------------------------------------------------------------------------------
+# Hours in a window ----------------------------------------------------------------------------
 
 
-def test_group_key_for_each_grouping() -> None:
-    c = cell(site="hub", resource="wood", ring="region", mfa_category="MF1")
-    keys: dict[GroupBy, str] = {
-        "site": "hub",
-        "resource": "wood",
-        "ring": "region",
-        "mfa_category": "MF1",
-    }
-    assert set(keys) == set(get_args(GroupBy))
-    for group_by, key in keys.items():
-        assert group_key(c, group_by) == key
+def test_an_ordinary_day_has_24_hours() -> None:
+    assert hours_between(date(2026, 3, 10), date(2026, 3, 11), MADRID) == 24.0
 
 
-def test_group_key_of_a_resource_without_mfa_category_is_none_as_text() -> None:
-    assert group_key(electricity(1.0), "mfa_category") == "none"
+def test_the_spring_daylight_saving_day_has_23_hours() -> None:
+    # Europe/Madrid: 2026-03-29, the last Sunday of March, skips 02:00 to 03:00.
+    assert hours_between(date(2026, 3, 29), date(2026, 3, 30), MADRID) == 23.0
+
+
+def test_the_autumn_daylight_saving_day_has_25_hours() -> None:
+    # Europe/Madrid: 2026-10-25, the last Sunday of October, repeats 02:00 to 03:00.
+    assert hours_between(date(2026, 10, 25), date(2026, 10, 26), MADRID) == 25.0
+
+
+def test_windows_across_a_daylight_saving_change() -> None:
+    # The week of 23 March 2026 and the month of March lose the hour; October gains one.
+    assert hours_between(date(2026, 3, 23), date(2026, 3, 30), MADRID) == 7 * 24 - 1
+    assert hours_between(date(2026, 3, 1), date(2026, 4, 1), MADRID) == 31 * 24 - 1
+    assert hours_between(date(2026, 10, 1), date(2026, 11, 1), MADRID) == 31 * 24 + 1
+
+
+def test_a_year_has_all_its_hours_back() -> None:
+    assert hours_between(date(2026, 1, 1), date(2027, 1, 1), MADRID) == 365 * 24
+    assert hours_between(date(2024, 1, 1), date(2025, 1, 1), MADRID) == 366 * 24

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fabcity import metrics, migrate, queries
+from fabcity import migrate, queries
 from fabcity.db import make_engine, make_sessionmaker, transaction
 from fabcity.settings import Settings
 from schemas.api import MetricsResponse
@@ -27,6 +27,19 @@ from services.simulate import CITY, Simulator
 from workers.dispatch import LocalWorker
 
 log = logging.getLogger(__name__)
+
+
+# What the terminal view shows of the simulated city.
+HEADLINE = (
+    "input_kg",
+    "local_input_share",
+    "produced_count",
+    "repaired_count",
+    "waste_kg",
+    "diversion_rate",
+    "energy_kwh",
+    "fci",
+)
 
 
 class PortTaken(Exception):
@@ -138,9 +151,7 @@ def _wait_for(condition: object, seconds: float, message: str) -> None:
 def _today(factory: object, city: str) -> MetricsResponse | None:
     try:
         with transaction(factory) as session:  # type: ignore[arg-type]
-            return queries.metric_series(
-                session, city, list(metrics.METRICS), None, None, "day", None
-            )
+            return queries.metric_series(session, city, list(HEADLINE), None, None, "day", None)
     except Exception:
         return None
 
@@ -155,7 +166,9 @@ def _table(data: MetricsResponse | None, bridge: Bridge, sim: Simulator | None) 
         for s in data.series:
             cells = []
             for p in s.points[-4:]:
-                if p.value is None:
+                if p.value is None and p.range is not None:
+                    cells.append(f"{p.range[0]:.0%}–{p.range[1]:.0%}")
+                elif p.value is None:
                     cells.append("[dim]not recorded[/]")
                 elif s.unit == "ratio":
                     cells.append(f"{p.value:.1%}")

@@ -72,6 +72,9 @@ DEVICES = [
     SimDevice("makers-north", "printer-2", "Voron 2.4", "printer"),
     SimDevice("bench-works", "cnc-1", "CNC router", "cnc"),
 ]
+# Machines that report in their own event types rather than as flows.
+JOB_PRINTER = SimDevice("makers-north", "printer-3", "Prusa MK3S (job reports)", "printer")
+METER = SimDevice("bench-works", "meter-1", "Energy meter", "meter")
 
 
 def flow(
@@ -175,12 +178,27 @@ def site_report(site: str, rnd: random.Random) -> list[dict[str, Any]]:
     ]
 
 
-def envelope(source: str, event_id: str, time: datetime, data: Any) -> dict[str, Any]:
+def job(rnd: random.Random, ended: datetime) -> dict[str, Any]:
+    """A print job as a printer reports it: filament length only, so its mass is modelled."""
+    minutes = rnd.randint(20, 240)
+    return {
+        "status": "completed" if rnd.random() < 0.9 else "failed",
+        "started": (ended - timedelta(minutes=minutes)).isoformat(),
+        "ended": ended.isoformat(),
+        "material": rnd.choice(["PLA", "PETG"]),
+        "length_mm": round(rnd.uniform(2_000, 60_000)),
+        "energy_kwh": round(minutes / 60 * 0.12, 3),
+    }
+
+
+def envelope(
+    source: str, event_id: str, time: datetime, data: Any, type_: str = "fabcity.flow"
+) -> dict[str, Any]:
     return {
         "specversion": "1.0",
         "id": event_id,
         "source": source,
-        "type": "fabcity.flow",
+        "type": type_,
         "time": time.isoformat(),
         "data": data,
     }
@@ -203,6 +221,8 @@ class Simulator:
         self.rnd = random.Random(seed)
         self.published = 0
         self.posted = 0
+        # The history always ends at the same counter; live readings continue from there.
+        self.meter_total = 10_000.0
         self.mqtt = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"fabcity-sim-{uuid.uuid4().hex[:8]}",
@@ -215,7 +235,7 @@ class Simulator:
         self._create("/v1/cities", CITY)
         for site in SITES:
             self._create(f"/v1/cities/{self.city}/sites", site)
-        for d in DEVICES:
+        for d in [*DEVICES, JOB_PRINTER, METER]:
             self._create(
                 f"/v1/cities/{self.city}/sites/{d.site}/devices",
                 {"slug": d.slug, "name": d.name, "kind": d.kind},
@@ -252,7 +272,31 @@ class Simulator:
                         site_report(str(site["slug"]), history),
                     )
                 )
+            for k in range(history.randint(1, 4)):
+                ended = day.replace(hour=history.randint(9, 21), minute=history.randint(0, 59))
+                batch.append(
+                    envelope(
+                        self._source(JOB_PRINTER),
+                        f"history-{back}-job-{k}",
+                        ended,
+                        job(history, ended),
+                        "fabcity.machine.job",
+                    )
+                )
+            for hour in (6, 12, 18, 23):
+                self.meter_total += history.uniform(1, 6)
+                batch.append(
+                    self._reading(f"history-{back}-meter-{hour}", day.replace(hour=hour, minute=0))
+                )
             self._post(batch)
+
+    def _source(self, device: SimDevice) -> str:
+        return f"/{self.city}/{device.site}/{device.slug}"
+
+    def _reading(self, event_id: str, when: datetime) -> dict[str, Any]:
+        """The meter's cumulative counter, in kWh."""
+        data = {"energy_kwh_total": round(self.meter_total, 3)}
+        return envelope(self._source(METER), event_id, when, data, "fabcity.meter.reading")
 
     def _post(self, batch: list[dict[str, Any]]) -> None:
         response = self.http.post(
@@ -268,18 +312,29 @@ class Simulator:
         """A few machines finish jobs (MQTT); now and then a site posts a report (HTTP)."""
         now = datetime.now(UTC)
         for d in self.rnd.sample(DEVICES, k=self.rnd.randint(1, len(DEVICES))):
-            topic = f"{self.prefix}/{self.city}/{d.site}/{d.slug}/events"
-            event = envelope(
-                f"/{self.city}/{d.site}/{d.slug}", uuid.uuid4().hex, now, device_flows(d, self.rnd)
+            event = envelope(self._source(d), uuid.uuid4().hex, now, device_flows(d, self.rnd))
+            self._publish(d, event)
+        self.meter_total += self.rnd.uniform(0.05, 0.4)
+        self._publish(METER, self._reading(uuid.uuid4().hex, now))
+        if self.rnd.random() < 0.3:
+            data = job(self.rnd, now)
+            self._publish(
+                JOB_PRINTER,
+                envelope(
+                    self._source(JOB_PRINTER), uuid.uuid4().hex, now, data, "fabcity.machine.job"
+                ),
             )
-            self.mqtt.publish(topic, orjson.dumps(event), qos=1)
-            self.published += 1
         if self.rnd.random() < 0.3:
             site = self.rnd.choice(SITES)
             source = f"/{self.city}/{site['slug']}"
             self._post(
                 [envelope(source, uuid.uuid4().hex, now, site_report(str(site["slug"]), self.rnd))]
             )
+
+    def _publish(self, device: SimDevice, event: dict[str, Any]) -> None:
+        topic = f"{self.prefix}/{self.city}/{device.site}/{device.slug}/events"
+        self.mqtt.publish(topic, orjson.dumps(event), qos=1)
+        self.published += 1
 
     def run(self, interval: float, stop: threading.Event, ticks: int | None = None) -> None:
         done = 0

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabcity import models, okh
+from fabcity import models, okh, windows
 from fabcity.errors import Invalid, NotFound
 from schemas.api import Rejected
 from schemas.standards import ImportedRecord, ImportResult
@@ -118,6 +118,8 @@ def upsert(
     design.standard = manifest.standard
     design.updated_at = now or datetime.now(UTC)
     session.flush()
+    # Its licence and mass feed open_design_share and modelled masses of the days it was made.
+    windows.mark_design_dirty(session, url)
     return design, created
 
 

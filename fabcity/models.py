@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -126,7 +127,16 @@ class Flow(Base):
     """A flow derived from an event, in millionths of the resource's canonical unit."""
 
     __tablename__ = "flows"
-    __table_args__ = (Index("ix_flows_city_day", "city_id", "day"),)
+    __table_args__ = (
+        Index("ix_flows_city_day", "city_id", "day"),
+        # A design's windows are found again when its registered mass or licence changes.
+        Index(
+            "ix_flows_design_url",
+            "design_url",
+            postgresql_where=text("design_url IS NOT NULL"),
+            sqlite_where=text("design_url IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_pk: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)

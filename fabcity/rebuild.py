@@ -70,7 +70,7 @@ def rebuild(
             for table in (FlowRollup, FlowRollupHour, SiteActivity):
                 s.execute(delete(table).where(table.city_id == city))
             s.execute(delete(DirtyWindow).where(DirtyWindow.city_id == city))
-            rollups.fill(s, lambda model, c=city: model.city_id == c)
+            rollups.fill(s, _of_city(city))
             report.windows += (
                 s.scalar(
                     select(func.count()).select_from(
@@ -84,6 +84,13 @@ def rebuild(
             )
         progress("cities", done, len(cities))
     return report
+
+
+def _of_city(city_id: int) -> Callable[[Any], Any]:
+    def where(model: Any) -> Any:
+        return model.city_id == city_id
+
+    return where
 
 
 def _reflow(

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from fabcity.db import is_postgres
-from fabcity.models import DirtyWindow
+from fabcity.models import DirtyWindow, Flow
 from fabcity.sql import insert_ignore
 
 
@@ -22,6 +22,12 @@ def mark_dirty(session: Session, windows: Iterable[tuple[int, date]]) -> None:
     rows = [{"city_id": c, "day": d} for c, d in sorted(set(windows))]
     if rows:
         session.execute(insert_ignore(session, DirtyWindow, ["city_id", "day"]), rows)
+
+
+def mark_design_dirty(session: Session, url: str) -> None:
+    """Mark every window with flows of a design, whose registered data just changed."""
+    made = select(Flow.city_id, Flow.day).where(Flow.design_url == url).distinct()
+    mark_dirty(session, [(c, d) for c, d in session.execute(made)])
 
 
 def claim_dirty(session: Session, limit: int) -> list[tuple[int, date]]:

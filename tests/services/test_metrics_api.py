@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -97,8 +98,18 @@ def test_statistics_refuse_what_does_not_add_up(client: TestClient) -> None:
 
 
 def test_mci_of_the_check(client: TestClient) -> None:
-    body = {"mass": 100, "f_r": 0.3, "f_u": 0.1, "f_s": 0, "c_r": 0.5, "c_u": 0.1,
-            "e_c": 0.8, "e_f": 0.9, "lifetime_ratio": 1.5, "use_ratio": 1}  # fmt: skip
+    body = {
+        "mass": 100,
+        "f_r": 0.3,
+        "f_u": 0.1,
+        "f_s": 0,
+        "c_r": 0.5,
+        "c_u": 0.1,
+        "e_c": 0.8,
+        "e_f": 0.9,
+        "lifetime_ratio": 1.5,
+        "use_ratio": 1,
+    }
     got = client.post("/v1/mci", json=body).json()
     assert got["lfi"] == pytest.approx(0.5424, abs=1e-4)
     assert got["mci"] == pytest.approx(0.6746, abs=1e-4)
@@ -112,19 +123,30 @@ def test_mci_of_the_check(client: TestClient) -> None:
 
 def test_flow_metrics_through_the_api(client: TestClient) -> None:
     device = f"/{CITY}/{SITE}/{DEVICE}"
-    ingest(client, [
-        event([flow(quantity=6, ring="city"), flow(quantity=2, ring="region"),
-               flow(quantity=2, ring="beyond", recycled=True),
-               flow("produce", "part", 4, "count", design="https://okh.example/chair.yml"),
-               flow("produce", "part", 1, "count"),
-               flow("discard", "plastic", 1, "kg", fate="recycle"),
-               flow("discard", "plastic", 1, "kg", fate="landfill"),
-               flow("recover", "recycled_plastic", 0.5, "kg")]),
-        event(flow("consume", "electricity", 3000, "Wh", ring="city"), source=device),
-    ])  # fmt: skip
-    got = values(client, "input_kg,local_input_share,regional_input_share,recycled_input_share,"
-                 "open_design_share,diversion_rate,pito,dido,fci,energy_kwh,dmc,cmu,"
-                 "reporting_coverage")  # fmt: skip
+    ingest(
+        client,
+        [
+            event(
+                [
+                    flow(quantity=6, ring="city"),
+                    flow(quantity=2, ring="region"),
+                    flow(quantity=2, ring="beyond", recycled=True),
+                    flow("produce", "part", 4, "count", design="https://okh.example/chair.yml"),
+                    flow("produce", "part", 1, "count"),
+                    flow("discard", "plastic", 1, "kg", fate="recycle"),
+                    flow("discard", "plastic", 1, "kg", fate="landfill"),
+                    flow("recover", "recycled_plastic", 0.5, "kg"),
+                ]
+            ),
+            event(flow("consume", "electricity", 3000, "Wh", ring="city"), source=device),
+        ],
+    )
+    got = values(
+        client,
+        "input_kg,local_input_share,regional_input_share,recycled_input_share,"
+        "open_design_share,diversion_rate,pito,dido,fci,energy_kwh,dmc,cmu,"
+        "reporting_coverage",
+    )
     assert got["input_kg"]["value"] == 10
     assert got["local_input_share"]["value"] == 0.6
     assert got["regional_input_share"]["value"] == 0.8
@@ -168,8 +190,13 @@ def test_hourly_windows_are_in_the_city_time(client: TestClient) -> None:
 
 
 def test_a_job_becomes_flows_in_the_metrics(client: TestClient) -> None:
-    job = {"status": "completed", "started": "2026-03-10T08:00:00+01:00",
-           "ended": "2026-03-10T10:30:00+01:00", "mass_kg": 0.25, "energy_kwh": 0.4}  # fmt: skip
+    job = {
+        "status": "completed",
+        "started": "2026-03-10T08:00:00+01:00",
+        "ended": "2026-03-10T10:30:00+01:00",
+        "mass_kg": 0.25,
+        "energy_kwh": 0.4,
+    }
     ingest(client, [event(job, type="fabcity.machine.job", source=f"/{CITY}/{SITE}/{DEVICE}")])
     got = values(client, "input_kg,produced_count,machine_hours,energy_kwh,utilization")
     assert got["input_kg"]["value"] == 0.25 and got["input_kg"]["state"] == "measured"
@@ -182,10 +209,67 @@ def test_a_job_becomes_flows_in_the_metrics(client: TestClient) -> None:
 def test_a_counter_reset_never_makes_energy_negative(client: TestClient) -> None:
     device = f"/{CITY}/{SITE}/{DEVICE}"
     readings = [(8, 100.0), (9, 104.5), (10, 1.5), (11, 3.0)]  # reset between 9:00 and 10:00
-    ingest(client, [
-        event({"energy_kwh_total": total}, type="fabcity.meter.reading", source=device,
-              time=f"{DAY}T{hour:02d}:00:00+01:00")
-        for hour, total in reversed(readings)  # arriving newest first
-    ])  # fmt: skip
+    ingest(
+        client,
+        [
+            event(
+                {"energy_kwh_total": total},
+                type="fabcity.meter.reading",
+                source=device,
+                time=f"{DAY}T{hour:02d}:00:00+01:00",
+            )
+            for hour, total in reversed(readings)  # arriving newest first
+        ],
+    )
     # 4.5 before the reset, 1.5 shown right after it, then 1.5 more
     assert values(client, "energy_kwh")["energy_kwh"]["value"] == pytest.approx(7.5)
+
+
+def test_a_design_registered_later_models_the_mass_of_what_was_made(client: TestClient) -> None:
+    url = "https://github.com/example/bracket/okh.yml"
+    closed = "https://example.org/lamp.yml"
+    ingest(
+        client,
+        [
+            event(
+                [
+                    flow("produce", "part", 3, "count", design=url),
+                    flow("produce", "part", 1, "count", design=closed),
+                ]
+            )
+        ],
+    )
+    before = values(client, "produced_kg,open_design_share")
+    assert before["produced_kg"]["value"] is None and before["produced_kg"]["reason"]
+    assert before["open_design_share"]["value"] == 1  # unregistered references count as open
+
+    manifest = (Path(__file__).parents[1] / "fixtures" / "okh" / "bracket.yml").read_bytes()
+    made = client.post(
+        "/v1/designs",
+        params={"url": url},
+        content=manifest,
+        headers={"content-type": "application/yaml"},
+    )
+    assert made.status_code == 201, made.text
+    lamp = (Path(__file__).parents[1] / "fixtures" / "okh" / "desk-lamp.yml").read_bytes()
+    assert (
+        client.post(
+            "/v1/designs",
+            params={"url": closed},
+            content=lamp,
+            headers={"content-type": "application/yaml"},
+        ).status_code
+        == 201
+    )
+    jobs.recompute_dirty_windows(client.app_state, 100)  # type: ignore[attr-defined]
+
+    after = values(client, "produced_kg,open_design_share")
+    # 3 brackets of 85 g + 15 g
+    assert after["produced_kg"]["value"] == pytest.approx(0.3)
+    assert after["produced_kg"]["state"] == "modelled"
+    assert after["open_design_share"]["value"] == 0.75  # the lamp's licence is not open
+
+    mci = client.get(f"/v1/designs/{made.json()['id']}/mci").json()
+    # the bracket's circularity data is the METRICS.md check, on a mass of 0.1 kg
+    assert mci["lfi"] == pytest.approx(0.5424, abs=1e-4)
+    assert mci["mci"] == pytest.approx(0.6746, abs=1e-4)

@@ -176,6 +176,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('flows', schema=None) as batch_op:
         batch_op.create_index('ix_flows_city_day', ['city_id', 'day'], unique=False)
+        batch_op.create_index('ix_flows_design_url', ['design_url'], unique=False, postgresql_where=sa.text('design_url IS NOT NULL'), sqlite_where=sa.text('design_url IS NOT NULL'))
         batch_op.create_index(batch_op.f('ix_flows_event_pk'), ['event_pk'], unique=False)
 
     # ### end Alembic commands ###
@@ -186,6 +187,7 @@ def downgrade() -> None:
     with op.batch_alter_table('flows', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_flows_event_pk'))
         batch_op.drop_index('ix_flows_city_day')
+        batch_op.drop_index('ix_flows_design_url')
 
     op.drop_table('flows')
     with op.batch_alter_table('events', schema=None) as batch_op:

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How often the bridge looks for newly registered devices."
     )
     bridge_batch_size: int = Field(default=1000, gt=0, description="Messages per commit.")
+    bridge_writers: int = Field(
+        default=2,
+        gt=0,
+        description="Writer threads per bridge, each committing its own batches. The window "
+        "(`mqtt_receive_maximum`) must exceed writers × `bridge_batch_size`.",
+    )
     bridge_batch_wait_ms: int = Field(
         default=50, ge=0, description="Longest wait to fill a batch before committing it."
     )

@@ -7,6 +7,7 @@ quantities are integers (millionths), so the sums do not depend on the order of 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -20,9 +21,9 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy.orm import Session
 
@@ -109,9 +110,24 @@ def recompute(session: Session, claimed: list[tuple[int, date]]) -> None:
     """Rebuild the rollups of the given (city, day) windows, daily and hourly."""
     if not claimed:
         return
+    where = in_windows(claimed)
     for table in (FlowRollup, FlowRollupHour, SiteActivity):
-        session.execute(delete(table).where(tuple_(table.city_id, table.day).in_(claimed)))
-    fill(session, lambda model: tuple_(model.city_id, model.day).in_(claimed))
+        session.execute(delete(table).where(where(table)))
+    fill(session, where)
+
+
+def in_windows(claimed: list[tuple[int, date]]) -> Callable[[Any], Any]:
+    """`city_id = c AND day IN (…)` per city: a row-value `IN` over (city_id, day) pairs
+    defeats PostgreSQL's index and scans the whole table (measured: 40 ms a window at 1M
+    events, growing with the history)."""
+    days: dict[int, list[date]] = defaultdict(list)
+    for city_id, day in claimed:
+        days[city_id].append(day)
+
+    def where(model: Any) -> Any:
+        return or_(*(and_(model.city_id == c, model.day.in_(ds)) for c, ds in days.items()))
+
+    return where
 
 
 def fill(session: Session, where: Callable[[Any], Any]) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Date, DateTime, cast, func, select
 from sqlalchemy.orm import Session
 
-from fabcity import metrics, registry
+from fabcity import metrics, models, registry
+from fabcity.db import is_postgres
 from fabcity.errors import Invalid
 from fabcity.metrics import Cell, Context, GroupBy, Interval
 from fabcity.models import Device, FlowRollup, FlowRollupHour, Resource, Site, SiteActivity
@@ -35,6 +38,15 @@ def today_in(timezone: str) -> date:
     return datetime.now(UTC).astimezone(ZoneInfo(timezone)).date()
 
 
+def resolve_period(city: models.City, first: date | None, last: date | None) -> tuple[date, date]:
+    """[first, last] with the defaults: up to today in the city, the last 30 days."""
+    last = last or today_in(city.timezone)
+    first = first or last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise Invalid(f"`from` ({first}) is after `to` ({last})")
+    return first, last
+
+
 def metric_series(
     session: Session,
     city_slug: str,
@@ -47,10 +59,7 @@ def metric_series(
     """Every window that overlaps [first, last], each computed over the whole window."""
     city = registry.get_city(session, city_slug)
     zone = ZoneInfo(city.timezone)
-    last = last or today_in(city.timezone)
-    first = first or last - timedelta(days=DEFAULT_DAYS - 1)
-    if first > last:
-        raise Invalid(f"`from` ({first}) is after `to` ({last})")
+    first, last = resolve_period(city, first, last)
     days = metrics.window_starts(first, last, interval)
     # A window is read whole, even where it reaches outside [first, last].
     read_from, read_to = days[0], metrics.next_start(days[-1], interval) - timedelta(days=1)
@@ -63,15 +72,8 @@ def metric_series(
     if len(starts) > MAX_WINDOWS:
         raise Invalid(f"{len(starts)} windows asked; at most {MAX_WINDOWS}: widen the interval")
 
-    def start_of(day: date, hour: int) -> Start:
-        return (
-            _local_hour(day, hour, zone)
-            if interval == "hour"
-            else metrics.window_start(day, interval)
-        )
-
-    cells = _cells(session, city.id, read_from, read_to, interval, start_of)
-    coverage = _coverage(session, city.id, read_from, read_to, start_of)
+    cells = _cells(session, city.id, read_from, read_to, interval, zone)
+    coverage = _coverage(session, city.id, read_from, read_to, interval, zone)
     active = registry.count_sites(session, city.id)
 
     series: list[api.Series] = []
@@ -90,9 +92,7 @@ def metric_series(
                 ctx = Context(
                     _hours(start, interval, zone), active, reporting, events, city.population
                 )
-                value = metric.compute(window, ctx)
-                if value.value is None and value.range is None and not events:
-                    value = metrics.missing("no events in this window")
+                value = compute(name, window, ctx)
                 points.append(_point(start, value, events, reporting, active))
             series.append(api.Series(name=name, unit=metric.unit, key=key, points=points))
     return api.MetricsResponse(
@@ -102,6 +102,45 @@ def metric_series(
         group_by=group_by,
         series=series,
     )
+
+
+def compute(name: str, cells: Sequence[Cell], ctx: Context) -> metrics.Value:
+    """A metric of one window; a window without a single event says so."""
+    value = metrics.METRICS[name].compute(cells, ctx)
+    if value.value is None and value.range is None and not ctx.events:
+        return metrics.missing("no events in this window")
+    return value
+
+
+@dataclass(frozen=True)
+class Period:
+    """One window spanning [first, last]: what a summary and the material flows are made of."""
+
+    city: models.City
+    first: date
+    last: date
+    cells: list[Cell]
+    context: Context
+
+    def value(self, name: str, cells: Sequence[Cell] | None = None) -> metrics.Value:
+        return compute(name, self.cells if cells is None else cells, self.context)
+
+
+def read_period(session: Session, city_slug: str, first: date | None, last: date | None) -> Period:
+    """The cells of [first, last] summed over the whole period, in the database."""
+    city = registry.get_city(session, city_slug)
+    zone = ZoneInfo(city.timezone)
+    first, last = resolve_period(city, first, last)
+    cells = _cells(session, city.id, first, last, "period", zone).get(first, [])
+    events, reporting = _coverage(session, city.id, first, last, "period", zone).get(first, (0, 0))
+    ctx = Context(
+        metrics.hours_between(first, last + timedelta(days=1), zone),
+        registry.count_sites(session, city.id),
+        reporting,
+        events,
+        city.population,
+    )
+    return Period(city, first, last, cells, ctx)
 
 
 def _local_hour(day: date, hour: int, zone: ZoneInfo) -> datetime:
@@ -129,65 +168,100 @@ def _point(
     )
 
 
+# Reading rollups ------------------------------------------------------------------------------
+#
+# Hours and days are read as stored. Longer windows, and a whole period, are summed in the
+# database: a year of a busy city is ~40,000 day rows but a few hundred cells per month, and
+# moving the sums into SQL is what keeps a year's summary within the latency budget
+# (docs/query-benchmark.md). Sums of integers are exact, so the metrics are the same to the
+# last digit as when the rows were summed in Python.
+
+Bucket = Literal["hour", "day", "week", "month", "year", "period"]
+_CUBE_DIMS = ("site_id", "device_id", "action", "resource", "ring", "fate", "recycled", "design",
+              "state")  # fmt: skip
+_CUBE_MEASURES = ("amount", "design_mass", "design_mass_flows", "flows")
+
+
+def _window(session: Session, day: Any, bucket: Bucket) -> Any:
+    """The first day of the week (ISO, Monday), month or year holding `day`, in SQL."""
+    if is_postgres(session):
+        return cast(func.date_trunc(bucket, cast(day, DateTime)), Date)
+    modifiers = {
+        # SQLite: 'weekday 0' moves forward to Sunday (or stays on one); 6 days back is Monday.
+        "week": ("weekday 0", "-6 days"),
+        "month": ("start of month",),
+        "year": ("start of year",),
+    }[bucket]
+    return func.date(day, *modifiers, type_=Date)
+
+
 def _cells(
-    session: Session, city_id: int, first: date, last: date, interval: Interval, start_of: Any
+    session: Session, city_id: int, first: date, last: date, bucket: Bucket, zone: ZoneInfo
 ) -> dict[Start, list[Cell]]:
     table: type[FlowRollup] | type[FlowRollupHour] = (
-        FlowRollupHour if interval == "hour" else FlowRollup
+        FlowRollupHour if bucket == "hour" else FlowRollup
     )
-    hour = FlowRollupHour.hour if interval == "hour" else None
-    rows = session.execute(
-        select(
-            table,
-            Site.slug,
-            Device.slug,
-            Resource.dimension,
-            Resource.mfa_category,
-            *([hour] if hour is not None else []),
-        )
-        .join(Site, Site.id == table.site_id)
-        .outerjoin(Device, Device.id == table.device_id)
-        .join(Resource, Resource.name == table.resource)
-        .where(table.city_id == city_id, table.day.between(first, last))
-    ).all()
+    dims = [getattr(table, d) for d in _CUBE_DIMS]
+    where = (table.city_id == city_id, table.day.between(first, last))
+    window: list[Any]
+    if bucket in ("hour", "day"):
+        window = [table.day, FlowRollupHour.hour] if bucket == "hour" else [table.day]
+        rows = select(*window, *dims, *(getattr(table, m) for m in _CUBE_MEASURES)).where(*where)
+    else:
+        window = [] if bucket == "period" else [_window(session, table.day, bucket).label("w")]
+        sums = (func.sum(getattr(table, m)).label(m) for m in _CUBE_MEASURES)
+        rows = select(*window, *dims, *sums).where(*where).group_by(*window, *dims)
+    cube = rows.subquery()
+    query = (
+        select(cube, Site.slug, Device.slug, Resource.dimension, Resource.mfa_category)
+        .join(Site, Site.id == cube.c.site_id)
+        .outerjoin(Device, Device.id == cube.c.device_id)
+        .join(Resource, Resource.name == cube.c.resource)
+    )
+    width = len(window)
     cells: dict[Start, list[Cell]] = defaultdict(list)
-    for row in rows:
-        r: Any = row[0]
-        start = start_of(r.day, row[5] if hour is not None else 0)
+    for row in session.execute(query):
+        start: Start
+        if bucket == "hour":
+            start = _local_hour(row[0], row[1], zone)
+        elif bucket == "period":
+            start = first
+        else:
+            start = row[0]
+        c = row[width:]
+        # c: the cube's dimensions and measures, then site, device, dimension, category.
         cells[start].append(
-            Cell(
-                start,
-                row[1],
-                row[2] or "",
-                r.action,
-                r.resource,
-                row[3],
-                row[4],
-                r.ring,
-                r.fate,
-                r.recycled,
-                r.design,
-                r.state,
-                r.amount,
-                r.design_mass,
-                r.design_mass_flows,
-                r.flows,
-            )
-        )
+            Cell(start, c[13], c[14] or "", c[2], c[3], c[15], c[16], c[4], c[5], bool(c[6]),
+                 c[7], c[8], int(c[9]), int(c[10]), int(c[11]), int(c[12]))
+        )  # fmt: skip
     return cells
 
 
 def _coverage(
-    session: Session, city_id: int, first: date, last: date, start_of: Any
+    session: Session, city_id: int, first: date, last: date, bucket: Bucket, zone: ZoneInfo
 ) -> dict[Start, tuple[int, int]]:
+    """Events and sites reporting per window, summed in the database."""
+    t = SiteActivity
+    window: list[Any]
+    if bucket in ("hour", "day"):
+        window = [t.day, t.hour] if bucket == "hour" else [t.day]
+    else:
+        window = [] if bucket == "period" else [_window(session, t.day, bucket)]
+    query = (
+        select(*window, t.site_id, func.sum(t.events))
+        .where(t.city_id == city_id, t.day.between(first, last))
+        .group_by(*window, t.site_id)
+    )
     events: dict[Start, int] = defaultdict(int)
-    sites: dict[Start, set[int]] = defaultdict(set)
-    for day, hour, site_id, count in session.execute(
-        select(
-            SiteActivity.day, SiteActivity.hour, SiteActivity.site_id, SiteActivity.events
-        ).where(SiteActivity.city_id == city_id, SiteActivity.day.between(first, last))
-    ):
-        start = start_of(day, hour)
-        events[start] += count
-        sites[start].add(site_id)
-    return {s: (events[s], len(sites[s])) for s in events}
+    sites: dict[Start, int] = defaultdict(int)
+    for row in session.execute(query):
+        start: Start
+        if bucket == "hour":
+            start = _local_hour(row[0], row[1], zone)
+        elif bucket == "period":
+            start = first
+        else:
+            start = row[0]
+        events[start] += int(row[-1])
+        sites[start] += 1  # one row per site and window
+    return {s: (events[s], sites[s]) for s in events}

@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from fabcity import models
@@ -110,8 +110,14 @@ def get_city(session: Session, slug: str) -> models.City:
     return city
 
 
-def list_cities(session: Session) -> list[models.City]:
-    return list(session.scalars(select(models.City).order_by(models.City.slug)))
+def list_cities(
+    session: Session, after: str | None = None, limit: int | None = None
+) -> list[models.City]:
+    """Cities by slug; `after` and `limit` page through them (keyset: stable under inserts)."""
+    query = select(models.City).order_by(models.City.slug).limit(limit)
+    if after is not None:
+        query = query.where(models.City.slug > after)
+    return list(session.scalars(query))
 
 
 def create_site(session: Session, city: models.City, body: api.SiteIn) -> models.Site:
@@ -135,12 +141,18 @@ def get_site(session: Session, city: models.City, slug: str) -> models.Site:
     return site
 
 
-def list_sites(session: Session, city: models.City) -> list[models.Site]:
-    return list(
-        session.scalars(
-            select(models.Site).where(models.Site.city_id == city.id).order_by(models.Site.slug)
-        )
+def list_sites(
+    session: Session, city: models.City, after: str | None = None, limit: int | None = None
+) -> list[models.Site]:
+    query = (
+        select(models.Site)
+        .where(models.Site.city_id == city.id)
+        .order_by(models.Site.slug)
+        .limit(limit)
     )
+    if after is not None:
+        query = query.where(models.Site.slug > after)
+    return list(session.scalars(query))
 
 
 def count_sites(session: Session, city_id: int) -> int:
@@ -237,14 +249,43 @@ def all_devices(session: Session, city: str | None = None) -> list[tuple[str, st
     return [(c, s, d) for c, s, d in session.execute(query)]
 
 
-def list_devices(session: Session, site: models.Site) -> list[models.Device]:
-    return list(
-        session.scalars(
-            select(models.Device)
-            .where(models.Device.site_id == site.id)
-            .order_by(models.Device.slug)
-        )
+def list_devices(
+    session: Session, site: models.Site, after: str | None = None, limit: int | None = None
+) -> list[models.Device]:
+    query = (
+        select(models.Device)
+        .where(models.Device.site_id == site.id)
+        .order_by(models.Device.slug)
+        .limit(limit)
     )
+    if after is not None:
+        query = query.where(models.Device.slug > after)
+    return list(session.scalars(query))
+
+
+def city_devices(
+    session: Session, city: models.City, after: tuple[str, str] | None, limit: int
+) -> list[tuple[str, models.Device]]:
+    """(site slug, device) of every device in a city, by site then device, a page at a time."""
+    query = (
+        select(models.Site.slug, models.Device)
+        .join(models.Site, models.Site.id == models.Device.site_id)
+        .where(models.Site.city_id == city.id)
+        .order_by(models.Site.slug, models.Device.slug)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(tuple_(models.Site.slug, models.Device.slug) > tuple_(*after))
+    return [(site, device) for site, device in session.execute(query)]
+
+
+def list_resources(
+    session: Session, after: str | None = None, limit: int | None = None
+) -> list[models.Resource]:
+    query = select(models.Resource).order_by(models.Resource.name).limit(limit)
+    if after is not None:
+        query = query.where(models.Resource.name > after)
+    return list(session.scalars(query))
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def ingest(
         unique.setdefault((item.event.source, item.event.id), item)
 
     stored: list[_Ready] = []
-    dirty: set[tuple[int, date]] = set()
+    dirty: set[windows.Window] = set()
     if unique:
         rows = [
             {
@@ -139,7 +139,7 @@ def ingest(
             )
         if flow_rows:
             store_flows(session, flow_rows)
-        dirty = {(r.origin.city_id, r.day) for r in stored}
+        dirty = {(r.origin.city_id, r.day, r.hour) for r in stored}
         readings = [(pk_of[(r.event.source, r.event.id)], r) for r in stored if is_counter(r)]
         if readings:
             dirty |= meters.settle(session, [pk for pk, _ in readings])

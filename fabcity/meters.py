@@ -8,14 +8,14 @@ device's readings in the same order with the same function, so both ways agree.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, insert, select, tuple_
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from fabcity.flows import DerivedFlow, DeviceInfo, counter_delta, electricity
 from fabcity.models import Device, Event, Flow
+from fabcity.windows import Window
 
 _TOTAL = Event.payload[("data", "energy_kwh_total")].as_float()
 _IS_COUNTER: ColumnElement[bool] = (Event.type == "fabcity.meter.reading") & _TOTAL.is_not(None)
@@ -39,10 +39,10 @@ def _key(row: Any) -> Any:
     )
 
 
-def settle(session: Session, new_readings: list[int]) -> set[tuple[int, date]]:
+def settle(session: Session, new_readings: list[int]) -> set[Window]:
     """Derive the flows of newly stored counter readings and re-derive their successors'.
 
-    Returns the (city, day) windows whose flows changed.
+    Returns the (city, day, hour) windows whose flows changed.
     """
     rows = session.execute(select(*_COLUMNS).where(Event.id.in_(new_readings))).all()
     affected = {row.id: row for row in rows}
@@ -60,7 +60,22 @@ def settle(session: Session, new_readings: list[int]) -> set[tuple[int, date]]:
         if later is not None:
             affected.setdefault(later.id, later)
     devices = _devices(session, {r.device_id for r in affected.values()})
-    session.execute(delete(Flow).where(Flow.event_pk.in_(list(affected))))
+    # Located by window first: flows have no index on their event.
+    session.execute(
+        delete(Flow).where(
+            or_(
+                *(
+                    and_(
+                        Flow.city_id == r.city_id,
+                        Flow.day == r.day,
+                        Flow.hour == r.hour,
+                        Flow.event_pk == r.id,
+                    )
+                    for r in affected.values()
+                )
+            )
+        )
+    )
     flows = []
     for row in affected.values():
         previous = session.execute(
@@ -72,7 +87,7 @@ def settle(session: Session, new_readings: list[int]) -> set[tuple[int, date]]:
         flows.extend(_flows(row, previous, devices[row.device_id]))
     if flows:
         session.execute(insert(Flow), flows)
-    return {(r.city_id, r.day) for r in affected.values()}
+    return {(r.city_id, r.day, r.hour) for r in affected.values()}
 
 
 def rebuild(session: Session, city_id: int | None = None) -> int:

@@ -99,8 +99,14 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("source", "event_id"),
         Index("ix_events_city_day", "city_id", "day"),
-        # Meter counters are read in time order per device.
-        Index("ix_events_device_time", "device_id", "time"),
+        # Meter counters are read in time order per device; other events need no such index.
+        Index(
+            "ix_events_device_time",
+            "device_id",
+            "time",
+            postgresql_where=text("type = 'fabcity.meter.reading'"),
+            sqlite_where=text("type = 'fabcity.meter.reading'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -128,7 +134,8 @@ class Flow(Base):
 
     __tablename__ = "flows"
     __table_args__ = (
-        Index("ix_flows_city_day", "city_id", "day"),
+        # Recomputes read one (city, day, hour) at a time.
+        Index("ix_flows_city_day_hour", "city_id", "day", "hour"),
         # A design's windows are found again when its registered mass or licence changes.
         Index(
             "ix_flows_design_url",
@@ -139,9 +146,11 @@ class Flow(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    event_pk: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
-    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    # No foreign keys: flows are derived data that only the ingest path writes, right after
+    # the event they come from; each key check costs an index probe per flow on the hot path.
+    event_pk: Mapped[int] = mapped_column(BigId)
+    city_id: Mapped[int] = mapped_column(Integer)
+    site_id: Mapped[int] = mapped_column(Integer)
     device_id: Mapped[int] = mapped_column(Integer, doc="0 when a site reported it.")
     day: Mapped[date] = mapped_column(Date, doc="Local date in the city's time zone.")
     hour: Mapped[int] = mapped_column(Integer, doc="Local hour, 0-23.")
@@ -158,12 +167,16 @@ class Flow(Base):
 
 
 class DirtyWindow(Base):
-    """A (city, day) whose rollups must be recomputed. Marks coalesce: one row per window."""
+    """A (city, day, hour) whose rollups must be recomputed. Marks coalesce: one row each.
+
+    An hour, not a day: a recompute then reads one hour of flows, so its cost follows the new
+    data, not the volume of a busy day."""
 
     __tablename__ = "dirty_windows"
 
     city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class _FlowCube:
@@ -370,3 +383,26 @@ class DeviceState(Base):
     )
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """A credential: its secret is shown once and only its SHA-256 is kept (a random key of 256
+    bits needs no slow hash). A device key also keeps the broker's PBKDF2 form of the secret,
+    so `fabcity broker-config` can write Mosquitto's password file without knowing it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lookup: Mapped[str] = mapped_column(
+        String(16), unique=True, doc="The public part of the key; also its MQTT user name."
+    )
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(63))
+    site: Mapped[str | None] = mapped_column(String(63))
+    device: Mapped[str | None] = mapped_column(String(63))
+    name: Mapped[str | None] = mapped_column(String(200))
+    mqtt_hash: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replaced_by: Mapped[int | None] = mapped_column(Integer, doc="The key a rotation made.")

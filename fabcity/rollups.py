@@ -8,7 +8,7 @@ quantities are integers (millionths), so the sums do not depend on the order of 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date
 from typing import Any
 
@@ -38,6 +38,7 @@ from fabcity.models import (
     Resource,
     SiteActivity,
 )
+from fabcity.windows import Window
 
 _DESIGN = case(
     (Flow.design_url.is_(None), literal("")),
@@ -106,46 +107,33 @@ def _cube(where: Any, hourly: bool) -> tuple[list[str], Any]:
     return [*names, *_MEASURE_NAMES], query
 
 
-def recompute(session: Session, claimed: list[tuple[int, date]]) -> None:
-    """Rebuild the rollups of the given (city, day) windows, daily and hourly."""
+def recompute(session: Session, claimed: list[Window]) -> None:
+    """Rebuild the rollups of the given (city, day, hour) windows: the hours from their
+    flows, then each day they fall in from its hours."""
     if not claimed:
         return
-    where = in_windows(claimed)
-    for table in (FlowRollup, FlowRollupHour, SiteActivity):
-        session.execute(delete(table).where(where(table)))
-    fill(session, where)
-
-
-def in_windows(claimed: list[tuple[int, date]]) -> Callable[[Any], Any]:
-    """`city_id = c AND day IN (…)` per city: a row-value `IN` over (city_id, day) pairs
-    defeats PostgreSQL's index and scans the whole table (measured: 40 ms a window at 1M
-    events, growing with the history)."""
-    days: dict[int, list[date]] = defaultdict(list)
-    for city_id, day in claimed:
-        days[city_id].append(day)
-
-    def where(model: Any) -> Any:
-        return or_(*(and_(model.city_id == c, model.day.in_(ds)) for c, ds in days.items()))
-
-    return where
+    hours = in_hours(claimed)
+    for table in (FlowRollupHour, SiteActivity):
+        session.execute(delete(table).where(hours(table)))
+    _fill_hours(session, hours)
+    days = in_days({(c, d) for c, d, _ in claimed})
+    session.execute(delete(FlowRollup).where(days(FlowRollup)))
+    _fill_days(session, days)
 
 
 def fill(session: Session, where: Callable[[Any], Any]) -> None:
     """Insert the rollups of the flows and events matching `where(model)`; the caller has
     deleted the rollups they replace."""
+    _fill_hours(session, where)
+    _fill_days(session, where)
+
+
+def _fill_hours(session: Session, where: Callable[[Any], Any]) -> None:
     if is_postgres(session):
-        # Aggregating millions of flows in memory rather than in sorted runs on disk.
+        # Aggregating millions of flows (a rebuild) in memory rather than in runs on disk.
         session.execute(text("SET LOCAL work_mem = '256MB'"))
     columns, query = _cube(where(Flow), hourly=True)
     session.execute(insert(FlowRollupHour).from_select(columns, query))
-    # The days are sums of their hours: exact (integers), and far fewer rows to read.
-    hour_dims = [getattr(FlowRollupHour, name) for name in _DIM_NAMES]
-    days = (
-        select(*hour_dims, *(func.sum(getattr(FlowRollupHour, m)) for m in _MEASURE_NAMES))
-        .where(where(FlowRollupHour))
-        .group_by(*hour_dims)
-    )
-    session.execute(insert(FlowRollup).from_select([*_DIM_NAMES, *_MEASURE_NAMES], days))
     activity = (
         select(Event.city_id, Event.day, Event.hour, Event.site_id, func.count())
         .where(where(Event))
@@ -154,6 +142,46 @@ def fill(session: Session, where: Callable[[Any], Any]) -> None:
     session.execute(
         insert(SiteActivity).from_select(["city_id", "day", "hour", "site_id", "events"], activity)
     )
+
+
+def _fill_days(session: Session, where: Callable[[Any], Any]) -> None:
+    # The days are sums of their hours: exact (integers), and far fewer rows to read.
+    hour_dims = [getattr(FlowRollupHour, name) for name in _DIM_NAMES]
+    days = (
+        select(*hour_dims, *(func.sum(getattr(FlowRollupHour, m)) for m in _MEASURE_NAMES))
+        .where(where(FlowRollupHour))
+        .group_by(*hour_dims)
+    )
+    session.execute(insert(FlowRollup).from_select([*_DIM_NAMES, *_MEASURE_NAMES], days))
+
+
+def in_hours(claimed: Iterable[Window]) -> Callable[[Any], Any]:
+    """`city_id = c AND day = d AND hour IN (…)` per (city, day): a row-value `IN` over the
+    key's columns defeats PostgreSQL's index and scans the whole table."""
+    hours: dict[tuple[int, date], list[int]] = defaultdict(list)
+    for city_id, day, hour in claimed:
+        hours[(city_id, day)].append(hour)
+
+    def where(model: Any) -> Any:
+        return or_(
+            *(
+                and_(model.city_id == c, model.day == d, model.hour.in_(hs))
+                for (c, d), hs in hours.items()
+            )
+        )
+
+    return where
+
+
+def in_days(claimed: Iterable[tuple[int, date]]) -> Callable[[Any], Any]:
+    days: dict[int, list[date]] = defaultdict(list)
+    for city_id, day in claimed:
+        days[city_id].append(day)
+
+    def where(model: Any) -> Any:
+        return or_(*(and_(model.city_id == c, model.day.in_(ds)) for c, ds in days.items()))
+
+    return where
 
 
 def recompute_dirty(session: Session, limit: int) -> int:

@@ -34,7 +34,7 @@ def recompute_dirty_windows(factory: sessionmaker[Session], batch: int) -> int:
             claimed = windows.claim_dirty(session, batch)
             rollups.recompute(session, claimed)
             # Metric updates for webhook subscribers, committed with the rollups they announce.
-            webhooks.announce_recomputed(session, claimed)
+            webhooks.announce_recomputed(session, [(c, d) for c, d, _ in claimed])
         done = len(claimed)
         RECOMPUTE_SECONDS.observe(time.perf_counter() - started)
         LAST_RECOMPUTE.set_to_current_time()

@@ -435,7 +435,8 @@ def test_metrics_are_computed_from_the_ingested_flows(
     client: TestClient, sessions: Sessions
 ) -> None:
     _ingest_march_tenth(client)
-    assert recompute_dirty_windows(sessions, 100) == 1
+    # Two events at different hours of the same local day: two hourly windows.
+    assert recompute_dirty_windows(sessions, 100) == 2
 
     body = metrics(client, "2026-03-10", "2026-03-10")
 
@@ -692,7 +693,15 @@ def test_create_and_list_sites_and_devices(client: TestClient) -> None:
     device = {"slug": "laser", "name": "Laser", "kind": "laser", "adapter": "octoprint"}
     made = client.post("/v1/cities/barcelona/sites/ateneu/devices", json=device)
     assert made.status_code == 201, made.text
-    expected = {**device, "settings": {}, "city": "barcelona", "site": "ateneu"}
+    expected = {
+        **device,
+        "settings": {},
+        "city": "barcelona",
+        "site": "ateneu",
+        # Nothing heard from it yet: unknown, not offline.
+        "online": None,
+        "last_seen": None,
+    }
     assert made.json() == expected
     assert client.get("/v1/cities/barcelona/sites/ateneu/devices").json() == [expected]
 

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     mqtt_adapter_refresh_s: float = Field(
         default=30.0, gt=0, description="How often the bridge looks for newly registered devices."
     )
+    bridge_adapters: bool = Field(
+        default=True,
+        description="Read the device adapter topics. Adapters keep per-device state, so with "
+        "several bridges exactly one reads them: set false on the others.",
+    )
     bridge_batch_size: int = Field(default=1000, gt=0, description="Messages per commit.")
     bridge_writers: int = Field(
         default=2,

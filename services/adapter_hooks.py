@@ -1,25 +1,38 @@
-"""The bridge's side of the device adapters: which topics to subscribe to, which messages
-are native, and what an MQTT 5 PUBLISH carries besides its payload. The adapters themselves
-and the routing are in `fabcity.adapters`."""
+"""The bridge's side of the device adapters: which topics to subscribe to, what an MQTT 5
+PUBLISH carries besides its payload, and the lane that stores device messages.
+
+Device messages do not share the native writers: adapters keep per-device state (a job's
+start, an energy counter, Sparkplug aliases), so one device's messages must be applied in
+the order they arrived, one transaction after the other. One lane per bridge does that. The
+adapter topics are plain (not shared) subscriptions: retained messages (wills, ESPHome
+discovery configs) reach only plain subscriptions. With several bridges, exactly one must
+read the device topics (`FABCITY_BRIDGE_ADAPTERS=false` on the others), or the states race.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Sequence
-from typing import TypeVar
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import paho.mqtt.client as mqtt
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity import registry
+from fabcity.adapters.intake import Incoming, store
 from fabcity.adapters.routing import minimal_filters, subscriptions
 from fabcity.db import transaction
 from fabcity.settings import Settings
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+M = TypeVar("M", bound=Incoming)
+
+LANE_BATCH = 500
+LANE_WAIT_S = 0.02
 
 
 def publish_properties(msg: mqtt.MQTTMessage) -> tuple[tuple[tuple[str, str], ...], str | None]:
@@ -32,41 +45,38 @@ def publish_properties(msg: mqtt.MQTTMessage) -> tuple[tuple[tuple[str, str], ..
     return tuple((str(k), str(v)) for k, v in users), content_type
 
 
-def split(batch: Sequence[T], prefix: str) -> tuple[list[T], list[T]]:
-    """Native-topic messages and device messages (for the adapters)."""
-    head = prefix.rstrip("/") + "/"
-    native: list[T] = []
-    devices: list[T] = []
-    for m in batch:
-        (native if getattr(m, "topic", "").startswith(head) else devices).append(m)
-    return native, devices
+class DeviceLane(Generic[M]):
+    """Subscribes to the adapter topics and stores device messages in arrival order."""
 
-
-class AdapterTopics:
-    """The adapter topic filters: the configured well-known roots plus the topics of every
-    registered device, refreshed so a device registered while the bridge runs is heard."""
-
-    def __init__(self, settings: Settings, factory: sessionmaker[Session], shared: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        ack: Callable[[list[M]], None],
+        nudge: Callable[[], None],
+    ) -> None:
         self.settings = settings
         self.factory = factory
-        self.shared = shared
+        self.enabled = settings.bridge_adapters
+        self._ack = ack
+        self._nudge = nudge
+        self._native = settings.mqtt_topic_prefix.rstrip("/") + "/"
         self._filters: list[str] = []
+        self._queue: queue.Queue[M] = queue.Queue()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self.stored = 0
+        self.dead_lettered = 0
 
-    def _wrap(self, topic_filter: str) -> str:
-        # Shared subscriptions are MQTT 5 only (see Bridge.topic).
-        return (
-            f"$share/{self.settings.mqtt_share_group}/{topic_filter}"
-            if self.shared
-            else topic_filter
-        )
+    # topics ------------------------------------------------------------------------------
 
     def filters(self) -> list[str]:
-        return [self._wrap(f) for f in self._filters]
+        return list(self._filters) if self.enabled else []
 
     def refresh(self) -> list[str]:
         """Re-read the registry; returns the filters that are new."""
+        if not self.enabled:
+            return []
         try:
             with transaction(self.factory) as session:
                 devices = registry.adapter_devices(session)
@@ -78,16 +88,85 @@ class AdapterTopics:
         self._filters = wanted
         return new
 
-    def watch(self, client: mqtt.Client) -> None:
-        def loop() -> None:
+    def takes(self, topic: str) -> bool:
+        return self.enabled and not topic.startswith(self._native)
+
+    def put(self, message: M) -> None:
+        self._queue.put(message)
+
+    # life --------------------------------------------------------------------------------
+
+    def start(self, client: mqtt.Client) -> None:
+        if not self.enabled:
+            return
+        self.refresh()
+
+        def watch() -> None:
+            # A device registered while the bridge runs is heard without a restart.
             while not self._stop.wait(self.settings.mqtt_adapter_refresh_s):
                 new = self.refresh()
                 if new and client.is_connected():
                     log.info("subscribing to the topics of new devices: %s", ", ".join(new))
-                    client.subscribe([(self._wrap(f), 1) for f in new])
+                    client.subscribe([(f, 1) for f in new])
 
-        self._thread = threading.Thread(target=loop, name="bridge-adapter-topics", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=watch, name="bridge-device-topics", daemon=True),
+            threading.Thread(target=self._loop, name="bridge-device-lane", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    # the writer --------------------------------------------------------------------------
+
+    def _take(self) -> list[M]:
+        try:
+            batch = [self._queue.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + LANE_WAIT_S
+        while len(batch) < LANE_BATCH:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+        return batch
+
+    def _loop(self) -> None:
+        delay = 0.5
+        batch: list[M] = []
+        while not self._stop.is_set() or batch:
+            if not batch:
+                batch = self._take()
+                if not batch:
+                    continue
+            try:
+                with transaction(self.factory) as session:
+                    outcome = store(session, batch)
+            except Exception:
+                # Nothing was acknowledged: the same batch again, in the same order.
+                log.exception(
+                    "storing %d device messages failed; retrying in %.1fs", len(batch), delay
+                )
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, 30)
+                continue
+            delay = 0.5
+            self._ack(batch)
+            self.stored += outcome.result.accepted
+            self.dead_lettered += len(outcome.dead)
+            for m, reason in outcome.dead:
+                log.warning("dead letter from %s: %s", m.topic, reason[:300])
+            if outcome.windows_marked:
+                self._nudge()
+            batch = []

@@ -29,7 +29,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.adapters.intake import route
 from fabcity.db import transaction
 from fabcity.ingest import ingest
 from fabcity.models import DeadLetter
@@ -149,7 +148,9 @@ class Bridge:
             for i in range(settings.bridge_writers)
         ]
         self._count_lock = threading.Lock()
-        self.adapters = adapter_hooks.AdapterTopics(settings, factory, self.v5)
+        # Device messages (adapter topics) go to a lane of their own: one writer, in arrival
+        # order, because adapters keep per-device state (job starts, counters).
+        self.adapters = adapter_hooks.DeviceLane(settings, factory, self._ack, dispatcher.nudge)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.mqtt_client_id,
@@ -176,8 +177,7 @@ class Bridge:
         return self.adapters.filters()
 
     def start(self) -> Bridge:
-        self.adapters.refresh()
-        self.adapters.watch(self.client)
+        self.adapters.start(self.client)
         properties = None
         if self.v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -242,17 +242,19 @@ class Bridge:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            self._queue.put(
-                Received(
-                    msg.topic,
-                    bytes(msg.payload),
-                    msg.mid,
-                    msg.qos,
-                    self._generation,
-                    datetime.now(UTC),
-                    *adapter_hooks.publish_properties(msg),
-                )
+            received = Received(
+                msg.topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                self._generation,
+                datetime.now(UTC),
+                *adapter_hooks.publish_properties(msg),
             )
+            if self.adapters.takes(received.topic):
+                self.adapters.put(received)
+            else:
+                self._queue.put(received)
         except Exception:
             log.exception("dropped a message on the floor (it stays unacknowledged)")
 
@@ -305,16 +307,11 @@ class Bridge:
 
     def _commit(self, batch: list[Received]) -> None:
         prefix = self.settings.mqtt_topic_prefix
-        native, devices = adapter_hooks.split(batch, prefix)
-        parsed = [to_event(m.topic, m.payload, prefix, m.received_at) for m in native]
-        good = [(m, p.event) for m, p in zip(native, parsed, strict=True) if p.event is not None]
-        dead = [(m, p.reason or "") for m, p in zip(native, parsed, strict=True) if p.event is None]
+        parsed = [to_event(m.topic, m.payload, prefix, m.received_at) for m in batch]
+        good = [(m, p.event) for m, p in zip(batch, parsed, strict=True) if p.event is not None]
+        dead = [(m, p.reason or "") for m, p in zip(batch, parsed, strict=True) if p.event is None]
         started = time.perf_counter()
         with transaction(self.factory) as session:
-            # Device messages go through their adapters; state saved in this transaction.
-            routed = route(session, devices)
-            good.extend(routed.events)
-            dead.extend(routed.dead)
             outcome = ingest(session, [e for _, e in good])
             dead.extend((good[r.index][0], r.error) for r in outcome.result.rejected)
             session.add_all(

@@ -158,6 +158,9 @@ def _supervise_bridges(processes: int) -> None:
     children: list[subprocess.Popen[bytes]] = []
     for i in range(1, processes + 1):
         env = {**os.environ, "FABCITY_MQTT_CLIENT_ID": f"{settings.mqtt_client_id}-p{i}"}
+        if i > 1:
+            # Device adapters keep per-device state: one process reads their topics.
+            env["FABCITY_BRIDGE_ADAPTERS"] = "false"
         if settings.metrics_port is not None:
             env["FABCITY_METRICS_PORT"] = str(settings.metrics_port + i)
         children.append(subprocess.Popen([sys.executable, "-m", "services.cli", "bridge"], env=env))

@@ -267,7 +267,7 @@ def test_an_unregistered_device_is_dead_lettered_and_replayed_once_registered(
     done = {"time": 60.0, "_event": "PrintDone", "_timestamp": 1767354324}
     try:
         pub.send(f"{tag}/octo/event/PrintDone", done)
-        wait_until(lambda: bridge.dead_lettered == 1, 15)
+        wait_until(lambda: bridge.adapters.dead_lettered == 1, 15)
     finally:
         pub.close()
         bridge.stop()

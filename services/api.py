@@ -15,7 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.db import make_engine, make_sessionmaker
 from fabcity.settings import Settings
-from services import ingest_api, metrics_api, problems, query_api, standards_api
+from services import (
+    dashboard_api,
+    ingest_api,
+    metrics_api,
+    problems,
+    query_api,
+    reports_api,
+    standards_api,
+)
 from services.deps import Context
 from services.problems import problem
 from workers.dispatch import CeleryDispatcher, Dispatcher, NoDispatch
@@ -57,8 +65,10 @@ def create_app(
         app.include_router(standards_api.write)
     if role in ("both", "query"):
         app.include_router(query_api.router)
+        app.include_router(reports_api.router)
         app.include_router(metrics_api.router)
         app.include_router(standards_api.read)
+        app.include_router(dashboard_api.router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -100,6 +100,8 @@ class Stack:
             "FABCITY_MQTT_TOPIC_PREFIX": PREFIX,
             "FABCITY_MQTT_SHARE_GROUP": "bench",
             "FABCITY_WORKER_MODE": "celery",
+            # The benchmark measures the data path, not key checks and rate limits.
+            "FABCITY_AUTH": "off",
             "FABCITY_RECOMPUTE_INTERVAL_S": "2",
             **extra,
         }

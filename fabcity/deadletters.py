@@ -7,15 +7,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from fabcity import models
 from fabcity.adapters.base import Message
 from fabcity.adapters.intake import route
+from fabcity.errors import NotFound
 from fabcity.ingest import ingest
+from schemas.access import DeadLetterFilter
+
+T = TypeVar("T")
 
 # A native-topic message as an event, or the reason it is not one (the bridge's `to_event`).
 NativeParser = Callable[[str, bytes, datetime], "dict[str, Any] | str"]
@@ -68,3 +72,43 @@ def replay(
     if done:
         session.execute(delete(models.DeadLetter).where(models.DeadLetter.id.in_(done)))
     return Replayed(len(done), len(reasons), outcome.result.accepted)
+
+
+# Reading dead letters -----------------------------------------------------------------------
+
+
+def _matching(query: Select[T], wanted: DeadLetterFilter) -> Select[T]:
+    """`query` narrowed to the dead letters a filter names."""
+    letter = models.DeadLetter
+    if wanted.topic_prefix is not None:
+        # Escaped: topics may hold LIKE's `%` and `_`.
+        query = query.where(letter.topic.startswith(wanted.topic_prefix, autoescape=True))
+    if wanted.reason_contains is not None:
+        query = query.where(letter.reason.contains(wanted.reason_contains, autoescape=True))
+    if wanted.received_before is not None:
+        query = query.where(letter.received_at < wanted.received_before)
+    if wanted.received_after is not None:
+        query = query.where(letter.received_at >= wanted.received_after)
+    return query
+
+
+def list_letters(
+    session: Session, wanted: DeadLetterFilter, limit: int = 100, after_id: int = 0
+) -> list[models.DeadLetter]:
+    """Dead letters oldest first, a page at a time (`after_id`: the last id of a page)."""
+    query = select(models.DeadLetter).where(models.DeadLetter.id > after_id)
+    return list(
+        session.scalars(_matching(query, wanted).order_by(models.DeadLetter.id).limit(limit))
+    )
+
+
+def get(session: Session, letter_id: int) -> models.DeadLetter:
+    letter = session.get(models.DeadLetter, letter_id)
+    if letter is None:
+        raise NotFound(f"no dead letter {letter_id}; list them at /v1/dead-letters")
+    return letter
+
+
+def ids_matching(session: Session, wanted: DeadLetterFilter) -> list[int]:
+    query = _matching(select(models.DeadLetter.id), wanted).order_by(models.DeadLetter.id)
+    return list(session.scalars(query))

@@ -23,6 +23,7 @@ from fabcity import meters, models, registry, windows
 from fabcity.db import is_postgres
 from fabcity.errors import Invalid
 from fabcity.flows import DerivedFlow, ResourceInfo, derive
+from fabcity.keys import within
 from fabcity.sql import insert_ignore
 from schemas.api import IngestResult, Rejected
 from schemas.events import CloudEvent, MeterReadingData
@@ -60,8 +61,10 @@ def prepare(
     items: Sequence[Any],
     session: Session,
     received_at: datetime,
+    scope: str | None = None,
 ) -> tuple[list[_Ready], list[Rejected]]:
-    """Validate and normalise; nothing is written."""
+    """Validate and normalise; nothing is written. With a `scope` (a source prefix: the
+    credentials' site or device), an event whose source lies outside it is refused."""
     resolver = registry.OriginResolver(session)
     resources: dict[str, ResourceInfo] = dict(registry.resources(session))
     zones: dict[str, ZoneInfo] = {}
@@ -75,6 +78,10 @@ def prepare(
                 event = CloudEvent.model_validate(raw)
             except ValidationError as exc:
                 raise Invalid(describe(exc)) from exc
+            if scope is not None and not within(event.source, scope):
+                raise Invalid(
+                    f"source {event.source!r} is outside what this key may write ({scope!r})"
+                )
             origin = resolver.resolve(event.source)
             flows = derive(event, resources, origin.device)
         except Invalid as exc:
@@ -87,11 +94,15 @@ def prepare(
 
 
 def ingest(
-    session: Session, items: Sequence[Any], received_at: datetime | None = None
+    session: Session,
+    items: Sequence[Any],
+    received_at: datetime | None = None,
+    scope: str | None = None,
 ) -> IngestOutcome:
-    """Store the good events of `items` once each; report duplicates and refusals by index."""
+    """Store the good events of `items` once each; report duplicates and refusals by index.
+    `scope`: see `prepare`."""
     received_at = received_at or datetime.now(UTC)
-    ready, rejected = prepare(items, session, received_at)
+    ready, rejected = prepare(items, session, received_at, scope)
 
     # A repeat inside one batch is a duplicate as much as a repeat of a stored event.
     unique: dict[tuple[str, str], _Ready] = {}

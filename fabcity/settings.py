@@ -118,8 +118,38 @@ class Settings(BaseSettings):
         "record carries, for a log pipeline.",
     )
 
-    max_body_bytes: int = Field(default=5 * 1024 * 1024, description="Largest HTTP body.")
-    max_batch_events: int = Field(default=5000, description="Most events in one HTTP batch.")
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0, description="Largest HTTP body.")
+    max_batch_events: int = Field(
+        default=5000, gt=0, description="Most events in one HTTP batch."
+    )
+    mqtt_max_payload_bytes: int = Field(
+        default=256 * 1024,
+        gt=0,
+        description="Largest MQTT payload the bridge turns into an event; a larger one is "
+        "dead-lettered. The broker's own `max_packet_size` (1 MiB in deploy/mosquitto) is the "
+        "hard limit before it.",
+    )
+
+    auth: Literal["required", "off"] = Field(
+        default="required",
+        description="`required`: every API call but the operations endpoints and the docs needs "
+        "a key (`Authorization: Bearer` or `X-API-Key`); `off`: no keys, everyone is admin "
+        "(the embedded `fabcity up` and tests only).",
+    )
+    public_reads: bool = Field(
+        default=False,
+        description="Let callers without a key read what a planner of every city may read "
+        "(metrics, the registry; nothing per key, nothing written). For a public dashboard.",
+    )
+    rate_limit_per_s: float = Field(
+        default=50.0,
+        ge=0,
+        description="Requests per second per key (0: no limit). Shared through Redis when "
+        "`worker_mode` is `celery` and Redis answers, else counted in each API process.",
+    )
+    rate_limit_burst: int = Field(
+        default=200, gt=0, description="Requests a key may make at once above its rate."
+    )
 
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, description="How long a webhook receiver may take to answer."

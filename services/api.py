@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity.db import make_engine, make_sessionmaker
 from fabcity.settings import Settings
 from services import (
-    dashboard_api,
+    access_api,
+    auth,
     ingest_api,
     metrics_api,
     problems,
     query_api,
-    reports_api,
     standards_api,
 )
 from services.deps import Context
@@ -55,20 +55,22 @@ def create_app(
         summary="How far a city is from being a Fab City: locally productive, globally connected.",
         version="0.1.0",
         lifespan=lifespan,
+        # Who may call what: one check for every route, by the policy table in services/auth.py.
+        dependencies=[Depends(auth.authorize)],
     )
     if factory is None:
         factory = make_sessionmaker(make_engine(settings.database_url))
     app.state.ctx = Context(settings, factory, dispatcher or dispatcher_for(settings))
     problems.install(app)
+    auth.install(app, settings, factory)
+    app.include_router(access_api.router)
     if role in ("both", "ingest"):
         app.include_router(ingest_api.router)
         app.include_router(standards_api.write)
     if role in ("both", "query"):
         app.include_router(query_api.router)
-        app.include_router(reports_api.router)
         app.include_router(metrics_api.router)
         app.include_router(standards_api.read)
-        app.include_router(dashboard_api.router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -90,4 +92,5 @@ def create_app(
         return {"status": "ready"}
 
     app.mount("/metrics", make_asgi_app())
+    problems.document(app)
     return app

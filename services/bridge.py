@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -79,7 +80,13 @@ def source_of(topic: str, prefix: str) -> str | None:
     return "/" + "/".join(parts[:3])
 
 
-def to_event(topic: str, payload: bytes, prefix: str, received_at: datetime) -> Parsed:
+def to_event(
+    topic: str,
+    payload: bytes,
+    prefix: str,
+    received_at: datetime,
+    max_payload: int = MAX_PAYLOAD,
+) -> Parsed:
     """A native-topic message as a CloudEvent object: a full event, or a bare flow `data`.
 
     A bare payload gets a deterministic id (a hash of its topic and bytes) so that a broker's
@@ -91,8 +98,8 @@ def to_event(topic: str, payload: bytes, prefix: str, received_at: datetime) -> 
         return Parsed(
             None, f"topic {topic!r} is not '{prefix}/{{city}}/{{site}}/{{device}}/events'"
         )
-    if len(payload) > MAX_PAYLOAD:
-        return Parsed(None, f"payload of {len(payload)} bytes; at most {MAX_PAYLOAD}")
+    if len(payload) > max_payload:
+        return Parsed(None, f"payload of {len(payload)} bytes; at most {max_payload}")
     try:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -118,6 +125,17 @@ def to_event(topic: str, payload: bytes, prefix: str, received_at: datetime) -> 
         },
         None,
     )
+
+
+def native_parser(settings: Settings) -> Callable[[str, bytes, datetime], dict[str, Any] | str]:
+    """`to_event` as dead-letter replay wants it: the event, or the reason it is none."""
+
+    def parse(topic: str, payload: bytes, received_at: datetime) -> dict[str, Any] | str:
+        prefix, limit = settings.mqtt_topic_prefix, settings.mqtt_max_payload_bytes
+        parsed = to_event(topic, payload, prefix, received_at, limit)
+        return parsed.event if parsed.event is not None else (parsed.reason or "refused")
+
+    return parse
 
 
 class Bridge:
@@ -307,7 +325,8 @@ class Bridge:
 
     def _commit(self, batch: list[Received]) -> None:
         prefix = self.settings.mqtt_topic_prefix
-        parsed = [to_event(m.topic, m.payload, prefix, m.received_at) for m in batch]
+        limit = self.settings.mqtt_max_payload_bytes
+        parsed = [to_event(m.topic, m.payload, prefix, m.received_at, limit) for m in batch]
         good = [(m, p.event) for m, p in zip(batch, parsed, strict=True) if p.event is not None]
         dead = [(m, p.reason or "") for m, p in zip(batch, parsed, strict=True) if p.event is None]
         started = time.perf_counter()

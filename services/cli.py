@@ -586,5 +586,235 @@ def deadletters_replay(
     )
 
 
+@deadletters_app.command("list")
+def deadletters_list(
+    topic_prefix: Annotated[str | None, typer.Option(help="Only topics starting so.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only reasons containing this.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 100,
+    after_id: Annotated[int, typer.Option(help="Start after this id (paging).")] = 0,
+) -> None:
+    """Dead letters, oldest first: when, where from, and why they were refused."""
+    from rich.table import Table
+
+    from fabcity import deadletters
+    from fabcity.db import make_engine, make_sessionmaker, transaction
+    from schemas.access import DeadLetterFilter
+
+    wanted = DeadLetterFilter(topic_prefix=topic_prefix, reason_contains=reason)
+    engine = make_engine(get_settings().database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as s:
+            letters = deadletters.list_letters(s, wanted, limit, after_id)
+    finally:
+        engine.dispose()
+    table = Table("id", "received", "topic", "bytes", "reason")
+    for d in letters:
+        when = d.received_at.isoformat(timespec="seconds")
+        table.add_row(str(d.id), when, d.topic or "—", str(len(d.payload)), d.reason[:200])
+    console.print(table)
+
+
+@deadletters_app.command("show")
+def deadletters_show(letter_id: int) -> None:
+    """One dead letter: its reason, then its payload exactly as received, on stdout."""
+    import sys
+
+    from fabcity import deadletters
+    from fabcity.db import make_engine, make_sessionmaker, transaction
+    from fabcity.errors import FabcityError
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as s:
+            letter = deadletters.get(s, letter_id)
+    except FabcityError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    err.print(f"dead letter {letter.id}, {letter.channel} {letter.topic or ''}")
+    err.print(f"received {letter.received_at.isoformat()}; {len(letter.payload)} bytes")
+    err.print(f"reason: {letter.reason}")
+    sys.stdout.buffer.write(letter.payload + b"\n")
+
+
+keys_app = typer.Typer(
+    help="API keys (roles admin, site, device, planner): shown once, stored hashed.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+class KeyRole(StrEnum):
+    admin = "admin"
+    site = "site"
+    device = "device"
+    planner = "planner"
+
+
+def _print_secret(issued: Any, what: str) -> None:
+    """The key alone on stdout (`KEY=$(fabcity keys create ...)`); the rest on stderr."""
+    key = issued.key
+    scope = "/".join(x for x in (key.city, key.site, key.device) if x) or "everything"
+    err.print(f"{what} key {key.id} ({key.role}, {scope}). It is shown this once; keep it:")
+    if key.role == "device":
+        err.print(f"MQTT user name: {key.lookup}, password: the key (run `fabcity broker-config`)")
+    typer.echo(issued.secret)
+
+
+def _keys_session() -> Any:
+    from fabcity.db import make_engine, make_sessionmaker, transaction
+
+    engine = make_engine(get_settings().database_url)
+    return engine, transaction(make_sessionmaker(engine))
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[KeyRole, typer.Option(help="What the key may do.")],
+    city: Annotated[
+        str | None, typer.Option(help="site, device: required; planner: one city.")
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="site and device keys.")] = None,
+    device: Annotated[str | None, typer.Option(help="device keys.")] = None,
+    name: Annotated[str | None, typer.Option(help="Who holds it, for you.")] = None,
+) -> None:
+    """Make a key and print it (only it) on stdout. `--role admin` makes the first admin key."""
+    from fabcity import keys
+    from fabcity.errors import FabcityError
+
+    engine, tx = _keys_session()
+    try:
+        with tx as s:
+            issued = keys.create(s, role.value, city, site, device, name)
+    except FabcityError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    _print_secret(issued, "new")
+
+
+@keys_app.command("list")
+def keys_list(
+    revoked: Annotated[bool, typer.Option(help="Also list revoked keys.")] = False,
+) -> None:
+    """Every key: id, role, tenant, when made and revoked. Never the secrets."""
+    from rich.table import Table
+
+    from fabcity import keys
+
+    engine, tx = _keys_session()
+    try:
+        with tx as s:
+            found = keys.list_keys(s, revoked)
+    finally:
+        engine.dispose()
+    table = Table("id", "lookup", "role", "city", "site", "device", "name", "created", "revoked")
+    for k in found:
+        table.add_row(
+            str(k.id), k.lookup, k.role, k.city or "—", k.site or "—", k.device or "—",
+            k.name or "", k.created_at.isoformat(timespec="seconds"),
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+        )  # fmt: skip
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int) -> None:
+    """Revoke a key. The API refuses it at once; the broker after `fabcity broker-config`."""
+    from fabcity import keys
+    from fabcity.errors import FabcityError
+
+    engine, tx = _keys_session()
+    try:
+        with tx as s:
+            role = keys.revoke(s, key_id).role
+    except FabcityError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    err.print(f"key {key_id} revoked")
+    if role == "device":
+        err.print("run `fabcity broker-config` so that the broker refuses it too")
+
+
+@keys_app.command("rotate")
+def keys_rotate(key_id: int) -> None:
+    """A new key with the same role and tenant, printed on stdout; the old one is revoked."""
+    from fabcity import keys
+    from fabcity.errors import FabcityError
+
+    engine, tx = _keys_session()
+    try:
+        with tx as s:
+            issued = keys.rotate(s, key_id)
+    except FabcityError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    _print_secret(issued, f"key {key_id} revoked; its replacement is")
+
+
+@app.command("broker-config")
+def broker_config(
+    out: Annotated[Path, typer.Option(help="Directory to write the files into.")],
+    base: Annotated[
+        Path | None,
+        typer.Option(help="Broker configuration to start from [default: deploy/mosquitto/…]."),
+    ] = None,
+    files_at: Annotated[
+        str | None,
+        typer.Option(help="Where the broker will find the files [default: OUT, absolute]."),
+    ] = None,
+) -> None:
+    """Write Mosquitto's access files: `passwords` (a user per live device key, and the bridge),
+    `acl` (each device publishes only to its own topics; the bridge reads all),
+    `mosquitto.conf` (BASE with anonymous access off) and `bridge.env` (the bridge's
+    FABCITY_MQTT_USERNAME and _PASSWORD, kept across runs). Run it again after keys change,
+    then reload the broker (SIGHUP)."""
+    import os
+    import secrets
+
+    from fabcity import broker
+    from fabcity.keys import mosquitto_hash
+
+    settings = get_settings()
+    base = base or Path("deploy/mosquitto/mosquitto.conf")
+    base_text = base.read_text() if base.is_file() else "listener 1883\n"
+    out.mkdir(parents=True, exist_ok=True)
+    env_file = out / "bridge.env"
+    password = None
+    if env_file.is_file():
+        for line in env_file.read_text().splitlines():
+            if line.startswith("FABCITY_MQTT_PASSWORD="):
+                password = line.partition("=")[2]
+    password = password or secrets.token_urlsafe(32)
+    engine, tx = _keys_session()
+    try:
+        with tx as s:
+            users = broker.device_users(s)
+    finally:
+        engine.dispose()
+    where = Path(files_at) if files_at else out.resolve()
+    written = {
+        "passwords": broker.password_file(users, broker.BRIDGE_USER, mosquitto_hash(password)),
+        "acl": broker.acl_file(users, broker.BRIDGE_USER, settings.mqtt_topic_prefix),
+        "mosquitto.conf": broker.secure_conf(
+            base_text, str(where / "passwords"), str(where / "acl")
+        ),
+        "bridge.env": f"FABCITY_MQTT_USERNAME={broker.BRIDGE_USER}\n"
+        f"FABCITY_MQTT_PASSWORD={password}\n",
+    }
+    for name, text in written.items():
+        path = out / name
+        path.write_text(text)
+        # The password hashes and the bridge's password are for the broker and the bridge only.
+        os.chmod(path, 0o600 if name == "bridge.env" else 0o644 if name != "passwords" else 0o640)
+    err.print(f"wrote {', '.join(written)} to {out}: {len(users)} device users and the bridge")
+
+
 if __name__ == "__main__":
     app()

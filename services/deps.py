@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from fabcity.keys import ADMIN, Principal
 from fabcity.settings import Settings
 from workers.dispatch import Dispatcher
 
@@ -21,3 +22,9 @@ class Context:
 def context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
+
+
+def principal(request: Request) -> Principal:
+    """The caller, as services.auth found it (an admin when auth is off)."""
+    found: Principal = getattr(request.state, "principal", ADMIN)
+    return found

@@ -85,6 +85,8 @@ def run(options: Options, console: Console) -> None:
         mqtt_protocol="3.1.1",
         mqtt_client_id="fabcity-embedded-bridge",
         recompute_interval_s=1.0,
+        # A first look on this machine: no keys. The full stack requires them (the default).
+        auth="off",
     )
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -107,7 +109,7 @@ def run(options: Options, console: Console) -> None:
     sim: Simulator | None = None
     sim_thread = None
     console.print(f"[bold]fabcity[/] is up. Data in {db_path}")
-    console.print(f"  API and docs   {api_url}/docs")
+    console.print(f"  API and docs   {api_url}/docs (no API keys: auth is off in this mode)")
     console.print(
         f"  MQTT broker    mqtt://{options.host}:{options.mqtt_port} "
         f"(publish to fabcity/v1/{{city}}/{{site}}/{{device}}/events)"

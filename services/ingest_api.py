@@ -15,7 +15,7 @@ from fabcity.errors import FabcityError
 from fabcity.ingest import ingest
 from schemas.api import IngestResult
 from schemas.events import CloudEvent
-from services.deps import Context, context
+from services.deps import Context, context, principal
 from services.problems import problem
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -94,7 +94,8 @@ async def post_events(request: Request, ctx: Context = Depends(context)) -> JSON
         raise PayloadTooLarge(f"body of {len(body)} bytes; at most {limit}")
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     items, batch = _parse(body, media_type, ctx)
-    result = await run_in_threadpool(_store, ctx, items)
+    # A site or device key writes its own sources only: checked per event, in the ingest path.
+    result = await run_in_threadpool(_store, ctx, items, principal(request).source_scope)
     INGESTED.labels("accepted").inc(result.accepted)
     INGESTED.labels("duplicate").inc(result.duplicates)
     INGESTED.labels("rejected").inc(len(result.rejected))
@@ -110,9 +111,9 @@ async def post_events(request: Request, ctx: Context = Depends(context)) -> JSON
     return JSONResponse(result.model_dump(), status_code=202)
 
 
-def _store(ctx: Context, items: list[Any]) -> IngestResult:
+def _store(ctx: Context, items: list[Any], scope: str | None = None) -> IngestResult:
     with transaction(ctx.factory) as session:
-        outcome = ingest(session, items)
+        outcome = ingest(session, items, scope=scope)
     if outcome.windows_marked:
         ctx.dispatcher.nudge()
     return outcome.result

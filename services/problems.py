@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from fabcity.errors import FabcityError
+from schemas.api import Problem
 
 log = logging.getLogger(__name__)
 TYPE_BASE = "https://fabcity.dev/problems/"
@@ -70,3 +71,39 @@ def install(app: FastAPI) -> None:
             "unavailable",
             headers={"Retry-After": "5"},
         )
+
+
+def document(app: FastAPI) -> None:
+    """Say in the OpenAPI document what every route may answer besides its success: a problem
+    (`application/problem+json`) for any 4xx and for 503, and which keys it takes."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = Problem.model_json_schema()
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        ref = {"$ref": "#/components/schemas/Problem"}
+        as_problem = {MEDIA_TYPE: {"schema": ref}}
+        schema["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        schema["security"] = [{"bearer": []}, {"apiKey": []}]
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                for code, response in responses.items():
+                    if code[0] in "45":
+                        response["content"] = as_problem
+                responses.setdefault("4XX", {"description": "A problem", "content": as_problem})
+                responses.setdefault(
+                    "503", {"description": "The database is unavailable", "content": as_problem}
+                )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

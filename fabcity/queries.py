@@ -104,6 +104,28 @@ def metric_series(
     )
 
 
+def chunks(
+    session: Session, city_slug: str, first: date | None, last: date | None, interval: Interval
+) -> list[tuple[date, date]]:
+    """[first, last] cut on window boundaries into spans of at most a few hundred windows,
+    so an export of any length is read a span at a time (and `MAX_WINDOWS` never applies)."""
+    city = registry.get_city(session, city_slug)
+    first, last = resolve_period(city, first, last)
+    starts = metrics.window_starts(first, last, interval)
+    step = 31 if interval == "hour" else 366  # days of 24 windows, or windows
+    spans = []
+    for i in range(0, len(starts), step):
+        part = starts[i : i + step]
+        spans.append(
+            (
+                max(part[0], first),
+                min(metrics.next_start(part[-1], interval), last + timedelta(days=1))
+                - timedelta(days=1),
+            )
+        )
+    return spans
+
+
 def compute(name: str, cells: Sequence[Cell], ctx: Context) -> metrics.Value:
     """A metric of one window; a window without a single event says so."""
     value = metrics.METRICS[name].compute(cells, ctx)

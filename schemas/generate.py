@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from schemas import api, events, standards
+from schemas import api, events, reports, standards
 
 OUT = Path(__file__).parent / "json"
 
@@ -27,6 +27,9 @@ MODELS: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "site": api.Site,
     "device": api.Device,
     "metrics-response": api.MetricsResponse,
+    "summary": reports.Summary,
+    "comparison": reports.Comparison,
+    "flows": reports.Flows,
     "design": standards.Design,
     "facility": standards.Facility,
     "import-result": standards.ImportResult,

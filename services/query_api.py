@@ -1,29 +1,53 @@
-"""The query API: the registry and the city metrics, read from rollups."""
+"""The query API: the registry. The metrics are in `reports_api`."""
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from fabcity import models, queries, registry
+from fabcity import models, pagination, registry
 from fabcity.db import transaction
-from fabcity.metrics import GroupBy, Interval
 from schemas import api
+from schemas.reports import Page
 from services.deps import Context, context
 
 router = APIRouter(prefix="/v1")
 
 Ctx = Annotated[Context, Depends(context)]
+Limit = Annotated[
+    int, Query(ge=1, le=pagination.MAX_LIMIT, description="Items per page, at most 1000.")
+]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+Row = TypeVar("Row")
+Item = TypeVar("Item", bound=BaseModel)
 
 
-@router.get("/cities", response_model=list[api.City], tags=["registry"])
-def list_cities(ctx: Ctx) -> list[api.City]:
+def page(
+    rows: Sequence[Row], limit: int, key: Callable[[Row], str], body: Callable[[Row], Item]
+) -> Page[Item]:
+    """A page from `limit + 1` rows read: the extra row only says that more follow."""
+    more = len(rows) > limit
+    return Page[Item](
+        items=[body(r) for r in rows[:limit]],
+        next_cursor=pagination.encode([key(rows[limit - 1])]) if more else None,
+    )
+
+
+def _after(cursor: str | None) -> str | None:
+    key = pagination.decode(cursor, 1)
+    return key[0] if key else None
+
+
+@router.get("/cities", response_model=Page[api.City], tags=["registry"])
+def list_cities(
+    ctx: Ctx, limit: Limit = pagination.DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[api.City]:
     with transaction(ctx.factory) as s:
-        return [api.City.model_validate(c) for c in registry.list_cities(s)]
+        rows = registry.list_cities(s, _after(cursor), limit + 1)
+        return page(rows, limit, lambda c: c.slug, api.City.model_validate)
 
 
 @router.post("/cities", response_model=api.City, status_code=201, tags=["registry"])
@@ -42,7 +66,7 @@ def _site(site: models.Site, city: str) -> api.Site:
     return api.Site.model_validate({**_fields(site, api.SiteIn), "city": city})
 
 
-def _device(device: models.Device, city: str, site: str) -> api.Device:
+def device_body(device: models.Device, city: str, site: str) -> api.Device:
     return api.Device.model_validate(
         {
             **_fields(device, api.DeviceIn),
@@ -58,11 +82,14 @@ def _fields(row: object, model: type[BaseModel]) -> dict[str, object]:
     return {name: getattr(row, name) for name in model.model_fields}
 
 
-@router.get("/cities/{city}/sites", response_model=list[api.Site], tags=["registry"])
-def list_sites(city: str, ctx: Ctx) -> list[api.Site]:
+@router.get("/cities/{city}/sites", response_model=Page[api.Site], tags=["registry"])
+def list_sites(
+    city: str, ctx: Ctx, limit: Limit = pagination.DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[api.Site]:
     with transaction(ctx.factory) as s:
         c = registry.get_city(s, city)
-        return [_site(site, c.slug) for site in registry.list_sites(s, c)]
+        rows = registry.list_sites(s, c, _after(cursor), limit + 1)
+        return page(rows, limit, lambda site: site.slug, lambda site: _site(site, c.slug))
 
 
 @router.post("/cities/{city}/sites", response_model=api.Site, status_code=201, tags=["registry"])
@@ -73,13 +100,16 @@ def create_site(city: str, body: api.SiteIn, ctx: Ctx) -> api.Site:
 
 
 @router.get(
-    "/cities/{city}/sites/{site}/devices", response_model=list[api.Device], tags=["registry"]
+    "/cities/{city}/sites/{site}/devices", response_model=Page[api.Device], tags=["registry"]
 )
-def list_devices(city: str, site: str, ctx: Ctx) -> list[api.Device]:
+def list_devices(
+    city: str, site: str, ctx: Ctx, limit: Limit = pagination.DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[api.Device]:
     with transaction(ctx.factory) as s:
         c = registry.get_city(s, city)
         st = registry.get_site(s, c, site)
-        return [_device(d, c.slug, st.slug) for d in registry.list_devices(s, st)]
+        rows = registry.list_devices(s, st, _after(cursor), limit + 1)
+        return page(rows, limit, lambda d: d.slug, lambda d: device_body(d, c.slug, st.slug))
 
 
 @router.post(
@@ -92,34 +122,13 @@ def create_device(city: str, site: str, body: api.DeviceIn, ctx: Ctx) -> api.Dev
     with transaction(ctx.factory) as s:
         c = registry.get_city(s, city)
         st = registry.get_site(s, c, site)
-        return _device(registry.create_device(s, st, body), c.slug, st.slug)
+        return device_body(registry.create_device(s, st, body), c.slug, st.slug)
 
 
-@router.get("/resources", response_model=list[api.Resource], tags=["registry"])
-def list_resources(ctx: Ctx) -> list[api.Resource]:
+@router.get("/resources", response_model=Page[api.Resource], tags=["registry"])
+def list_resources(
+    ctx: Ctx, limit: Limit = pagination.DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[api.Resource]:
     with transaction(ctx.factory) as s:
-        return [api.Resource.model_validate(r) for r in registry.resources(s).values()]
-
-
-@router.get("/cities/{city}/metrics", response_model=api.MetricsResponse, tags=["metrics"])
-async def city_metrics(
-    city: str,
-    ctx: Ctx,
-    names: Annotated[
-        str | None, Query(description="Comma-separated metric names; all when absent.")
-    ] = None,
-    from_: Annotated[
-        date | None, Query(alias="from", description="First day (inclusive), city time.")
-    ] = None,
-    to: Annotated[date | None, Query(description="Last day (inclusive); today if absent.")] = None,
-    interval: Interval = "day",
-    group_by: GroupBy | None = None,
-) -> api.MetricsResponse:
-    """Metric series per window. A value not recorded is null with a reason, never 0."""
-    wanted = queries.parse_names(names)
-
-    def read() -> api.MetricsResponse:
-        with transaction(ctx.factory) as s:
-            return queries.metric_series(s, city, wanted, from_, to, interval, group_by)
-
-    return await run_in_threadpool(read)
+        rows = registry.list_resources(s, _after(cursor), limit + 1)
+        return page(rows, limit, lambda r: r.name, api.Resource.model_validate)

@@ -652,7 +652,7 @@ def test_create_and_read_a_city(client: TestClient) -> None:
     assert created.status_code == 201, created.text
     assert created.json() == BARCELONA
     assert client.get("/v1/cities/barcelona").json() == BARCELONA
-    assert [c["slug"] for c in client.get("/v1/cities").json()] == ["barcelona", CITY]
+    assert [c["slug"] for c in client.get("/v1/cities").json()["items"]] == ["barcelona", CITY]
 
 
 def test_a_duplicate_city_is_a_409_problem(client: TestClient) -> None:
@@ -688,7 +688,8 @@ def test_create_and_list_sites_and_devices(client: TestClient) -> None:
     created = client.post("/v1/cities/barcelona/sites", json=site)
     assert created.status_code == 201, created.text
     assert created.json() == {**site, "city": "barcelona"}
-    assert client.get("/v1/cities/barcelona/sites").json() == [{**site, "city": "barcelona"}]
+    sites = client.get("/v1/cities/barcelona/sites").json()["items"]
+    assert sites == [{**site, "city": "barcelona"}]
 
     device = {"slug": "laser", "name": "Laser", "kind": "laser", "adapter": "octoprint"}
     made = client.post("/v1/cities/barcelona/sites/ateneu/devices", json=device)
@@ -703,7 +704,7 @@ def test_create_and_list_sites_and_devices(client: TestClient) -> None:
         "last_seen": None,
     }
     assert made.json() == expected
-    assert client.get("/v1/cities/barcelona/sites/ateneu/devices").json() == [expected]
+    assert client.get("/v1/cities/barcelona/sites/ateneu/devices").json()["items"] == [expected]
 
 
 def test_a_new_device_can_send_events(client: TestClient) -> None:
@@ -713,9 +714,9 @@ def test_a_new_device_can_send_events(client: TestClient) -> None:
 
 
 def test_the_test_city_is_listed(client: TestClient) -> None:
-    sites = client.get(f"/v1/cities/{CITY}/sites").json()
+    sites = client.get(f"/v1/cities/{CITY}/sites").json()["items"]
     assert [s["slug"] for s in sites] == [OTHER_SITE, SITE]
-    devices = client.get(f"/v1/cities/{CITY}/sites/{SITE}/devices").json()
+    devices = client.get(f"/v1/cities/{CITY}/sites/{SITE}/devices").json()["items"]
     assert [d["slug"] for d in devices] == [DEVICE]
 
 
@@ -742,7 +743,7 @@ def test_unknown_city_or_site_is_a_404_problem(
 
 
 def test_resources_are_listed_with_canonical_units(client: TestClient) -> None:
-    resources = {r["name"]: r for r in client.get("/v1/resources").json()}
+    resources = {r["name"]: r for r in client.get("/v1/resources").json()["items"]}
     assert resources["filament"]["unit"] == "kg"
     assert resources["electricity"]["unit"] == "kWh"
     assert resources["part"]["unit"] == "count"

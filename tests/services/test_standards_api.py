@@ -45,7 +45,7 @@ def test_okw_import_then_list_facilities(client: TestClient) -> None:
     assert centre["verified_by"] == "Ada Verifier"
     assert centre["equipment"][0]["model"] == "Original Prusa i3 MK3S+"
     # The imported labs are sites like any other.
-    sites = {s["slug"] for s in client.get(f"/v1/cities/{CITY}/sites").json()}
+    sites = {s["slug"] for s in client.get(f"/v1/cities/{CITY}/sites").json()["items"]}
     assert {"fab-lab-centre", "makers-garage"} <= sites
 
 

@@ -1,0 +1,309 @@
+"""The planners' read side through the API: summary, compare, flows, CSV, NGSI-LD, ETags and
+pages."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from fabcity import models
+from fabcity.db import make_engine, make_sessionmaker, transaction
+from services.api import create_app
+from tests.conftest import settings_for
+from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from workers import jobs
+from workers.dispatch import NoDispatch
+
+DAY, NEXT = "2026-03-10", "2026-03-11"
+PERIOD = {"from": DAY, "to": NEXT}
+
+
+@pytest.fixture
+def client(sqlite_url: str) -> Iterator[TestClient]:
+    engine = make_engine(sqlite_url)
+    factory = make_sessionmaker(engine)
+    register(factory)
+    with transaction(factory) as s:
+        s.execute(update(models.City).values(population=1000))
+    app = create_app(settings_for(sqlite_url), factory=factory, dispatcher=NoDispatch())
+    with TestClient(app) as test_client:
+        test_client.app_state = factory  # type: ignore[attr-defined]
+        yield test_client
+    engine.dispose()
+
+
+def ingest(client: TestClient, events: list[dict[str, Any]]) -> None:
+    response = client.post(
+        "/v1/events",
+        content=orjson.dumps(events),
+        headers={"content-type": "application/cloudevents-batch+json"},
+    )
+    assert response.status_code == 202, response.text
+    assert not response.json()["rejected"]
+    jobs.recompute_dirty_windows(client.app_state, 100)  # type: ignore[attr-defined]
+
+
+def seed(client: TestClient) -> None:
+    """Two days at the lab: 13 kg in (9 local), things made, repaired, thrown away, recovered."""
+    ingest(client, [
+        event([flow(quantity=6, ring="city"), flow(quantity=2, ring="region"),
+               flow(quantity=2, ring="beyond", recycled=True),
+               flow("produce", "part", 4, "count"), flow("modify", "furniture", 1, "count"),
+               flow("discard", "plastic", 1, "kg", fate="recycle"),
+               flow("discard", "plastic", 1, "kg", fate="landfill"),
+               flow("recover", "recycled_plastic", 0.5, "kg")]),
+        event([flow(quantity=3, ring="city", recycled=True),
+               flow("produce", "plastic", 1.5, "kg", ring="beyond")],
+              time=f"{NEXT}T12:00:00+01:00"),
+    ])  # fmt: skip
+
+
+def figures(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["name"]: f for f in body["figures"]}
+
+
+def test_summary_is_computed_over_the_whole_period(client: TestClient) -> None:
+    seed(client)
+    response = client.get(f"/v1/cities/{CITY}/summary", params=PERIOD)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["from"], body["to"], body["population"]) == (DAY, NEXT, 1000)
+    got = figures(body)
+    assert got["input_kg"]["value"] == 13
+    assert got["local_input_share"]["value"] == pytest.approx(9 / 13)
+    assert got["local_input_share"]["state"] == "reported"
+    assert got["produced_count"]["value"] == 4 and got["repaired_count"]["value"] == 1
+    assert got["diversion_rate"]["value"] == 0.5
+    # DE 6 (local, not recycled) + IMP 4 − EXP 1.5 (made and sent beyond) per 1000 people
+    assert got["dmc_per_person"]["value"] == pytest.approx(8.5 / 1000)
+    assert got["cmu"]["value"] == pytest.approx(0.5 / 9)
+    headline = [f["name"] for f in body["figures"] if f["headline"]]
+    assert headline == ["fci", "local_input_share", "cmu", "dmc_per_person", "produced_count",
+                        "repaired_count", "diversion_rate"]  # fmt: skip
+    assert body["coverage"] == {"events": 2, "sites_reporting": 1, "sites_active": 2}
+    accounts = {a["category"]: a for a in body["accounts"]}
+    assert accounts["MF4"]["imp"]["value"] == 4 and accounts["MF4"]["de"]["value"] == 6
+    assert accounts["total"]["dmc"]["value"] == 8.5
+
+
+def test_a_day_summary_equals_that_day_in_the_series(client: TestClient) -> None:
+    seed(client)
+    summary = figures(client.get(f"/v1/cities/{CITY}/summary", params={"from": DAY, "to": DAY})
+                      .json())  # fmt: skip
+    names = ",".join(summary)
+    series = client.get(
+        f"/v1/cities/{CITY}/metrics", params={"names": names, "from": DAY, "to": DAY}
+    ).json()["series"]
+    for s in series:
+        point = s["points"][0]
+        got = summary[s["name"]]
+        assert (got["value"], got["state"], got["range"]) == (
+            point["value"],
+            point["state"],
+            point["range"],
+        ), s["name"]
+
+
+def test_what_was_not_recorded_is_null_with_a_reason(client: TestClient) -> None:
+    ingest(client, [event([flow("produce", "part", 2, "count")])])
+    got = figures(client.get(f"/v1/cities/{CITY}/summary", params=PERIOD).json())
+    for name in ("local_input_share", "diversion_rate", "cmu", "dmc_per_person"):
+        assert got[name]["value"] is None and got[name]["reason"], name
+        assert got[name]["state"] is None
+    # FCI without PITO is a range, not a number
+    assert got["fci"]["value"] is None and got["fci"]["range"][0] == 0
+    january = {"from": "2025-01-01", "to": "2025-01-31"}
+    empty = figures(client.get(f"/v1/cities/{CITY}/summary", params=january).json())
+    assert empty["produced_count"]["value"] is None
+    assert empty["produced_count"]["reason"] == "no events in this window"
+
+
+def test_flows_balance_at_every_node_and_close_the_loop(client: TestClient) -> None:
+    seed(client)
+    body = client.get(f"/v1/cities/{CITY}/flows", params=PERIOD).json()
+    kinds = {n["id"]: n["kind"] for n in body["nodes"]}
+    inflow: dict[str, float] = defaultdict(float)
+    outflow: dict[str, float] = defaultdict(float)
+    links = {(link["source"], link["target"]): link for link in body["links"]}
+    for link in body["links"]:
+        assert link["value"] > 0
+        outflow[link["source"]] += link["value"]
+        inflow[link["target"]] += link["value"]
+    for node, kind in kinds.items():
+        if kind in ("category", "city", "recovered"):
+            assert inflow[node] == pytest.approx(outflow[node]), node
+    assert links["origin:city", "mfa:MF4"]["value"] == 6
+    assert links["origin:beyond", "mfa:MF4"]["value"] == 2  # recycled, but imported
+    # 0.5 kg recovered in the city, 3 kg of recycled local input: 2.5 drawn from stock
+    assert links["city", "recovered"]["value"] == 0.5
+    assert links["recovered", "mfa:MF4"]["value"] == 3
+    assert links["stock:drawn", "recovered"] == {"source": "stock:drawn", "target": "recovered",
+                                                 "value": 2.5, "state": "modelled"}  # fmt: skip
+    # into the city 13 kg; out 1.5 exported + 2 waste + 0.5 recovered: 9 kg stay
+    assert links["city", "stock:added"]["value"] == 9
+    assert links["city", "product:exported"]["value"] == 1.5
+    assert body["unweighed_count"] == 5  # 4 parts and 1 repair of unknown mass
+
+
+def test_compare_lists_each_city_in_its_own_windows(client: TestClient) -> None:
+    seed(client)
+    other = {"slug": "lagos", "name": "Lagos", "country": "NG", "timezone": "Africa/Lagos"}
+    assert client.post("/v1/cities", json=other).status_code == 201
+    response = client.get(
+        "/v1/compare",
+        params={"cities": f"{CITY},lagos", "names": "input_kg", "interval": "month", **PERIOD},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [c["city"] for c in body["cities"]] == [CITY, "lagos"]
+    assert body["cities"][0]["series"][0]["points"][0]["value"] == 13
+    assert body["cities"][1]["series"][0]["points"][0]["value"] is None
+    missing = client.get("/v1/compare", params={"cities": f"{CITY},atlantis"})
+    assert missing.status_code == 404 and "atlantis" in missing.json()["detail"]
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_metrics_answer_csv_by_accept_or_format(client: TestClient) -> None:
+    seed(client)
+    params = {"names": "input_kg,local_input_share", **PERIOD}
+    by_accept = client.get(f"/v1/cities/{CITY}/metrics", params=params,
+                           headers={"accept": "text/csv"})  # fmt: skip
+    by_format = client.get(f"/v1/cities/{CITY}/metrics", params={**params, "format": "csv"})
+    assert by_accept.headers["content-type"].startswith("text/csv")
+    assert by_accept.text == by_format.text
+    rows = read_csv(by_accept.text)
+    assert [(r["name"], r["start"], r["value"]) for r in rows] == [
+        ("input_kg", DAY, "10.0"), ("input_kg", NEXT, "3.0"),
+        ("local_input_share", DAY, "0.6"), ("local_input_share", NEXT, "1.0"),
+    ]  # fmt: skip
+    assert rows[0]["state"] == "reported" and rows[0]["events"] == "1"
+    browser = client.get(f"/v1/cities/{CITY}/metrics", params=params,
+                         headers={"accept": "text/html,*/*;q=0.8"})  # fmt: skip
+    assert browser.headers["content-type"] == "application/json"
+
+
+def test_a_long_csv_export_has_no_window_cap(client: TestClient) -> None:
+    # 200 days of hours is 4,800 windows: JSON refuses, CSV streams them span by span.
+    params = {"names": "input_kg", "from": "2025-06-01", "to": "2025-12-17", "interval": "hour"}
+    assert client.get(f"/v1/cities/{CITY}/metrics", params=params).status_code == 422
+    export = client.get(f"/v1/cities/{CITY}/metrics", params={**params, "format": "csv"})
+    rows = read_csv(export.text)
+    assert len({r["start"] for r in rows}) == len(rows) == 200 * 24
+    assert rows[0]["start"] == "2025-06-01T00:00:00+02:00"
+    assert rows[-1]["start"] == "2025-12-17T23:00:00+01:00"
+    assert all(r["value"] == "" and r["reason"] for r in rows)  # not recorded: empty, never 0
+
+
+def test_summary_and_flows_answer_csv(client: TestClient) -> None:
+    seed(client)
+    summary = read_csv(client.get(f"/v1/cities/{CITY}/summary",
+                                  params={**PERIOD, "format": "csv"}).text)  # fmt: skip
+    made = next(r for r in summary if r["name"] == "produced_count")
+    assert (made["section"], made["value"], made["state"]) == ("headline", "4.0", "reported")
+    assert any(r["section"] == "account" and r["category"] == "MF4" for r in summary)
+    flows = read_csv(client.get(f"/v1/cities/{CITY}/flows", params={**PERIOD, "format": "csv"},
+                                ).text)  # fmt: skip
+    assert {(r["source"], r["target"], r["value_kg"]) for r in flows} >= {
+        ("city", "stock:added", "9.0")
+    }
+
+
+def test_ngsi_ld_key_performance_indicators(client: TestClient) -> None:
+    seed(client)
+    response = client.get(
+        f"/v1/cities/{CITY}/ngsi-ld",
+        params={"names": "local_input_share,cmu", "interval": "day", **PERIOD},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/ld+json"
+    entities = {e["id"]: e for e in response.json()}
+    share = entities[f"urn:ngsi-ld:KeyPerformanceIndicator:{CITY}:local_input_share:{DAY}"]
+    assert share["type"] == "KeyPerformanceIndicator"
+    assert share["kpiValue"] == {"type": "Property", "value": 0.6, "unitCode": "C62"}
+    assert share["calculationPeriod"]["value"] == {"from": DAY, "to": DAY}
+    assert share["calculationFrequency"]["value"] == "daily"
+    assert share["organization"]["value"] == "Testville"
+    assert share["category"]["value"] == ["quantitative"]
+    assert share["description"]["value"]
+    assert any("ngsi-ld-core-context" in c for c in share["@context"])
+    # CMU on the 11th has no DMC + U to divide by: no entity rather than a false 0
+    assert f"urn:ngsi-ld:KeyPerformanceIndicator:{CITY}:cmu:{NEXT}" not in entities
+    params = {"names": "input_kg", "interval": "month", "options": "keyValues", **PERIOD}
+    monthly = client.get(f"/v1/cities/{CITY}/ngsi-ld", params=params).json()
+    assert monthly[0]["id"].endswith(":input_kg:2026-03")
+    assert monthly[0]["kpiValue"] == 13
+    assert monthly[0]["calculationPeriod"] == {"from": "2026-03-01", "to": "2026-03-31"}
+
+
+@pytest.mark.parametrize("path", ["metrics", "summary", "flows", "ngsi-ld"])
+def test_metric_responses_carry_an_etag_and_honour_if_none_match(
+    client: TestClient, path: str
+) -> None:
+    seed(client)
+    url = f"/v1/cities/{CITY}/{path}"
+    first = client.get(url, params=PERIOD)
+    etag = first.headers["etag"]
+    assert etag.startswith('W/"') and "max-age" in first.headers["cache-control"]
+    again = client.get(url, params=PERIOD, headers={"if-none-match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag
+    ingest(client, [event(flow(quantity=1), time=f"{DAY}T18:00:00+01:00")])
+    changed = client.get(url, params=PERIOD, headers={"if-none-match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+
+
+def test_lists_are_paged_with_a_cursor(client: TestClient) -> None:
+    for i in range(5):
+        body = {"slug": f"lab-{i}", "name": f"Lab {i}"}
+        assert client.post(f"/v1/cities/{CITY}/sites", json=body).status_code == 201
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/v1/cities/{CITY}/sites", params=params).json()
+        seen += [s["slug"] for s in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(["hub", "lab", *(f"lab-{i}" for i in range(5))])
+    assert pages == 3
+    bad = client.get(f"/v1/cities/{CITY}/sites", params={"cursor": "not-ours"})
+    assert bad.status_code == 422 and "cursor" in bad.json()["detail"]
+    assert client.get("/v1/cities", params={"limit": 0}).status_code == 422
+    resources = client.get("/v1/resources", params={"limit": 5}).json()
+    assert len(resources["items"]) == 5 and resources["next_cursor"]
+
+
+def test_city_devices_with_their_online_status(client: TestClient) -> None:
+    other = {"slug": "laser", "name": "Laser", "kind": "laser"}
+    assert client.post(f"/v1/cities/{CITY}/sites/hub/devices", json=other).status_code == 201
+    seen = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+    with transaction(client.app_state) as s:  # type: ignore[attr-defined]
+        # what the adapters write when a device's birth or status message arrives
+        s.execute(
+            update(models.Device)
+            .where(models.Device.slug == DEVICE)
+            .values(online=True, last_seen=seen)
+        )
+    first = client.get(f"/v1/cities/{CITY}/devices", params={"limit": 1}).json()
+    assert [(d["site"], d["slug"]) for d in first["items"]] == [("hub", "laser")]
+    assert first["items"][0]["online"] is None  # never heard from: unknown, not offline
+    rest = client.get(f"/v1/cities/{CITY}/devices", params={"cursor": first["next_cursor"]}).json()
+    assert [(d["site"], d["slug"]) for d in rest["items"]] == [(SITE, DEVICE)]
+    assert rest["items"][0]["online"] is True
+    assert datetime.fromisoformat(rest["items"][0]["last_seen"]).astimezone(UTC) == seen
+    assert rest["next_cursor"] is None

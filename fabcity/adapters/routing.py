@@ -66,26 +66,36 @@ def device_filters(device: Device) -> list[str]:
 
 
 class Router:
-    """Topic to devices. Filters are indexed by their first level, which is literal for
-    every adapter but a few well-known shapes; those few are scanned."""
+    """Topic to devices. Filters are indexed by their first two levels where those are
+    literal (`tele/<topic>/#`, `spBv1.0/<group>/...`), else by the first; the few filters
+    that start with a wildcard are scanned."""
 
     def __init__(self, devices: Iterable[Device]) -> None:
         self.devices = list(devices)
+        self._by_two: dict[tuple[str, str], list[tuple[str, Device]]] = {}
         self._by_root: dict[str, list[tuple[str, Device]]] = {}
         self._wild: list[tuple[str, Device]] = []
         for device in self.devices:
             for topic_filter in device_filters(device):
-                root = topic_filter.split("/", 1)[0]
+                levels = topic_filter.split("/")
                 entry = (topic_filter, device)
-                if root in ("+", "#"):
+                if levels[0] in ("+", "#"):
                     self._wild.append(entry)
+                elif len(levels) > 1 and levels[1] not in ("+", "#"):
+                    self._by_two.setdefault((levels[0], levels[1]), []).append(entry)
                 else:
-                    self._by_root.setdefault(root, []).append(entry)
+                    self._by_root.setdefault(levels[0], []).append(entry)
 
     def devices_for(self, topic: str) -> list[Device]:
+        levels = topic.split("/", 2)
+        second = levels[1] if len(levels) > 1 else ""
+        candidates = [
+            *self._by_two.get((levels[0], second), ()),
+            *self._by_root.get(levels[0], ()),
+            *self._wild,
+        ]
         found: list[Device] = []
-        candidates = self._by_root.get(topic.split("/", 1)[0], [])
-        for topic_filter, device in (*candidates, *self._wild):
+        for topic_filter, device in candidates:
             if all(d.id != device.id for d in found) and topic_matches(topic_filter, topic):
                 found.append(device)
         return found

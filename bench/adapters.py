@@ -338,7 +338,7 @@ def render(rows: list[tuple[str, float, float]], seconds: float) -> str:
         "What it means: device traffic is tens of messages per second per fab lab; the slowest "
         "family decodes thousands of times that on one core, so the adapters are never the "
         "bottleneck. The device lane's cost is the database transaction (one per batch of up "
-        "to 500 messages), measured with the bridge in `docs/benchmarks.md`.",
+        "to 500 messages), which this benchmark does not measure.",
         "",
     ]
     return "\n".join(lines)

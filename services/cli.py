@@ -811,8 +811,9 @@ def broker_config(
     for name, text in written.items():
         path = out / name
         path.write_text(text)
-        # The password hashes and the bridge's password are for the broker and the bridge only.
-        os.chmod(path, 0o600 if name == "bridge.env" else 0o644 if name != "passwords" else 0o640)
+        # The bridge's password is for the bridge only. The broker (its own user) must read the
+        # rest; the hashes are of 256-bit random keys, which no one guesses back from a hash.
+        os.chmod(path, 0o600 if name == "bridge.env" else 0o644)
     err.print(f"wrote {', '.join(written)} to {out}: {len(users)} device users and the bridge")
 
 

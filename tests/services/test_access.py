@@ -208,5 +208,5 @@ def test_dead_letters_are_listed_shown_and_replayed_once_their_cause_is_fixed(
     assert replayed == {"replayed": 2, "ingested": 1, "still_dead": 1, "events": 1}
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Event)) == 1
-        assert [d.reason for d in s.scalars(select(DeadLetter))][0].startswith("payload is not")
+        assert [d.reason[:14] for d in s.scalars(select(DeadLetter))] == ["payload is not"]
     assert client.get(f"/v1/dead-letters/{listed[0]['id']}", headers=admin).status_code == 404

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas.api import Slug
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time we store is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Stored = Annotated[datetime, AfterValidator(_utc)]
 
 
 class KeyIn(BaseModel):
@@ -35,8 +43,8 @@ class Key(BaseModel):
     site: str | None
     device: str | None
     name: str | None
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: Stored
+    revoked_at: Stored | None
     replaced_by: int | None
 
 
@@ -46,7 +54,7 @@ class IssuedKey(Key):
 
 class DeadLetter(BaseModel):
     id: int
-    received_at: datetime
+    received_at: Stored
     channel: str
     topic: str | None
     reason: str

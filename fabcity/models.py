@@ -229,6 +229,25 @@ class SiteActivity(Base):
     events: Mapped[int] = mapped_column(Integer)
 
 
+class FlowRollupMonth(_FlowCube, Base):
+    """Months summed from their days (`day` is the month's first): a year's summary reads
+    twelve rows per cell instead of 365."""
+
+    __tablename__ = "rollup_flows_month"
+
+
+class SiteActivityDay(Base):
+    """Events per site and local day, summed from the hours: a year's coverage is 365 rows
+    per site instead of 8,760."""
+
+    __tablename__ = "rollup_sites_day"
+
+    city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    events: Mapped[int] = mapped_column(Integer)
+
+
 class CityStatistics(Base):
     """A year of official statistics a city uploads (EW-MFA table, population, GDP, CMU inputs,
     sectors). Kept as posted, numbers as decimal strings so large tonnages stay exact."""

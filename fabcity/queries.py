@@ -9,14 +9,23 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, DateTime, cast, func, select
+from sqlalchemy import Date, DateTime, cast, func, select, union_all
 from sqlalchemy.orm import Session
 
 from fabcity import metrics, models, registry
 from fabcity.db import is_postgres
 from fabcity.errors import Invalid
 from fabcity.metrics import Cell, Context, GroupBy, Interval
-from fabcity.models import Device, FlowRollup, FlowRollupHour, Resource, Site, SiteActivity
+from fabcity.models import (
+    Device,
+    FlowRollup,
+    FlowRollupHour,
+    FlowRollupMonth,
+    Resource,
+    Site,
+    SiteActivity,
+    SiteActivityDay,
+)
 from schemas import api
 
 MAX_WINDOWS = 2000
@@ -193,10 +202,11 @@ def _point(
 # Reading rollups ------------------------------------------------------------------------------
 #
 # Hours and days are read as stored. Longer windows, and a whole period, are summed in the
-# database: a year of a busy city is ~40,000 day rows but a few hundred cells per month, and
-# moving the sums into SQL is what keeps a year's summary within the latency budget
-# (docs/query-benchmark.md). Sums of integers are exact, so the metrics are the same to the
-# last digit as when the rows were summed in Python.
+# database, and whole months come from the month rollups (the days at either end of a period
+# from the day rollups): a year of a busy city is ~15,000 day rows but ~500 month rows, and its
+# coverage 365 day rows per site instead of 8,760 hours. That is what keeps a year's summary
+# within the latency budget (docs/query-benchmark.md). Sums of integers are exact, so the
+# metrics are the same to the last digit as when the rows were summed in Python.
 
 Bucket = Literal["hour", "day", "week", "month", "year", "period"]
 _CUBE_DIMS = ("site_id", "device_id", "action", "resource", "ring", "fate", "recycled", "design",
@@ -220,19 +230,32 @@ def _window(session: Session, day: Any, bucket: Bucket) -> Any:
 def _cells(
     session: Session, city_id: int, first: date, last: date, bucket: Bucket, zone: ZoneInfo
 ) -> dict[Start, list[Cell]]:
-    table: type[FlowRollup] | type[FlowRollupHour] = (
-        FlowRollupHour if bucket == "hour" else FlowRollup
-    )
-    dims = [getattr(table, d) for d in _CUBE_DIMS]
-    where = (table.city_id == city_id, table.day.between(first, last))
     window: list[Any]
     if bucket in ("hour", "day"):
+        table: type[FlowRollup] | type[FlowRollupHour] = (
+            FlowRollupHour if bucket == "hour" else FlowRollup
+        )
         window = [table.day, FlowRollupHour.hour] if bucket == "hour" else [table.day]
-        rows = select(*window, *dims, *(getattr(table, m) for m in _CUBE_MEASURES)).where(*where)
+        columns = (getattr(table, c) for c in (*_CUBE_DIMS, *_CUBE_MEASURES))
+        rows = select(*window, *columns).where(
+            table.city_id == city_id, table.day.between(first, last)
+        )
     else:
-        window = [] if bucket == "period" else [_window(session, table.day, bucket).label("w")]
-        sums = (func.sum(getattr(table, m)).label(m) for m in _CUBE_MEASURES)
-        rows = select(*window, *dims, *sums).where(*where).group_by(*window, *dims)
+        # Whole months from the month rollups, the days at either end from the day rollups.
+        parts = [
+            select(t.day, *(getattr(t, c) for c in (*_CUBE_DIMS, *_CUBE_MEASURES))).where(
+                t.city_id == city_id, t.day.between(lo, hi)
+            )
+            for t, lo, hi in (
+                # a month row's day is its first: right for months and years, not weeks
+                [(FlowRollup, first, last)] if bucket == "week" else _sources(first, last)
+            )
+        ]
+        both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+        dims = [both.c[d] for d in _CUBE_DIMS]
+        window = [] if bucket == "period" else [_window(session, both.c.day, bucket).label("w")]
+        sums = (func.sum(both.c[m]).label(m) for m in _CUBE_MEASURES)
+        rows = select(*window, *dims, *sums).group_by(*window, *dims)
     cube = rows.subquery()
     query = (
         select(cube, Site.slug, Device.slug, Resource.dimension, Resource.mfa_category)
@@ -259,14 +282,32 @@ def _cells(
     return cells
 
 
+def _sources(first: date, last: date) -> list[tuple[Any, date, date]]:
+    """(rollup table, from, to) covering [first, last]: months where whole, else days."""
+    after_last = last + timedelta(days=1)
+    months_from = first if first.day == 1 else metrics.next_start(first, "month")
+    months_to = after_last.replace(day=1)  # the first month not wholly inside
+    if months_from >= months_to:
+        return [(FlowRollup, first, last)]
+    found: list[tuple[Any, date, date]] = []
+    if first < months_from:
+        found.append((FlowRollup, first, months_from - timedelta(days=1)))
+    found.append((FlowRollupMonth, months_from, months_to - timedelta(days=1)))
+    if months_to <= last:
+        found.append((FlowRollup, months_to, last))
+    return found
+
+
 def _coverage(
     session: Session, city_id: int, first: date, last: date, bucket: Bucket, zone: ZoneInfo
 ) -> dict[Start, tuple[int, int]]:
     """Events and sites reporting per window, summed in the database."""
-    t = SiteActivity
+    t: type[SiteActivity] | type[SiteActivityDay] = (
+        SiteActivity if bucket == "hour" else SiteActivityDay
+    )
     window: list[Any]
     if bucket in ("hour", "day"):
-        window = [t.day, t.hour] if bucket == "hour" else [t.day]
+        window = [t.day, SiteActivity.hour] if bucket == "hour" else [t.day]
     else:
         window = [] if bucket == "period" else [_window(session, t.day, bucket)]
     query = (

@@ -28,6 +28,7 @@ from fabcity.models import (
     FlowRollup,
     FlowRollupHour,
     SiteActivity,
+    SiteActivityDay,
 )
 from schemas.events import CloudEvent
 
@@ -67,7 +68,7 @@ def rebuild(
     # old or the new, never a mix), with one GROUP BY per table instead of one per window.
     for done, city in enumerate(cities, start=1):
         with transaction(factory) as s:
-            for table in (FlowRollup, FlowRollupHour, SiteActivity):
+            for table in (FlowRollup, FlowRollupHour, SiteActivity, SiteActivityDay):
                 s.execute(delete(table).where(table.city_id == city))
             s.execute(delete(DirtyWindow).where(DirtyWindow.city_id == city))
             rollups.fill(s, _of_city(city))

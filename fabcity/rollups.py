@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Date,
     Integer,
     and_,
     case,
@@ -35,8 +36,10 @@ from fabcity.models import (
     Flow,
     FlowRollup,
     FlowRollupHour,
+    FlowRollupMonth,
     Resource,
     SiteActivity,
+    SiteActivityDay,
 )
 from fabcity.windows import Window
 
@@ -116,16 +119,21 @@ def recompute(session: Session, claimed: list[Window]) -> None:
     for table in (FlowRollupHour, SiteActivity):
         session.execute(delete(table).where(hours(table)))
     _fill_hours(session, hours)
-    days = in_days({(c, d) for c, d, _ in claimed})
-    session.execute(delete(FlowRollup).where(days(FlowRollup)))
+    touched = {(c, d) for c, d, _ in claimed}
+    days = in_days(touched)
+    for daily in (FlowRollup, SiteActivityDay):
+        session.execute(delete(daily).where(days(daily)))
     _fill_days(session, days)
+    refresh_months(session, {(c, d.replace(day=1)) for c, d in touched})
 
 
 def fill(session: Session, where: Callable[[Any], Any]) -> None:
     """Insert the rollups of the flows and events matching `where(model)`; the caller has
-    deleted the rollups they replace."""
+    deleted the rollups they replace (months are replaced here)."""
     _fill_hours(session, where)
     _fill_days(session, where)
+    days = session.execute(select(FlowRollup.city_id, FlowRollup.day).where(where(FlowRollup)))
+    refresh_months(session, {(c, d.replace(day=1)) for c, d in days})
 
 
 def _fill_hours(session: Session, where: Callable[[Any], Any]) -> None:
@@ -153,6 +161,34 @@ def _fill_days(session: Session, where: Callable[[Any], Any]) -> None:
         .group_by(*hour_dims)
     )
     session.execute(insert(FlowRollup).from_select([*_DIM_NAMES, *_MEASURE_NAMES], days))
+    activity = (
+        select(SiteActivity.city_id, SiteActivity.day, SiteActivity.site_id,
+               func.sum(SiteActivity.events))
+        .where(where(SiteActivity))
+        .group_by(SiteActivity.city_id, SiteActivity.day, SiteActivity.site_id)
+    )  # fmt: skip
+    session.execute(
+        insert(SiteActivityDay).from_select(["city_id", "day", "site_id", "events"], activity)
+    )
+
+
+def refresh_months(session: Session, months: set[tuple[int, date]]) -> None:
+    """Replace the month rollups of (city, first day of the month) from their days."""
+    others = [getattr(FlowRollup, name) for name in _DIM_NAMES if name not in ("city_id", "day")]
+    for city_id, first in sorted(months):
+        last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        session.execute(
+            delete(FlowRollupMonth).where(
+                FlowRollupMonth.city_id == city_id, FlowRollupMonth.day == first
+            )
+        )
+        sums = (func.sum(getattr(FlowRollup, m)) for m in _MEASURE_NAMES)
+        rows = (
+            select(literal(city_id), literal(first, Date), *others, *sums)
+            .where(FlowRollup.city_id == city_id, FlowRollup.day.between(first, last))
+            .group_by(*others)
+        )
+        session.execute(insert(FlowRollupMonth).from_select([*_DIM_NAMES, *_MEASURE_NAMES], rows))
 
 
 def in_hours(claimed: Iterable[Window]) -> Callable[[Any], Any]:

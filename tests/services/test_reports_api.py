@@ -307,3 +307,29 @@ def test_city_devices_with_their_online_status(client: TestClient) -> None:
     assert rest["items"][0]["online"] is True
     assert datetime.fromisoformat(rest["items"][0]["last_seen"]).astimezone(UTC) == seen
     assert rest["next_cursor"] is None
+
+
+def test_a_period_of_whole_months_reads_month_rollups_that_follow_late_events(
+    client: TestClient,
+) -> None:
+    times = ["2026-02-20T10:00:00+01:00", "2026-03-05T10:00:00+01:00",
+             "2026-03-31T23:30:00+02:00", "2026-04-02T10:00:00+02:00"]  # fmt: skip
+    ingest(client, [event(flow(quantity=i + 1), time=t) for i, t in enumerate(times)])
+    period = {"from": "2026-02-15", "to": "2026-04-10"}
+
+    def inputs() -> tuple[float, float]:
+        summary = figures(client.get(f"/v1/cities/{CITY}/summary", params=period).json())
+        series = client.get(
+            f"/v1/cities/{CITY}/metrics", params={"names": "input_kg", **period}
+        ).json()["series"][0]["points"]
+        return summary["input_kg"]["value"], sum(p["value"] or 0 for p in series)
+
+    assert inputs() == (10, 10)
+    # a late report into March: its month is summed again
+    ingest(client, [event(flow(quantity=5), time="2026-03-15T10:00:00+01:00")])
+    assert inputs() == (15, 15)
+    march = client.get(
+        f"/v1/cities/{CITY}/metrics",
+        params={"names": "input_kg", "from": "2026-03-01", "to": "2026-03-31", "interval": "month"},
+    ).json()["series"][0]["points"]
+    assert [p["value"] for p in march] == [10]

@@ -1,0 +1,147 @@
+"""Query API latency on a big history: the summary and the series, at the median and p95.
+
+    .venv/bin/python -m bench.query_bench --events 10000000 --requests 300
+
+A fresh PostgreSQL database gets a year of history written with SQL (as `bench.metrics_bench`
+does: N events of two flows each, 20 sites, one city), and every rollup is rebuilt. Then each
+request is sent through the whole ASGI app (routing, validation, the query, the metrics, JSON,
+the ETag) with httpx's ASGITransport, one at a time, after a warm-up. Writes
+docs/query-benchmark.md (notes below its `<!-- notes -->` line are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.metrics_bench import drop, fresh_database, seed
+from fabcity.db import make_engine, make_sessionmaker
+from fabcity.rebuild import rebuild
+from fabcity.settings import Settings
+from services.api import create_app
+from workers.dispatch import NoDispatch
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_MS = 25.0
+
+
+def cases(today: date) -> list[tuple[str, str, dict[str, str]]]:
+    year_ago = str(today - timedelta(days=364))
+    month_ago = str(today - timedelta(days=29))
+    to = str(today)
+    return [
+        ("summary, last 30 days", "/v1/cities/big/summary", {"from": month_ago, "to": to}),
+        ("summary, last 365 days", "/v1/cities/big/summary", {"from": year_ago, "to": to}),
+        ("series, default (4 metrics, 30 days by day)", "/v1/cities/big/metrics", {}),
+        (
+            "series, 8 metrics, a year by month",
+            "/v1/cities/big/metrics",
+            {
+                "from": year_ago,
+                "to": to,
+                "interval": "month",
+                "names": "input_kg,local_input_share,produced_count,waste_kg,cmu,dmc_per_person,"
+                "diversion_rate,fci",
+            },
+        ),
+        (
+            "series, 4 metrics, a year by day",
+            "/v1/cities/big/metrics",
+            {"from": year_ago, "to": to, "interval": "day"},
+        ),
+        ("flows (Sankey), last 30 days", "/v1/cities/big/flows", {"from": month_ago, "to": to}),
+    ]
+
+
+async def time_requests(
+    client: httpx.AsyncClient, path: str, params: dict[str, str], n: int, warmup: int = 10
+) -> list[float]:
+    for _ in range(warmup):
+        response = await client.get(path, params=params)
+        assert response.status_code == 200, response.text
+    took = []
+    for _ in range(n):
+        started = time.perf_counter()
+        response = await client.get(path, params=params)
+        took.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.text
+    return took
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[94]
+
+
+async def measure(url: str, n: int) -> list[dict[str, Any]]:
+    engine = make_engine(url)
+    # Keys off: the access check is the same constant cost on every request, not the query's.
+    settings = Settings(database_url=url, auth="off")
+    app = create_app(settings, "query", make_sessionmaker(engine), NoDispatch())
+    # The seed's days are city days in Europe/Madrid up to now.
+    today = datetime.now(UTC).date()
+    rows = []
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        for name, path, params in cases(today):
+            took = await time_requests(client, path, params, n)
+            rows.append({"name": name, "median": statistics.median(took), "p95": p95(took),
+                         "n": n, "path": path, "params": params})  # fmt: skip
+            print(f"{name:<50} median {rows[-1]['median']:6.1f} ms  p95 {rows[-1]['p95']:6.1f} ms")
+    engine.dispose()
+    return rows
+
+
+def write(rows: list[dict[str, Any]], args: argparse.Namespace, seeded: float) -> None:
+    lines = [
+        "# Query API benchmark", "",
+        f"Command: `.venv/bin/python -m bench.query_bench --events {args.events} "
+        f"--requests {args.requests}`", "",
+        f"Run on {datetime.now(UTC):%Y-%m-%d} on this 2-core machine, PostgreSQL 15 on the same "
+        f"cores. History: {args.events:,} events (two flows each) over the year before today, "
+        f"20 sites, one city, written with SQL and rolled up by `fabcity metrics rebuild` "
+        f"({seeded:.0f} s). Each figure: {args.requests} requests one after another through the "
+        "whole ASGI app (httpx ASGITransport), after 10 warm-up requests. "
+        f"Goal: p95 ≤ {GOAL_MS:.0f} ms.", "",
+        "| request | median | p95 | goal |",
+        "|---|---:|---:|:---:|",
+    ]  # fmt: skip
+    for r in rows:
+        ok = "yes" if r["p95"] <= GOAL_MS else "no"
+        lines.append(f"| {r['name']} | {r['median']:.1f} ms | {r['p95']:.1f} ms | {ok} |")
+    out = ROOT / "docs" / "query-benchmark.md"
+    out.parent.mkdir(exist_ok=True)
+    existing = out.read_text() if out.exists() else ""
+    notes = existing.split("<!-- notes -->", 1)[1] if "<!-- notes -->" in existing else "\n"
+    out.write_text("\n".join(lines) + "\n\n<!-- notes -->" + notes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    url, admin = fresh_database()
+    try:
+        started = time.perf_counter()
+        seed(url, args.events)
+        engine = make_engine(url)
+        rebuild(make_sessionmaker(engine))
+        engine.dispose()
+        seeded = time.perf_counter() - started
+        print(f"seeded and rolled up {args.events:,} events in {seeded:.0f} s", flush=True)
+        rows = asyncio.run(measure(url, args.requests))
+        write(rows, args, seeded)
+    finally:
+        drop(url, admin)
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -337,7 +337,9 @@ class Bridge:
                 DeadLetter(
                     received_at=m.received_at,
                     channel="mqtt",
-                    topic=m.topic,
+                    # MQTT allows topics of 64 KiB; the column holds 1,024 characters, and a
+                    # longer value would fail the whole batch on PostgreSQL, again and again.
+                    topic=m.topic[:1024],
                     payload=m.payload,
                     reason=reason,
                 )

@@ -333,3 +333,15 @@ def test_a_period_of_whole_months_reads_month_rollups_that_follow_late_events(
         params={"names": "input_kg", "from": "2026-03-01", "to": "2026-03-31", "interval": "month"},
     ).json()["series"][0]["points"]
     assert [p["value"] for p in march] == [10]
+
+
+def test_the_dashboard_is_served_with_plotly_from_the_package(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/dashboard/app.js" in page.text and "/dashboard/plotly.min.js" in page.text
+    plotly = client.get("/dashboard/plotly.min.js")
+    assert plotly.status_code == 200 and len(plotly.content) > 1_000_000
+    assert "max-age" in plotly.headers["cache-control"]
+    assert client.get("/dashboard/app.js").headers["content-type"].startswith("text/javascript")
+    missing = client.get("/dashboard/secrets.txt")
+    assert missing.status_code == 404 and missing.json()["type"].endswith("not-found")

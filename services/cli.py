@@ -233,12 +233,16 @@ def simulate(
     interval: Annotated[float, typer.Option(help="Seconds between ticks.")] = 2.0,
     history_days: Annotated[int, typer.Option(help="Days of history to post first.")] = 14,
     ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="FABCITY_API_KEY", help="An admin key, when the API asks for keys."),
+    ] = None,
 ) -> None:
     """Feed a simulated city into any running API and broker."""
     from services.simulate import Simulator
 
     _logging()
-    sim = Simulator(api_url, mqtt_host, mqtt_port, mqtt_protocol=mqtt_protocol)
+    sim = Simulator(api_url, mqtt_host, mqtt_port, mqtt_protocol=mqtt_protocol, api_key=api_key)
     sim.setup()
     sim.backfill(history_days)
     stop = threading.Event()

@@ -213,9 +213,12 @@ class Simulator:
         mqtt_protocol: str = "5",
         prefix: str = "fabcity/v1",
         seed: int | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.api = api.rstrip("/")
-        self.http = httpx.Client(base_url=self.api, timeout=30)
+        # An admin key: the simulator registers its city before it reports.
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self.http = httpx.Client(base_url=self.api, timeout=30, headers=headers)
         self.prefix = prefix
         self.city = CITY["slug"]
         self.rnd = random.Random(seed)

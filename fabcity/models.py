@@ -98,7 +98,8 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("source", "event_id"),
-        Index("ix_events_city_day", "city_id", "day"),
+        # The reporting coverage of an hour is counted from this index alone.
+        Index("ix_events_city_day_hour_site", "city_id", "day", "hour", "site_id"),
         # Meter counters are read in time order per device; other events need no such index.
         Index(
             "ix_events_device_time",

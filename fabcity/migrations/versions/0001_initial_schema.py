@@ -149,7 +149,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('source', 'event_id', name=op.f('uq_events_source'))
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index('ix_events_city_day', ['city_id', 'day'], unique=False)
+        batch_op.create_index('ix_events_city_day_hour_site', ['city_id', 'day', 'hour', 'site_id'], unique=False)
         batch_op.create_index('ix_events_device_time', ['device_id', 'time'], unique=False, postgresql_where=sa.text("type = 'fabcity.meter.reading'"), sqlite_where=sa.text("type = 'fabcity.meter.reading'"))
 
     op.create_table('flows',
@@ -188,7 +188,7 @@ def downgrade() -> None:
     op.drop_table('flows')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_device_time')
-        batch_op.drop_index('ix_events_city_day')
+        batch_op.drop_index('ix_events_city_day_hour_site')
 
     op.drop_table('events')
     op.drop_table('devices')

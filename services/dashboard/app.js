@@ -207,6 +207,14 @@ function renderSankey(flows) {
     const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
     return `rgba(${r},${g},${b},${alpha})`;
   };
+  // Columns left to right: where material came from (recovered material among the origins, so
+  // the loop back from the city is one visible arc), category, the city, where it went.
+  const column = (n) =>
+    ({ origin: 0.01, recovered: 0.01, category: 0.33, city: 0.62 })[n.kind] ??
+    (n.id === "stock:drawn" ? 0.01 : 0.99);
+  const columns = flows.nodes.map(column);
+  const rank = flows.nodes.map((n, i) => columns.slice(0, i).filter((x) => x === columns[i]).length);
+  const sizes = flows.nodes.map((_, i) => columns.filter((x) => x === columns[i]).length);
   const trace = {
     type: "sankey",
     arrangement: "snap",
@@ -215,6 +223,8 @@ function renderSankey(flows) {
     node: {
       label: flows.nodes.map((n) => n.label),
       customdata: flows.nodes.map((n) => n.id),
+      x: columns,
+      y: rank.map((r, i) => (r + 0.5) / sizes[i]),
       pad: 14,
       thickness: 14,
       color: flows.nodes.map((n) => (n.kind === "stock" ? "#c9b27c" : "#7f9ba3")),

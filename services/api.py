@@ -18,10 +18,12 @@ from fabcity.settings import Settings
 from services import (
     access_api,
     auth,
+    dashboard_api,
     ingest_api,
     metrics_api,
     problems,
     query_api,
+    reports_api,
     standards_api,
 )
 from services.deps import Context
@@ -69,8 +71,10 @@ def create_app(
         app.include_router(standards_api.write)
     if role in ("both", "query"):
         app.include_router(query_api.router)
+        app.include_router(reports_api.router)
         app.include_router(metrics_api.router)
         app.include_router(standards_api.read)
+        app.include_router(dashboard_api.router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -62,7 +62,7 @@ def seed(url: str, events: int) -> float:
             s,
             api.CityIn(
                 slug="big", name="Big", country="ES", timezone="Europe/Madrid", population=1_000_000
-            ),  # fmt: skip
+            ),
         )
         for i in range(SITES):
             registry.create_site(s, city, api.SiteIn(slug=f"site-{i}", name=f"Site {i}"))
@@ -116,15 +116,31 @@ def seed(url: str, events: int) -> float:
 def new_events(count: int, spread_days: int) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     return [
-        {"specversion": "1.0", "id": uuid.uuid4().hex, "source": f"/big/site-{i % SITES}",
-         "type": "fabcity.flow",
-         "time": (now - timedelta(days=(i % spread_days), minutes=i % 50)).isoformat(),
-         "data": [{"action": "consume", "resource": "filament", "quantity": 120, "unit": "g",
-                   "ring": "city"},
-                  {"action": "produce", "resource": "part", "quantity": 1, "unit": "count",
-                   "ring": "city"}]}
+        {
+            "specversion": "1.0",
+            "id": uuid.uuid4().hex,
+            "source": f"/big/site-{i % SITES}",
+            "type": "fabcity.flow",
+            "time": (now - timedelta(days=(i % spread_days), minutes=i % 50)).isoformat(),
+            "data": [
+                {
+                    "action": "consume",
+                    "resource": "filament",
+                    "quantity": 120,
+                    "unit": "g",
+                    "ring": "city",
+                },
+                {
+                    "action": "produce",
+                    "resource": "part",
+                    "quantity": 1,
+                    "unit": "count",
+                    "ring": "city",
+                },
+            ],
+        }
         for i in range(count)
-    ]  # fmt: skip
+    ]
 
 
 def absorb(url: str, spread_days: int, repeats: int = 3) -> tuple[float, float, int]:
@@ -168,14 +184,21 @@ def measure(size: int, sample: int) -> dict[str, float]:
         reflow_s = time.perf_counter() - started
         engine.dispose()
         return {
-            "size": size, "seed_s": seeded, "windows": report.windows,
-            "rebuild_s": rebuild_s, "rebuild_eps": size / rebuild_s,
-            "reflow_events": rebuilt.events, "reflow_s": reflow_s,
+            "size": size,
+            "seed_s": seeded,
+            "windows": report.windows,
+            "rebuild_s": rebuild_s,
+            "rebuild_eps": size / rebuild_s,
+            "reflow_events": rebuilt.events,
+            "reflow_s": reflow_s,
             "reflow_eps": rebuilt.events / reflow_s,
-            "absorb_ingest_s": today[0], "absorb_recompute_s": today[1],
+            "absorb_ingest_s": today[0],
+            "absorb_recompute_s": today[1],
             "absorb_windows": today[2],
-            "late_ingest_s": late[0], "late_recompute_s": late[1], "late_windows": late[2],
-        }  # fmt: skip
+            "late_ingest_s": late[0],
+            "late_recompute_s": late[1],
+            "late_windows": late[2],
+        }
     finally:
         drop(url, admin)
         admin.dispose()
@@ -203,16 +226,19 @@ def main() -> None:
 
 def write(rows: list[dict[str, float]], args: argparse.Namespace) -> None:
     lines = [
-        "# Metrics engine benchmark", "",
+        "# Metrics engine benchmark",
+        "",
         "Command: `.venv/bin/python -m bench.metrics_bench "
-        f"--sizes {args.sizes} --sample {args.sample}`", "",
+        f"--sizes {args.sizes} --sample {args.sample}`",
+        "",
         f"Run on {datetime.now(UTC):%Y-%m-%d} on this 2-core machine, PostgreSQL 15 on the same "
         "cores. History: N events of two flows each over a year, 20 sites, one city. Absorb "
-        "figures are medians of 3 runs.", "",
+        "figures are medians of 3 runs.",
+        "",
         "| history (events) | rebuild from flows | rebuild from events | 1,000 new events: "
         "ingest + recompute | 1,000 late events over 30 days: ingest + recompute |",
         "|---:|---:|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for r in rows:
         lines.append(
             f"| {r['size']:,.0f} | {r['rebuild_eps']:,.0f} events/s ({r['rebuild_s']:.1f} s,"

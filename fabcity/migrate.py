@@ -22,7 +22,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> int:
     """Run every migration and seed the registry; returns how many resources were added."""
-    # "heads": features add migrations on branches of their own, merged when they meet.
+    # "heads": a feature may add a migration on a branch of its own until it is merged.
     command.upgrade(alembic_config(url), "heads")
     engine = make_engine(url)
     try:

@@ -375,9 +375,7 @@ class Delivery(Base):
     __table_args__ = (Index("ix_deliveries_subscription", "subscription_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    subscription_id: Mapped[int] = mapped_column(
-        ForeignKey("subscriptions.id", ondelete="CASCADE")
-    )
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
     attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     stream: Mapped[str] = mapped_column(String(8), doc="`events` or `notices`.")
     first_id: Mapped[int] = mapped_column(BigInteger)

@@ -119,9 +119,7 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0, description="Largest HTTP body.")
-    max_batch_events: int = Field(
-        default=5000, gt=0, description="Most events in one HTTP batch."
-    )
+    max_batch_events: int = Field(default=5000, gt=0, description="Most events in one HTTP batch.")
     mqtt_max_payload_bytes: int = Field(
         default=256 * 1024,
         gt=0,

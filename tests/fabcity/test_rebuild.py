@@ -18,7 +18,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity import registry, rollups
 from fabcity.db import transaction
 from fabcity.ingest import ingest
-from fabcity.models import DirtyWindow, Event, Flow, FlowRollup, FlowRollupHour, SiteActivity
+from fabcity.models import (
+    DirtyWindow,
+    Event,
+    Flow,
+    FlowRollup,
+    FlowRollupHour,
+    FlowRollupMonth,
+    SiteActivity,
+    SiteActivityDay,
+)
 from fabcity.rebuild import rebuild
 from schemas import api
 from tests.support.city import CITY, OTHER_SITE, SITE
@@ -27,11 +36,18 @@ START = datetime(2026, 3, 28, 20, 0, tzinfo=UTC)  # spans the spring daylight-sa
 MINUTES = 3 * 24 * 60
 
 FLOWS = [
-    ("consume", "filament", "g"), ("consume", "wood", "kg"), ("consume", "electricity", "Wh"),
-    ("consume", "recycled_plastic", "kg"), ("produce", "part", "count"),
-    ("produce", "furniture", "count"), ("discard", "plastic", "kg"), ("recover", "plastic", "kg"),
-    ("modify", "furniture", "count"), ("use", "machine_hours", "min"), ("work", "work_hours", "h"),
-]  # fmt: skip
+    ("consume", "filament", "g"),
+    ("consume", "wood", "kg"),
+    ("consume", "electricity", "Wh"),
+    ("consume", "recycled_plastic", "kg"),
+    ("produce", "part", "count"),
+    ("produce", "furniture", "count"),
+    ("discard", "plastic", "kg"),
+    ("recover", "plastic", "kg"),
+    ("modify", "furniture", "count"),
+    ("use", "machine_hours", "min"),
+    ("work", "work_hours", "h"),
+]
 RINGS = ["site", "city", "region", "beyond"]
 FATES = ["reuse", "recycle", "compost", "energy", "incineration", "landfill"]
 
@@ -44,10 +60,13 @@ def when(minutes: int) -> str:
 def a_flow(draw: st.DrawFn) -> dict[str, Any]:
     action, resource, unit = draw(st.sampled_from(FLOWS))
     body: dict[str, Any] = {
-        "action": action, "resource": resource, "unit": unit, "ring": draw(st.sampled_from(RINGS)),
+        "action": action,
+        "resource": resource,
+        "unit": unit,
+        "ring": draw(st.sampled_from(RINGS)),
         # Decimals of a few digits, as people type them.
         "quantity": draw(st.integers(0, 100_000)) / 1000,
-    }  # fmt: skip
+    }
     if action == "discard":
         body["fate"] = draw(st.sampled_from(FATES))
     if action == "produce" and draw(st.booleans()):
@@ -72,18 +91,27 @@ def an_event(draw: st.DrawFn, number: int) -> dict[str, Any]:
         length = draw(st.integers(1, 60 * 6))
         data: dict[str, Any] = {
             "status": draw(st.sampled_from(["completed", "failed", "cancelled"])),
-            "started": when(at - length), "ended": when(at),
-        }  # fmt: skip
+            "started": when(at - length),
+            "ended": when(at),
+        }
         if draw(st.booleans()):
             data["mass_kg"] = draw(st.integers(1, 2000)) / 1000
         else:
             data["length_mm"] = draw(st.integers(100, 50_000))
-        return {**base, "source": f"/{CITY}/{SITE}/printer", "type": "fabcity.machine.job",
-                "data": data}  # fmt: skip
+        return {
+            **base,
+            "source": f"/{CITY}/{SITE}/printer",
+            "type": "fabcity.machine.job",
+            "data": data,
+        }
     # A cumulative counter: it mostly grows, and sometimes it was reset.
     total = draw(st.integers(0, 5_000)) / 10
-    return {**base, "source": f"/{CITY}/{OTHER_SITE}/meter", "type": "fabcity.meter.reading",
-            "data": {"energy_kwh_total": total}}  # fmt: skip
+    return {
+        **base,
+        "source": f"/{CITY}/{OTHER_SITE}/meter",
+        "type": "fabcity.meter.reading",
+        "data": {"energy_kwh_total": total},
+    }
 
 
 @st.composite
@@ -114,8 +142,12 @@ def register(factory: sessionmaker[Session]) -> None:
 
 def snapshot(factory: sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]]]:
     tables: dict[str, Any] = {
-        "day": FlowRollup, "hour": FlowRollupHour, "activity": SiteActivity,
-    }  # fmt: skip
+        "day": FlowRollup,
+        "hour": FlowRollupHour,
+        "month": FlowRollupMonth,
+        "activity": SiteActivity,
+        "activity_day": SiteActivityDay,
+    }
     out: dict[str, list[tuple[Any, ...]]] = {}
     with transaction(factory) as s:
         for name, table in tables.items():
@@ -128,7 +160,16 @@ def snapshot(factory: sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]]]
 
 def clear(factory: sessionmaker[Session]) -> None:
     with transaction(factory) as s:
-        for table in (Flow, FlowRollup, FlowRollupHour, SiteActivity, DirtyWindow, Event):
+        for table in (
+            Flow,
+            FlowRollup,
+            FlowRollupHour,
+            FlowRollupMonth,
+            SiteActivity,
+            SiteActivityDay,
+            DirtyWindow,
+            Event,
+        ):
             s.execute(delete(table))
 
 

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fabcity import deadletters, keys, models
 from fabcity.db import transaction
 from schemas import access
-from services.deps import Context, context
+from services.deps import Context, RowId, context
 
 router = APIRouter(prefix="/v1")
 
@@ -47,13 +47,13 @@ def create_key(body: access.KeyIn, ctx: Ctx) -> access.IssuedKey:
 
 
 @router.get("/keys/{key_id}", response_model=access.Key, tags=["access"])
-def get_key(key_id: int, ctx: Ctx) -> access.Key:
+def get_key(key_id: RowId, ctx: Ctx) -> access.Key:
     with transaction(ctx.factory) as s:
         return access.Key.model_validate(keys.get(s, key_id))
 
 
 @router.delete("/keys/{key_id}", status_code=204, tags=["access"])
-def revoke_key(key_id: int, ctx: Ctx) -> Response:
+def revoke_key(key_id: RowId, ctx: Ctx) -> Response:
     """Revoke a key: refused from the next request on (and by the broker from the next
     `fabcity broker-config`)."""
     with transaction(ctx.factory) as s:
@@ -64,7 +64,7 @@ def revoke_key(key_id: int, ctx: Ctx) -> Response:
 @router.post(
     "/keys/{key_id}/rotate", response_model=access.IssuedKey, status_code=201, tags=["access"]
 )
-def rotate_key(key_id: int, ctx: Ctx) -> access.IssuedKey:
+def rotate_key(key_id: RowId, ctx: Ctx) -> access.IssuedKey:
     """A new key with the same role and tenant; the old one is revoked."""
     with transaction(ctx.factory) as s:
         return _issued(keys.rotate(s, key_id))
@@ -119,7 +119,7 @@ def list_dead_letters(
 @router.get(
     "/dead-letters/{letter_id}", response_model=access.DeadLetterDetail, tags=["dead letters"]
 )
-def get_dead_letter(letter_id: int, ctx: Ctx) -> access.DeadLetterDetail:
+def get_dead_letter(letter_id: RowId, ctx: Ctx) -> access.DeadLetterDetail:
     with transaction(ctx.factory) as s:
         return _detail(deadletters.get(s, letter_id))
 
@@ -146,7 +146,7 @@ def replay(ctx: Context, ids: list[int]) -> access.ReplayResult:
 @router.post(
     "/dead-letters/{letter_id}/replay", response_model=access.ReplayResult, tags=["dead letters"]
 )
-async def replay_dead_letter(letter_id: int, ctx: Ctx) -> access.ReplayResult:
+async def replay_dead_letter(letter_id: RowId, ctx: Ctx) -> access.ReplayResult:
     """Run one dead letter through the routing and the ingest path again (after its device
     was registered, say). It is deleted if it now goes through, else kept with the new reason."""
 

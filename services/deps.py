@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Path, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.keys import ADMIN, Principal
@@ -28,3 +29,8 @@ def principal(request: Request) -> Principal:
     """The caller, as services.auth found it (an admin when auth is off)."""
     found: Principal = getattr(request.state, "principal", ADMIN)
     return found
+
+
+# Row ids are 64-bit in PostgreSQL and SQLite: a larger number names nothing (a 404 problem,
+# not an overflow deep in the database driver).
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A row id.")]

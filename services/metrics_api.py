@@ -12,7 +12,7 @@ from fabcity.db import transaction
 from fabcity.errors import Invalid, NotFound
 from fabcity.models import Design
 from schemas.statistics import MciIn, MciOut, StatisticsIn, StatisticsOut
-from services.deps import Context, context
+from services.deps import Context, RowId, context
 
 router = APIRouter(prefix="/v1", tags=["metrics"])
 
@@ -47,7 +47,7 @@ def post_mci(body: MciIn) -> MciOut:
 
 
 @router.get("/designs/{design_id}/mci", response_model=MciOut)
-def design_mci(design_id: int, ctx: Ctx) -> MciOut:
+def design_mci(design_id: RowId, ctx: Ctx) -> MciOut:
     """The MCI of a registered design, from its mass and its circularity data."""
     with transaction(ctx.factory) as s:
         design = s.get(Design, design_id)

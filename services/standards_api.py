@@ -16,7 +16,7 @@ from fabcity import designs, models, okh, okw, registry, webhooks
 from fabcity.db import transaction
 from fabcity.errors import FabcityError
 from schemas import standards
-from services.deps import Context, context
+from services.deps import Context, RowId, context
 from services.problems import problem
 
 write = APIRouter(prefix="/v1")
@@ -183,7 +183,7 @@ def list_designs(
 
 
 @read.get("/designs/{design_id}", response_model=standards.Design, tags=["open standards"])
-def get_design(design_id: int, ctx: Ctx) -> standards.Design:
+def get_design(design_id: RowId, ctx: Ctx) -> standards.Design:
     with transaction(ctx.factory) as s:
         return standards.Design.model_validate(designs.get(s, design_id))
 
@@ -206,7 +206,7 @@ def create_subscription(body: standards.SubscriptionIn, ctx: Ctx) -> standards.S
 
 
 @write.delete("/subscriptions/{subscription_id}", status_code=204, tags=["subscriptions"])
-def delete_subscription(subscription_id: int, ctx: Ctx) -> Response:
+def delete_subscription(subscription_id: RowId, ctx: Ctx) -> Response:
     with transaction(ctx.factory) as s:
         webhooks.remove(s, subscription_id)
     return Response(status_code=204)
@@ -224,7 +224,7 @@ def list_subscriptions(ctx: Ctx) -> list[standards.Subscription]:
     response_model=standards.Subscription,
     tags=["subscriptions"],
 )
-def get_subscription(subscription_id: int, ctx: Ctx) -> standards.Subscription:
+def get_subscription(subscription_id: RowId, ctx: Ctx) -> standards.Subscription:
     with transaction(ctx.factory) as s:
         return webhooks.describe(webhooks.get(s, subscription_id), webhooks.city_slugs(s))
 
@@ -235,7 +235,7 @@ def get_subscription(subscription_id: int, ctx: Ctx) -> standards.Subscription:
     tags=["subscriptions"],
 )
 def list_deliveries(
-    subscription_id: int,
+    subscription_id: RowId,
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[standards.Delivery]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -26,6 +25,7 @@ from fabcity.adapters.intake import Incoming, store
 from fabcity.adapters.routing import minimal_filters, subscriptions
 from fabcity.db import transaction
 from fabcity.settings import Settings
+from services.batching import take_batch
 
 log = logging.getLogger(__name__)
 
@@ -124,22 +124,7 @@ class DeviceLane(Generic[M]):
     # the writer --------------------------------------------------------------------------
 
     def _take(self) -> list[M]:
-        try:
-            batch = [self._queue.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        deadline = time.monotonic() + LANE_WAIT_S
-        while len(batch) < LANE_BATCH:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-        return batch
+        return take_batch(self._queue, LANE_BATCH, LANE_WAIT_S)
 
     def _loop(self) -> None:
         delay = 0.5

@@ -35,6 +35,7 @@ from fabcity.ingest import ingest
 from fabcity.models import DeadLetter
 from fabcity.settings import Settings
 from services import adapter_hooks
+from services.batching import take_batch
 from workers.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -279,26 +280,12 @@ class Bridge:
     # the writer ---------------------------------------------------------------------------
 
     def _take_batch(self) -> list[Received]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        depth = self._queue.qsize() + 1
+        depth = self._queue.qsize()
         self.max_depth = max(self.max_depth, depth)
         QUEUE_DEPTH.set(depth)
-        deadline = time.monotonic() + self.settings.bridge_batch_wait_ms / 1000
-        while len(batch) < self.settings.bridge_batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-        return batch
+        return take_batch(
+            self._queue, self.settings.bridge_batch_size, self.settings.bridge_batch_wait_ms / 1000
+        )
 
     def _write_loop(self) -> None:
         delay = 0.5

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from fabcity import models
@@ -17,6 +17,8 @@ from fabcity.errors import Conflict, Invalid, NotFound
 from fabcity.flows import DeviceInfo
 from fabcity.units import CANONICAL
 from schemas import api, devices
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,14 +112,21 @@ def get_city(session: Session, slug: str) -> models.City:
     return city
 
 
+def page(
+    session: Session, query: Select[T], key: Any, after: str | None, limit: int | None
+) -> list[T]:
+    """One page of `query` in `key` order: the rows after the cursor `after`."""
+    query = query.order_by(key).limit(limit)
+    if after is not None:
+        query = query.where(key > after)
+    return list(session.scalars(query))
+
+
 def list_cities(
     session: Session, after: str | None = None, limit: int | None = None
 ) -> list[models.City]:
     """Cities by slug; `after` and `limit` page through them (keyset: stable under inserts)."""
-    query = select(models.City).order_by(models.City.slug).limit(limit)
-    if after is not None:
-        query = query.where(models.City.slug > after)
-    return list(session.scalars(query))
+    return page(session, select(models.City), models.City.slug, after, limit)
 
 
 def create_site(session: Session, city: models.City, body: api.SiteIn) -> models.Site:
@@ -144,15 +153,8 @@ def get_site(session: Session, city: models.City, slug: str) -> models.Site:
 def list_sites(
     session: Session, city: models.City, after: str | None = None, limit: int | None = None
 ) -> list[models.Site]:
-    query = (
-        select(models.Site)
-        .where(models.Site.city_id == city.id)
-        .order_by(models.Site.slug)
-        .limit(limit)
-    )
-    if after is not None:
-        query = query.where(models.Site.slug > after)
-    return list(session.scalars(query))
+    query = select(models.Site).where(models.Site.city_id == city.id)
+    return page(session, query, models.Site.slug, after, limit)
 
 
 def count_sites(session: Session, city_id: int) -> int:
@@ -252,15 +254,8 @@ def all_devices(session: Session, city: str | None = None) -> list[tuple[str, st
 def list_devices(
     session: Session, site: models.Site, after: str | None = None, limit: int | None = None
 ) -> list[models.Device]:
-    query = (
-        select(models.Device)
-        .where(models.Device.site_id == site.id)
-        .order_by(models.Device.slug)
-        .limit(limit)
-    )
-    if after is not None:
-        query = query.where(models.Device.slug > after)
-    return list(session.scalars(query))
+    query = select(models.Device).where(models.Device.site_id == site.id)
+    return page(session, query, models.Device.slug, after, limit)
 
 
 def city_devices(
@@ -282,10 +277,8 @@ def city_devices(
 def list_resources(
     session: Session, after: str | None = None, limit: int | None = None
 ) -> list[models.Resource]:
-    query = select(models.Resource).order_by(models.Resource.name).limit(limit)
-    if after is not None:
-        query = query.where(models.Resource.name > after)
-    return list(session.scalars(query))
+    query = select(models.Resource)
+    return page(session, query, models.Resource.name, after, limit)
 
 
 @dataclass(frozen=True)

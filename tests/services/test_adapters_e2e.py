@@ -400,3 +400,53 @@ def test_a_prusalink_printer_is_polled_into_a_job(
     (job,) = events_of(pg_factory, device.id, "fabcity.machine.job")
     assert job["data"]["mass_kg"] == pytest.approx(0.0125)
     assert flows_of(pg_factory, device.id)[("consume", "filament")] == pytest.approx(0.0125)
+
+
+def shelly_switch(total_wh: float) -> dict[str, Any]:
+    return {"id": 0, "output": True, "apower": 3.8, "aenergy": {"total": total_wh}}
+
+
+def test_a_shelly_plug_is_read_through_the_broker(
+    pg_url: str, pg_factory: sessionmaker[Session], mosquitto: tuple[str, int], tag: str
+) -> None:
+    prefix = f"{tag}-shellyplusplugs"
+    plug = add_device(pg_factory, "shelly", "shelly", kind="meter", topic_prefix=prefix)
+    settings = settings_for(pg_url, mqtt_adapter_topics=[])
+    bridge = start_bridge(settings, pg_factory)
+    pub = Publisher(*mosquitto)
+    try:
+        pub.send(f"{prefix}/online", "true")
+        # aenergy.total is in Wh; 26,564.252 after 26,064.252 is half a kWh, and the
+        # `Switch.ResetCounters` that follows starts again from 100 Wh.
+        for total in (26064.252, 26564.252, 100.0):
+            pub.send(f"{prefix}/status/switch:0", shelly_switch(total))
+        wait_until(lambda: len(events_of(pg_factory, plug, "fabcity.meter.reading")) == 2, 20)
+    finally:
+        pub.close()
+        bridge.stop()
+    assert flows_of(pg_factory, plug)[("consume", "electricity")] == pytest.approx(0.6)
+    assert device_row(pg_factory, plug).online is True
+
+
+def test_an_esphome_meter_takes_its_unit_from_discovery_through_the_broker(
+    pg_url: str, pg_factory: sessionmaker[Session], mosquitto: tuple[str, int], tag: str
+) -> None:
+    node = f"{tag}-lab-meter"
+    meter = add_device(pg_factory, "esphome", "esphome", kind="meter", topic_prefix=node)
+    settings = settings_for(pg_url, mqtt_adapter_topics=[])
+    bridge = start_bridge(settings, pg_factory)
+    pub = Publisher(*mosquitto)
+    state = f"{node}/sensor/energy/state"
+    config = {"state_topic": state, "unit_of_measurement": "Wh", "device_class": "energy"}
+    try:
+        pub.send(f"{node}/status", "online")
+        pub.send(f"homeassistant/sensor/{node}/energy/config", config)
+        wait_until(lambda: device_row(pg_factory, meter).online is True, 20)
+        for value in ("1000", "2500"):
+            pub.send(state, value)
+        wait_until(lambda: len(events_of(pg_factory, meter, "fabcity.meter.reading")) == 1, 20)
+    finally:
+        pub.close()
+        bridge.stop()
+    # Plain state values in Wh, per the discovery config: 1,500 Wh between the two.
+    assert flows_of(pg_factory, meter)[("consume", "electricity")] == pytest.approx(1.5)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity import meters, registry, rollups
@@ -20,6 +21,7 @@ from fabcity.db import transaction
 from fabcity.errors import Invalid
 from fabcity.flows import DeviceInfo, ResourceInfo, derive
 from fabcity.ingest import flow_row, store_flows
+from fabcity.metrics import next_start
 from fabcity.models import (
     Device,
     DirtyWindow,
@@ -27,6 +29,7 @@ from fabcity.models import (
     Flow,
     FlowRollup,
     FlowRollupHour,
+    FlowRollupMonth,
     SiteActivity,
     SiteActivityDay,
 )
@@ -65,13 +68,22 @@ def rebuild(
             query = query.where(Event.city_id == city_id)
         cities = sorted(s.scalars(query))
     # One city per transaction: a city's rollups are replaced all at once (readers see the
-    # old or the new, never a mix), with one GROUP BY per table instead of one per window.
+    # old or the new, never a mix). Filled a month at a time: one GROUP BY per table and month
+    # instead of one per window, and a month's groups fit in memory however long the history.
     for done, city in enumerate(cities, start=1):
         with transaction(factory) as s:
-            for table in (FlowRollup, FlowRollupHour, SiteActivity, SiteActivityDay):
+            tables = (FlowRollup, FlowRollupHour, FlowRollupMonth, SiteActivity, SiteActivityDay)
+            for table in tables:
                 s.execute(delete(table).where(table.city_id == city))
             s.execute(delete(DirtyWindow).where(DirtyWindow.city_id == city))
-            rollups.fill(s, _of_city(city))
+            first, last = s.execute(
+                select(func.min(Event.day), func.max(Event.day)).where(Event.city_id == city)
+            ).one()
+            month = first.replace(day=1)
+            while month <= last:
+                following = next_start(month, "month")
+                rollups.fill(s, _of_city(city, month, following))
+                month = following
             report.windows += (
                 s.scalar(
                     select(func.count()).select_from(
@@ -87,9 +99,11 @@ def rebuild(
     return report
 
 
-def _of_city(city_id: int) -> Callable[[Any], Any]:
+def _of_city(city_id: int, start: date, end: date) -> Callable[[Any], Any]:
+    """Rows of a city from `start` up to, not including, `end`."""
+
     def where(model: Any) -> Any:
-        return model.city_id == city_id
+        return and_(model.city_id == city_id, model.day >= start, model.day < end)
 
     return where
 

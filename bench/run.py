@@ -406,15 +406,10 @@ def query_p95(stack: Stack, events: int, requests: int = 200) -> tuple[float, fl
                 """
             )
         )
-        conn.execute(
-            text(
-                "INSERT INTO dirty_windows (city_id, day) SELECT DISTINCT city_id, day FROM events"
-            )
-        )
         conn.execute(text("ANALYZE"))
-    from workers import jobs
+    from fabcity.rebuild import rebuild
 
-    jobs.recompute_dirty_windows(stack.factory, 500)
+    rebuild(stack.factory)
     raw = []
     with stack.engine.connect() as conn:
         for _ in range(3):

@@ -219,14 +219,16 @@ def _raw_connection(session: Session) -> Any:
     return session.connection().connection.driver_connection
 
 
-def _copy_value(value: Any) -> Any:
-    return orjson.dumps(value).decode() if isinstance(value, dict | list) else value
-
-
 def _copy_rows(cur: Any, table: str, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    # Every row has its columns in the same order (one function builds them). JSON columns
+    # (the event's payload) are those holding dicts or lists; the rest go as they are.
+    as_json = [i for i, c in enumerate(columns) if isinstance(rows[0][c], dict | list)]
     with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
-            copy.write_row([_copy_value(row[c]) for c in columns])
+            values = list(row.values())
+            for i in as_json:
+                values[i] = orjson.dumps(values[i]).decode()
+            copy.write_row(values)
 
 
 def _copy_events(session: Session, rows: list[dict[str, Any]]) -> dict[Key, int]:

@@ -8,6 +8,7 @@ refused: it needs a model (a design's mass, a filament's density) that the flow 
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 
 from fabcity.errors import UnitError
 
@@ -78,6 +79,21 @@ def dimension_of(unit: str) -> str | None:
 
 def to_canonical(quantity: float, unit: str, resource: str, resource_unit: str) -> float:
     """`quantity` in `unit`, expressed in `resource_unit`; `UnitError` unless that is exact."""
+    ratio = _ratio(unit, resource, resource_unit)
+    if ratio == 1:
+        return quantity
+    # One float operation is correctly rounded, as the exact product would be once rounded.
+    if ratio.numerator == 1:
+        return quantity / ratio.denominator
+    if ratio.denominator == 1:
+        return quantity * ratio.numerator
+    return float(Fraction(quantity) * ratio)
+
+
+@lru_cache(maxsize=1024)
+def _ratio(unit: str, resource: str, resource_unit: str) -> Fraction:
+    """The exact factor from `unit` to `resource_unit` (looked up once per spelling: this is
+    on every flow's path)."""
     found = _lookup(unit)
     target = _UNITS[resource_unit]
     if found is None:
@@ -91,9 +107,7 @@ def to_canonical(quantity: float, unit: str, resource: str, resource_unit: str) 
             f"{resource!r} is measured in {resource_unit!r} ({target[0]}); {unit!r} is a "
             f"{dimension} unit and cannot be converted exactly"
         )
-    if factor == target[1]:
-        return quantity
-    return float(Fraction(quantity) * factor / target[1])
+    return factor / target[1]
 
 
 def units_of(dimension: str) -> list[str]:

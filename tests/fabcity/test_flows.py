@@ -22,6 +22,7 @@ from fabcity.flows import (
 )
 from fabcity.registry import DEFAULT_RESOURCES
 from schemas.events import CloudEvent
+from tests.support.city import flow as flow_data
 
 RESOURCES: dict[str, ResourceInfo] = {r.name: r for r in DEFAULT_RESOURCES}
 JOB_ID = "job-1"
@@ -288,24 +289,6 @@ def test_scale_without_a_positive_net_mass_derives_nothing(net_kg: float) -> Non
 
 
 # Flow events -----------------------------------------------------------------------------------
-
-
-def flow_data(
-    action: str = "consume",
-    resource: str = "filament",
-    quantity: float = 1.0,
-    unit: str = "kg",
-    ring: str = "city",
-    **extra: Any,
-) -> dict[str, Any]:
-    return {
-        "action": action,
-        "resource": resource,
-        "quantity": quantity,
-        "unit": unit,
-        "ring": ring,
-        **extra,
-    }
 
 
 def test_site_reported_flows_are_reported_in_millionths_of_the_canonical_unit() -> None:

@@ -6,44 +6,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from fastapi.testclient import TestClient
 
-from fabcity.db import make_engine, make_sessionmaker
-from services.api import create_app
-from tests.conftest import settings_for
-from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from tests.support.api import CityClient, city_client, ingest
+from tests.support.city import CITY, DEVICE, SITE, event, flow
 from workers import jobs
-from workers.dispatch import NoDispatch
 
 DAY = "2026-03-10"
 
 
 @pytest.fixture
-def client(sqlite_url: str) -> Iterator[TestClient]:
-    engine = make_engine(sqlite_url)
-    factory = make_sessionmaker(engine)
-    register(factory)
-    app = create_app(settings_for(sqlite_url), factory=factory, dispatcher=NoDispatch())
-    with TestClient(app) as test_client:
-        test_client.app_state = factory  # type: ignore[attr-defined]
+def client(sqlite_url: str) -> Iterator[CityClient]:
+    with city_client(sqlite_url) as test_client:
         yield test_client
-    engine.dispose()
 
 
-def ingest(client: TestClient, events: list[dict[str, Any]]) -> None:
-    response = client.post(
-        "/v1/events",
-        content=orjson.dumps(events),
-        headers={"content-type": "application/cloudevents-batch+json"},
-    )
-    assert response.status_code == 202, response.text
-    assert not response.json()["rejected"]
-    jobs.recompute_dirty_windows(client.app_state, 100)  # type: ignore[attr-defined]
-
-
-def values(client: TestClient, names: str, **params: str) -> dict[str, dict[str, Any]]:
+def values(client: CityClient, names: str, **params: str) -> dict[str, dict[str, Any]]:
     response = client.get(
         f"/v1/cities/{CITY}/metrics", params={"names": names, "from": DAY, "to": DAY, **params}
     )
@@ -51,7 +29,7 @@ def values(client: TestClient, names: str, **params: str) -> dict[str, dict[str,
     return {s["name"]: s["points"][0] for s in response.json()["series"]}
 
 
-def test_statistics_give_the_cmu_of_the_check(client: TestClient) -> None:
+def test_statistics_give_the_cmu_of_the_check(client: CityClient) -> None:
     # METRICS.md: DMC 100, RCV_R 15, IMP_w 3, EXP_w 2 gives U 14 and CMU 12.281 %.
     body = {
         "unit": "t",
@@ -81,7 +59,7 @@ def test_statistics_give_the_cmu_of_the_check(client: TestClient) -> None:
     assert got["inputs"]["mfa"]["MF1"]["imp"] == {"abroad": "30", "rest_of_country": "20"}
 
 
-def test_large_tonnages_stay_exact(client: TestClient) -> None:
+def test_large_tonnages_stay_exact(client: CityClient) -> None:
     big = "123456789012345.678"
     body = {"mfa": {"MF3": {"de": big, "imp": "0.001", "exp": "0"}}}
     assert client.put(f"/v1/cities/{CITY}/statistics/2024", json=body).status_code == 200
@@ -89,7 +67,7 @@ def test_large_tonnages_stay_exact(client: TestClient) -> None:
     assert accounts["dmc"] == "123456789012345.679"
 
 
-def test_statistics_refuse_what_does_not_add_up(client: TestClient) -> None:
+def test_statistics_refuse_what_does_not_add_up(client: CityClient) -> None:
     missing = client.get(f"/v1/cities/{CITY}/statistics/1999")
     assert missing.status_code == 404
     bad = client.put(f"/v1/cities/{CITY}/statistics/2025", json={"mfa": {"MF9": {}}})
@@ -97,7 +75,7 @@ def test_statistics_refuse_what_does_not_add_up(client: TestClient) -> None:
     assert bad.headers["content-type"] == "application/problem+json"
 
 
-def test_mci_of_the_check(client: TestClient) -> None:
+def test_mci_of_the_check(client: CityClient) -> None:
     body = {
         "mass": 100,
         "f_r": 0.3,
@@ -121,7 +99,7 @@ def test_mci_of_the_check(client: TestClient) -> None:
     assert "F_R + F_U + F_S" in too_much.json()["detail"]
 
 
-def test_flow_metrics_through_the_api(client: TestClient) -> None:
+def test_flow_metrics_through_the_api(client: CityClient) -> None:
     device = f"/{CITY}/{SITE}/{DEVICE}"
     ingest(
         client,
@@ -167,7 +145,7 @@ def test_flow_metrics_through_the_api(client: TestClient) -> None:
     assert got["input_kg"]["state"] == "reported"
 
 
-def test_fci_is_a_range_when_pito_is_not_recorded(client: TestClient) -> None:
+def test_fci_is_a_range_when_pito_is_not_recorded(client: CityClient) -> None:
     ingest(client, [event([flow("produce", "part", 2, "count", design="https://x/y.yml")])])
     got = values(client, "fci,dido,pito")
     assert got["pito"]["value"] is None and got["pito"]["reason"]
@@ -177,7 +155,7 @@ def test_fci_is_a_range_when_pito_is_not_recorded(client: TestClient) -> None:
     assert got["fci"]["range"] == [0, got["dido"]["value"]]
 
 
-def test_hourly_windows_are_in_the_city_time(client: TestClient) -> None:
+def test_hourly_windows_are_in_the_city_time(client: CityClient) -> None:
     ingest(client, [event(flow(quantity=2), time="2026-03-10T09:15:00+00:00")])
     response = client.get(
         f"/v1/cities/{CITY}/metrics",
@@ -189,7 +167,7 @@ def test_hourly_windows_are_in_the_city_time(client: TestClient) -> None:
     assert [(p["start"], p["value"]) for p in filled] == [("2026-03-10T10:00:00+01:00", 2.0)]
 
 
-def test_a_job_becomes_flows_in_the_metrics(client: TestClient) -> None:
+def test_a_job_becomes_flows_in_the_metrics(client: CityClient) -> None:
     job = {
         "status": "completed",
         "started": "2026-03-10T08:00:00+01:00",
@@ -206,7 +184,7 @@ def test_a_job_becomes_flows_in_the_metrics(client: TestClient) -> None:
     assert got["utilization"]["value"] == pytest.approx(2.5 / 24)
 
 
-def test_a_counter_reset_never_makes_energy_negative(client: TestClient) -> None:
+def test_a_counter_reset_never_makes_energy_negative(client: CityClient) -> None:
     device = f"/{CITY}/{SITE}/{DEVICE}"
     readings = [(8, 100.0), (9, 104.5), (10, 1.5), (11, 3.0)]  # reset between 9:00 and 10:00
     ingest(
@@ -225,7 +203,7 @@ def test_a_counter_reset_never_makes_energy_negative(client: TestClient) -> None
     assert values(client, "energy_kwh")["energy_kwh"]["value"] == pytest.approx(7.5)
 
 
-def test_a_design_registered_later_models_the_mass_of_what_was_made(client: TestClient) -> None:
+def test_a_design_registered_later_models_the_mass_of_what_was_made(client: CityClient) -> None:
     url = "https://github.com/example/bracket/okh.yml"
     closed = "https://example.org/lamp.yml"
     ingest(
@@ -261,7 +239,7 @@ def test_a_design_registered_later_models_the_mass_of_what_was_made(client: Test
         ).status_code
         == 201
     )
-    jobs.recompute_dirty_windows(client.app_state, 100)  # type: ignore[attr-defined]
+    jobs.recompute_dirty_windows(client.factory, 100)
 
     after = values(client, "produced_kg,open_design_share")
     # 3 brackets of 85 g + 15 g
@@ -276,7 +254,7 @@ def test_a_design_registered_later_models_the_mass_of_what_was_made(client: Test
 
 
 @pytest.mark.parametrize("path", ["/v1/designs/{}/mci", "/v1/designs/{}", "/v1/keys/{}"])
-def test_an_id_beyond_64_bits_is_a_client_error(client: TestClient, path: str) -> None:
+def test_an_id_beyond_64_bits_is_a_client_error(client: CityClient, path: str) -> None:
     # Found by schemathesis: the database driver overflowed on it, a 500.
     response = client.get(path.format(2**63))
     assert response.status_code == 422

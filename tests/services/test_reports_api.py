@@ -10,49 +10,27 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from fabcity import models
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from services.api import create_app
-from tests.conftest import settings_for
-from tests.support.city import CITY, DEVICE, SITE, event, flow, register
-from workers import jobs
-from workers.dispatch import NoDispatch
+from fabcity.db import transaction
+from tests.support.api import CityClient, city_client, ingest
+from tests.support.city import CITY, DEVICE, SITE, event, flow
 
 DAY, NEXT = "2026-03-10", "2026-03-11"
 PERIOD = {"from": DAY, "to": NEXT}
 
 
 @pytest.fixture
-def client(sqlite_url: str) -> Iterator[TestClient]:
-    engine = make_engine(sqlite_url)
-    factory = make_sessionmaker(engine)
-    register(factory)
-    with transaction(factory) as s:
-        s.execute(update(models.City).values(population=1000))
-    app = create_app(settings_for(sqlite_url), factory=factory, dispatcher=NoDispatch())
-    with TestClient(app) as test_client:
-        test_client.app_state = factory  # type: ignore[attr-defined]
+def client(sqlite_url: str) -> Iterator[CityClient]:
+    with city_client(sqlite_url) as test_client:
+        with transaction(test_client.factory) as s:
+            s.execute(update(models.City).values(population=1000))
         yield test_client
-    engine.dispose()
 
 
-def ingest(client: TestClient, events: list[dict[str, Any]]) -> None:
-    response = client.post(
-        "/v1/events",
-        content=orjson.dumps(events),
-        headers={"content-type": "application/cloudevents-batch+json"},
-    )
-    assert response.status_code == 202, response.text
-    assert not response.json()["rejected"]
-    jobs.recompute_dirty_windows(client.app_state, 100)  # type: ignore[attr-defined]
-
-
-def seed(client: TestClient) -> None:
+def seed(client: CityClient) -> None:
     """Two days at the lab: 13 kg in (9 local), things made, repaired, thrown away, recovered."""
     ingest(client, [
         event([flow(quantity=6, ring="city"), flow(quantity=2, ring="region"),
@@ -71,7 +49,7 @@ def figures(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["name"]: f for f in body["figures"]}
 
 
-def test_summary_is_computed_over_the_whole_period(client: TestClient) -> None:
+def test_summary_is_computed_over_the_whole_period(client: CityClient) -> None:
     seed(client)
     response = client.get(f"/v1/cities/{CITY}/summary", params=PERIOD)
     assert response.status_code == 200, response.text
@@ -95,7 +73,7 @@ def test_summary_is_computed_over_the_whole_period(client: TestClient) -> None:
     assert accounts["total"]["dmc"]["value"] == 8.5
 
 
-def test_a_day_summary_equals_that_day_in_the_series(client: TestClient) -> None:
+def test_a_day_summary_equals_that_day_in_the_series(client: CityClient) -> None:
     seed(client)
     summary = figures(client.get(f"/v1/cities/{CITY}/summary", params={"from": DAY, "to": DAY})
                       .json())  # fmt: skip
@@ -113,7 +91,7 @@ def test_a_day_summary_equals_that_day_in_the_series(client: TestClient) -> None
         ), s["name"]
 
 
-def test_what_was_not_recorded_is_null_with_a_reason(client: TestClient) -> None:
+def test_what_was_not_recorded_is_null_with_a_reason(client: CityClient) -> None:
     ingest(client, [event([flow("produce", "part", 2, "count")])])
     got = figures(client.get(f"/v1/cities/{CITY}/summary", params=PERIOD).json())
     for name in ("local_input_share", "diversion_rate", "cmu", "dmc_per_person"):
@@ -127,7 +105,7 @@ def test_what_was_not_recorded_is_null_with_a_reason(client: TestClient) -> None
     assert empty["produced_count"]["reason"] == "no events in this window"
 
 
-def test_flows_balance_at_every_node_and_close_the_loop(client: TestClient) -> None:
+def test_flows_balance_at_every_node_and_close_the_loop(client: CityClient) -> None:
     seed(client)
     body = client.get(f"/v1/cities/{CITY}/flows", params=PERIOD).json()
     kinds = {n["id"]: n["kind"] for n in body["nodes"]}
@@ -154,7 +132,7 @@ def test_flows_balance_at_every_node_and_close_the_loop(client: TestClient) -> N
     assert body["unweighed_count"] == 5  # 4 parts and 1 repair of unknown mass
 
 
-def test_compare_lists_each_city_in_its_own_windows(client: TestClient) -> None:
+def test_compare_lists_each_city_in_its_own_windows(client: CityClient) -> None:
     seed(client)
     other = {"slug": "lagos", "name": "Lagos", "country": "NG", "timezone": "Africa/Lagos"}
     assert client.post("/v1/cities", json=other).status_code == 201
@@ -175,7 +153,7 @@ def read_csv(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_metrics_answer_csv_by_accept_or_format(client: TestClient) -> None:
+def test_metrics_answer_csv_by_accept_or_format(client: CityClient) -> None:
     seed(client)
     params = {"names": "input_kg,local_input_share", **PERIOD}
     by_accept = client.get(f"/v1/cities/{CITY}/metrics", params=params,
@@ -194,7 +172,7 @@ def test_metrics_answer_csv_by_accept_or_format(client: TestClient) -> None:
     assert browser.headers["content-type"] == "application/json"
 
 
-def test_a_long_csv_export_has_no_window_cap(client: TestClient) -> None:
+def test_a_long_csv_export_has_no_window_cap(client: CityClient) -> None:
     # 200 days of hours is 4,800 windows: JSON refuses, CSV streams them span by span.
     params = {"names": "input_kg", "from": "2025-06-01", "to": "2025-12-17", "interval": "hour"}
     assert client.get(f"/v1/cities/{CITY}/metrics", params=params).status_code == 422
@@ -206,7 +184,7 @@ def test_a_long_csv_export_has_no_window_cap(client: TestClient) -> None:
     assert all(r["value"] == "" and r["reason"] for r in rows)  # not recorded: empty, never 0
 
 
-def test_summary_and_flows_answer_csv(client: TestClient) -> None:
+def test_summary_and_flows_answer_csv(client: CityClient) -> None:
     seed(client)
     summary = read_csv(client.get(f"/v1/cities/{CITY}/summary",
                                   params={**PERIOD, "format": "csv"}).text)  # fmt: skip
@@ -220,7 +198,7 @@ def test_summary_and_flows_answer_csv(client: TestClient) -> None:
     }
 
 
-def test_ngsi_ld_key_performance_indicators(client: TestClient) -> None:
+def test_ngsi_ld_key_performance_indicators(client: CityClient) -> None:
     seed(client)
     response = client.get(
         f"/v1/cities/{CITY}/ngsi-ld",
@@ -249,7 +227,7 @@ def test_ngsi_ld_key_performance_indicators(client: TestClient) -> None:
 
 @pytest.mark.parametrize("path", ["metrics", "summary", "flows", "ngsi-ld"])
 def test_metric_responses_carry_an_etag_and_honour_if_none_match(
-    client: TestClient, path: str
+    client: CityClient, path: str
 ) -> None:
     seed(client)
     url = f"/v1/cities/{CITY}/{path}"
@@ -264,7 +242,7 @@ def test_metric_responses_carry_an_etag_and_honour_if_none_match(
     assert changed.status_code == 200 and changed.headers["etag"] != etag
 
 
-def test_lists_are_paged_with_a_cursor(client: TestClient) -> None:
+def test_lists_are_paged_with_a_cursor(client: CityClient) -> None:
     for i in range(5):
         body = {"slug": f"lab-{i}", "name": f"Lab {i}"}
         assert client.post(f"/v1/cities/{CITY}/sites", json=body).status_code == 201
@@ -288,11 +266,11 @@ def test_lists_are_paged_with_a_cursor(client: TestClient) -> None:
     assert len(resources["items"]) == 5 and resources["next_cursor"]
 
 
-def test_city_devices_with_their_online_status(client: TestClient) -> None:
+def test_city_devices_with_their_online_status(client: CityClient) -> None:
     other = {"slug": "laser", "name": "Laser", "kind": "laser"}
     assert client.post(f"/v1/cities/{CITY}/sites/hub/devices", json=other).status_code == 201
     seen = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
-    with transaction(client.app_state) as s:  # type: ignore[attr-defined]
+    with transaction(client.factory) as s:
         # what the adapters write when a device's birth or status message arrives
         s.execute(
             update(models.Device)
@@ -310,7 +288,7 @@ def test_city_devices_with_their_online_status(client: TestClient) -> None:
 
 
 def test_a_period_of_whole_months_reads_month_rollups_that_follow_late_events(
-    client: TestClient,
+    client: CityClient,
 ) -> None:
     times = ["2026-02-20T10:00:00+01:00", "2026-03-05T10:00:00+01:00",
              "2026-03-31T23:30:00+02:00", "2026-04-02T10:00:00+02:00"]  # fmt: skip
@@ -335,7 +313,7 @@ def test_a_period_of_whole_months_reads_month_rollups_that_follow_late_events(
     assert [p["value"] for p in march] == [10]
 
 
-def test_the_dashboard_is_served_with_plotly_from_the_package(client: TestClient) -> None:
+def test_the_dashboard_is_served_with_plotly_from_the_package(client: CityClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "/dashboard/app.js" in page.text and "/dashboard/plotly.min.js" in page.text

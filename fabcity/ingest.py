@@ -26,7 +26,7 @@ from fabcity.flows import DerivedFlow, ResourceInfo, derive
 from fabcity.keys import within
 from fabcity.sql import insert_ignore
 from schemas.api import IngestResult, Rejected
-from schemas.events import CloudEvent, MeterReadingData
+from schemas.events import CloudEvent, DeviceStatusData, MeterReadingData
 
 
 def describe(exc: ValidationError) -> str:
@@ -155,6 +155,7 @@ def ingest(
         if readings:
             dirty |= meters.settle(session, [pk for pk, _ in readings])
         windows.mark_dirty(session, dirty)
+        registry.mark_status(session, _statuses(stored))
 
     result = IngestResult(
         accepted=len(stored),
@@ -162,6 +163,18 @@ def ingest(
         rejected=rejected,
     )
     return IngestOutcome(result, len(dirty), sorted(r.index for r in stored))
+
+
+def _statuses(stored: list[_Ready]) -> dict[int, tuple[datetime, bool]]:
+    """The newest `fabcity.device.status` of each device among the stored events."""
+    newest: dict[int, tuple[datetime, bool]] = {}
+    for r in stored:
+        data, device_id = r.event.data, r.origin.device_id
+        if not isinstance(data, DeviceStatusData) or device_id is None:
+            continue
+        if device_id not in newest or newest[device_id][0] < r.time:
+            newest[device_id] = (r.time, data.online)
+    return newest
 
 
 def is_counter(item: _Ready) -> bool:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from fabcity import models
@@ -350,3 +351,16 @@ class OriginResolver:
                 )
             device = DeviceInfo(found[0], found[1], dict(found[2] or {}))
         return Origin(city_id, timezone, site_id, device)
+
+
+def mark_status(session: Session, statuses: dict[int, tuple[datetime, bool]]) -> None:
+    """Set devices online or offline from status events, unless something newer was heard."""
+    for device_id, (when, online) in sorted(statuses.items()):
+        session.execute(
+            update(models.Device)
+            .where(
+                models.Device.id == device_id,
+                models.Device.last_seen.is_(None) | (models.Device.last_seen <= when),
+            )
+            .values(online=online, last_seen=when)
+        )

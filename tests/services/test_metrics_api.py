@@ -259,3 +259,27 @@ def test_an_id_beyond_64_bits_is_a_client_error(client: CityClient, path: str) -
     response = client.get(path.format(2**63))
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_status_event_sets_the_device_online_unless_something_newer_was_heard(
+    client: CityClient,
+) -> None:
+    device = f"/{CITY}/{SITE}/{DEVICE}"
+
+    def status(online: bool, at: str) -> dict[str, Any]:
+        return event({"online": online}, type="fabcity.device.status", source=device, time=at)
+
+    def shown() -> dict[str, Any]:
+        items = client.get(f"/v1/cities/{CITY}/sites/{SITE}/devices").json()["items"]
+        found: dict[str, Any] = next(d for d in items if d["slug"] == DEVICE)
+        return found
+
+    assert shown()["online"] is None
+    ingest(client, [status(False, "2026-03-10T12:00:00+00:00")])
+    assert shown()["online"] is False
+    assert shown()["last_seen"].startswith("2026-03-10T12:00:00")
+    # An older status arriving late does not undo what was heard since.
+    ingest(client, [status(True, "2026-03-10T11:00:00+00:00")])
+    assert shown()["online"] is False
+    ingest(client, [status(True, "2026-03-10T13:00:00+00:00")])
+    assert shown()["online"] is True

@@ -34,3 +34,15 @@ class Invalid(FabcityError):
 class UnitError(Invalid):
     title = "Unit cannot be converted"
     slug = "unit"
+
+
+class PayloadTooLarge(FabcityError):
+    status = 413
+    title = "Payload too large"
+    slug = "too-large"
+
+
+class UnsupportedMediaType(FabcityError):
+    status = 415
+    title = "Unsupported media type"
+    slug = "media-type"

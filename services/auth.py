@@ -32,10 +32,10 @@ from starlette.datastructures import Headers
 
 from fabcity import keys
 from fabcity.db import transaction
+from fabcity.errors import PayloadTooLarge
 from fabcity.keys import Principal, Role
 from fabcity.settings import Settings
 from services.deps import principal
-from services.ingest_api import PayloadTooLarge
 from services.problems import problem
 
 log = logging.getLogger(__name__)

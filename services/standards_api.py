@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from fabcity import designs, models, okh, okw, registry, webhooks
 from fabcity.db import transaction
-from fabcity.errors import FabcityError
+from fabcity.errors import PayloadTooLarge, UnsupportedMediaType
 from schemas import standards
 from services.deps import Context, RowId, context
 from services.problems import problem
@@ -27,18 +27,6 @@ Ctx = Annotated[Context, Depends(context)]
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 TOML_TYPES = ("application/toml", "text/toml", "text/x-toml")
 JSON_TYPES = ("application/json",)
-
-
-class PayloadTooLarge(FabcityError):
-    status = 413
-    title = "Payload too large"
-    slug = "too-large"
-
-
-class UnsupportedMediaType(FabcityError):
-    status = 415
-    title = "Unsupported media type"
-    slug = "media-type"
 
 
 async def _body(request: Request, ctx: Context, allowed: tuple[str, ...]) -> tuple[bytes, str]:

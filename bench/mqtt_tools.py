@@ -3,6 +3,7 @@ what it measures.
 
     python -m bench.mqtt_tools session PORT CLIENT_ID TOPIC      # a persistent session, subscribed
     python -m bench.mqtt_tools drain PORT CLIENT_ID TOPIC N      # a bare subscriber drains N
+    python -m bench.mqtt_tools receive PORT CLIENT_ID TOPIC N    # the bridge's client, no work
     python -m bench.mqtt_tools publish PORT PREFIX CITY N [RATE] [TAG]
 """
 
@@ -18,6 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from services import mqtt_client
+
 SITES = ("lab1", "lab2", "lab3", "lab4")
 DEVICE = "printer"
 WINDOW = 5000  # the bridge's ReceiveMaximum, given to the bare subscriber too
@@ -25,6 +28,12 @@ WINDOW = 5000  # the bridge's ReceiveMaximum, given to the bare subscriber too
 
 def client(client_id: str = "") -> mqtt.Client:
     return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+
+
+def buffered_client(client_id: str) -> mqtt_client.Client:
+    return mqtt_client.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+    )
 
 
 def connect(c: mqtt.Client, port: int, persistent: bool) -> None:
@@ -103,6 +112,39 @@ def drain(port: int, client_id: str, topic: str, n: int) -> None:
     c.loop_stop()
 
 
+def receive(port: int, client_id: str, topic: str, n: int) -> None:
+    """The bridge's receiver with nothing behind it: the buffered client, messages queued in
+    batches of 1,000 and acknowledged a batch at a time, as the bridge does after a commit.
+    Prints seconds from the first to the n-th message."""
+    got = 0
+    first = 0.0
+    done = threading.Event()
+    mids: list[int] = []
+
+    def on_message(c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+        nonlocal got, first
+        if got == 0:
+            first = time.perf_counter()
+        got += 1
+        mids.append(m.mid)
+        if len(mids) >= 1000 or got >= n:
+            c.ack_many(mids)  # type: ignore[attr-defined]
+            mids.clear()
+        if got >= n:
+            done.set()
+
+    c = buffered_client(client_id)
+    c.on_message = on_message
+    connect(c, port, persistent=True)
+    c.subscribe(topic, qos=1)
+    c.loop_start()
+    if not done.wait(600):
+        sys.exit(f"received only {got} of {n}")
+    print(f"{n} {time.perf_counter() - first:.6f}")
+    c.disconnect()
+    c.loop_stop()
+
+
 def publish(port: int, prefix: str, city: str, n: int, rate: float, tag: str) -> None:
     """Publish n events at QoS 1 (as fast as the broker takes them, or at `rate` per second)."""
     acked = 0
@@ -145,6 +187,8 @@ if __name__ == "__main__":
         forget(int(port), rest[0])
     elif cmd == "drain":
         drain(int(port), rest[0], rest[1], int(rest[2]))
+    elif cmd == "receive":
+        receive(int(port), rest[0], rest[1], int(rest[2]))
     elif cmd == "publish":
         rate = float(rest[3]) if len(rest) > 3 else 0.0
         publish(int(port), rest[0], rest[1], int(rest[2]), rate, rest[4] if len(rest) > 4 else "e")

@@ -34,7 +34,7 @@ from fabcity.db import transaction
 from fabcity.ingest import ingest
 from fabcity.models import DeadLetter
 from fabcity.settings import Settings
-from services import adapter_hooks
+from services import adapter_hooks, mqtt_client
 from services.batching import take_batch
 from workers.dispatch import Dispatcher
 
@@ -170,7 +170,7 @@ class Bridge:
         # Device messages (adapter topics) go to a lane of their own: one writer, in arrival
         # order, because adapters keep per-device state (job starts, counters).
         self.adapters = adapter_hooks.DeviceLane(settings, factory, self._ack, dispatcher.nudge)
-        self.client = mqtt.Client(
+        self.client = mqtt_client.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.mqtt_client_id,
             protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
@@ -358,8 +358,10 @@ class Bridge:
 
     def _ack(self, batch: list[Received]) -> None:
         generation = self._generation
-        for m in batch:
-            # A packet id belongs to one connection: after a reconnect the broker redelivers
-            # (and we store once); acking an old id could acknowledge a different message.
-            if m.qos > 0 and m.generation == generation:
+        # A packet id belongs to one connection: after a reconnect the broker redelivers (and
+        # we store once); acking an old id could acknowledge a different message.
+        current = [m for m in batch if m.generation == generation]
+        self.client.ack_many(m.mid for m in current if m.qos == 1)
+        for m in current:
+            if m.qos == 2:
                 self.client.ack(m.mid, m.qos)

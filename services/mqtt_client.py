@@ -1,0 +1,143 @@
+"""A paho client that reads the socket in large chunks and acknowledges a batch in one write.
+
+paho reads every packet with two or three `recv` calls (one byte of header, the length byte by
+byte, then the body), returns to `select` after each packet, and sends each PUBACK with a
+`send` of its own plus a wake-up byte to its loop thread. At QoS 1 that is five or more system
+calls per message, and it is what bounds a bare paho subscriber (LIMITS.md: the subscriber, not
+validation or the database, is the bottleneck). This client keeps paho's protocol handling
+and changes only the I/O around it:
+
+- the socket is wrapped in `BufferedSocket`, which fills a buffer with one `recv` of up to
+  256 KiB and serves paho's small reads from it. It reports the buffered bytes through
+  `pending()`, the hook paho already uses for TLS sockets, so paho does not wait in `select`
+  while whole packets sit in the buffer;
+- `loop_read` handles every packet already buffered before going back to `select`;
+- `ack_many` queues the PUBACKs of a committed batch as one write;
+- a QoS 0/1 PUBLISH without MQTT 5 properties (what devices send) is decoded without building
+  a `Properties` object, which paho does for every MQTT 5 message and which took more than half
+  of the receiving thread's time (cProfile: `Properties.__init__` and `clear`). Such a message
+  has `properties = None`, as on MQTT 3.1.1. Anything else goes to paho's own decoder.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.client import MQTTErrorCode, MQTTMessage
+
+PUBACK = 0x40
+CHUNK = 256 * 1024
+# How many buffered packets one `loop_read` handles before paho's loop gets to write (acks,
+# pings) again.
+MAX_PACKETS_PER_READ = 1000
+
+
+class BufferedSocket:
+    """A non-blocking socket whose reads come from a buffer refilled one large `recv` at a
+    time. Everything but `recv` and `pending` goes to the socket underneath."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        available = len(self._buffer) - self._pos
+        if available == 0:
+            # Raises BlockingIOError when nothing is there, as a bare socket does; returns b""
+            # when the peer closed, which paho reads as a lost connection.
+            data = self._sock.recv(max(size, CHUNK))
+            if len(data) <= size:
+                return data
+            self._buffer, self._pos = data, 0
+            available = len(data)
+        take = min(size, available)
+        start = self._pos
+        self._pos += take
+        chunk = self._buffer[start : self._pos]
+        if self._pos == len(self._buffer):
+            self._buffer, self._pos = b"", 0
+        return chunk
+
+    def pending(self) -> int:
+        """Bytes read from the socket and not yet handed to paho."""
+        return len(self._buffer) - self._pos
+
+    def send(self, data: bytes | bytearray) -> int:
+        return self._sock.send(data)
+
+    def close(self) -> None:
+        self._buffer, self._pos = b"", 0
+        self._sock.close()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self._sock.setblocking(flag)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class Client(mqtt.Client):
+    """`paho.mqtt.client.Client` with buffered reads and batched acknowledgements."""
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        # TLS sockets already read whole records and have `pending()` of their own; websockets
+        # frame their own reads.
+        if isinstance(sock, socket.socket) and not self._ssl:
+            return BufferedSocket(sock)
+        return sock
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        for _ in range(MAX_PACKETS_PER_READ):
+            sock = self._sock
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, BufferedSocket):
+                break
+            if sock.pending() == 0:
+                break
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header = self._in_packet["command"]
+        packet = self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        if self._protocol != mqtt.MQTTv5 or qos > 1:
+            return super()._handle_publish()
+        # Variable header: topic length (2 bytes), topic, packet id (QoS > 0), property length.
+        topic_end = 2 + int.from_bytes(packet[:2], "big")
+        end = topic_end + 2 if qos else topic_end
+        if len(packet) <= end or packet[end] != 0:
+            # Properties present (or a malformed packet): paho decodes it, or refuses it.
+            return super()._handle_publish()
+        mid = int.from_bytes(packet[topic_end:end], "big") if qos else 0
+        message = MQTTMessage(mid=mid, topic=bytes(packet[2:topic_end]))
+        message.dup = bool(header & 0x08)
+        message.qos = qos
+        message.retain = bool(header & 0x01)
+        message.payload = bytes(packet[end + 1 :])
+        message.timestamp = time.monotonic()
+        self._handle_on_message(message)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack_many(self, mids: Iterable[int]) -> MQTTErrorCode:
+        """PUBACK every QoS 1 message id in `mids`, as one write. Only with `manual_ack`."""
+        if not self._manual_ack:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        packet = b"".join(struct.pack("!BBH", PUBACK, 2, mid) for mid in mids)
+        if not packet:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        # One queued write of many PUBACK packets: the wire format is the same as paho's own
+        # `ack` (fixed header, length 2, packet id), which MQTT 5 reads as reason "success".
+        return self._packet_queue(PUBACK, packet, 0, 1)

@@ -51,6 +51,7 @@ class Figure:
     target: str
     holds: bool | None
     note: str = ""
+    cpu: str = ""  # where the cores went (see `Cpu`)
 
     @property
     def ratio(self) -> float | None:
@@ -63,6 +64,7 @@ class Figure:
         return (
             f"{self.name:<38} {self.value:>10,.1f} {self.unit:<9} raw {raw:<22} "
             f"ratio {ratio:<5} target {self.target} {verdict}"
+            + (f"\n    {self.cpu}" if self.cpu else "")
         )
 
 
@@ -146,6 +148,64 @@ class Stack:
         self.redis.close()
 
 
+class Cpu:
+    """CPU seconds spent between two readings by the broker, the platform's processes (one
+    process and its children), PostgreSQL's processes and the whole machine: where the cores
+    went, per event. Backends that exit between the readings are not counted."""
+
+    def __init__(self, stack: Stack, proc: subprocess.Popen[bytes] | None) -> None:
+        self.stack, self.proc = stack, proc
+        self.start = self.read()
+
+    def read(self) -> dict[str, float]:
+        def spent(members: list[psutil.Process]) -> float:
+            total = 0.0
+            for p in members:
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+            return total
+
+        broker = self.stack.mosquitto.proc
+        platform_procs: list[psutil.Process] = []
+        if self.proc is not None:
+            try:
+                root = psutil.Process(self.proc.pid)
+                platform_procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                pass
+        machine = psutil.cpu_times()
+        return {
+            "broker": spent([psutil.Process(broker.pid)]) if broker else 0.0,
+            "platform": spent(platform_procs),
+            "postgres": spent(
+                [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+            ),
+            "machine": machine.user
+            + machine.nice
+            + machine.system
+            + machine.irq
+            + machine.softirq
+            + getattr(machine, "steal", 0.0),
+            "wall": time.perf_counter(),
+        }
+
+    def per_event(self, events: int, platform_name: str) -> str:
+        end = self.read()
+        d = {k: end[k] - self.start[k] for k in end}
+        us = {k: v / events * 1e6 for k, v in d.items() if k != "wall"}
+        other = us["machine"] - us["broker"] - us["platform"] - us["postgres"]
+        busy = d["machine"] / d["wall"] / (os.cpu_count() or 1) * 100
+        return (
+            f"CPU per event: broker {us['broker']:.0f} us, "
+            f"{platform_name} {us['platform']:.0f} us, "
+            f"PostgreSQL {us['postgres']:.0f} us, other {other:.0f} us; "
+            f"total {us['machine']:.0f} us, cores {busy:.0f} % busy"
+        )
+
+
 def tool(*args: object) -> list[str]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.mqtt_tools", *map(str, args)],
@@ -165,15 +225,19 @@ def publish_backlog(stack: Stack, n: int, tag: str) -> float:
 # Raw limits ---------------------------------------------------------------------------------
 
 
-def raw_drain(stack: Stack, n: int) -> float:
-    """A bare paho subscriber (auto-ack, QoS 1) draining a backlog of n: messages/s."""
+def raw_drain(stack: Stack, n: int, how: str = "drain") -> tuple[float, str]:
+    """A bare paho subscriber (auto-ack, QoS 1) draining a backlog of n, or (`receive`) the
+    bridge's own client doing nothing but receive and ack in batches: (messages/s, where the
+    CPU went; the subscriber counts as "other", start-up included)."""
     topic = f"{PREFIX}/+/+/+/events"
-    client_id = f"raw-{time.monotonic_ns()}"
+    client_id = f"{how}-{time.monotonic_ns()}"
     tool("session", stack.mosquitto.port, client_id, topic)
-    publish_backlog(stack, n, "raw")
-    count, seconds = tool("drain", stack.mosquitto.port, client_id, topic, n)
+    publish_backlog(stack, n, how)
+    cpu = Cpu(stack, None)
+    count, seconds = tool(how, stack.mosquitto.port, client_id, topic, n)
+    spent = cpu.per_event(n, "-")
     tool("forget", stack.mosquitto.port, client_id)
-    return int(count) / float(seconds)
+    return int(count) / float(seconds), spent
 
 
 def raw_copy(stack: Stack, n: int) -> float:
@@ -206,9 +270,9 @@ def raw_copy(stack: Stack, n: int) -> float:
 # The platform -------------------------------------------------------------------------------
 
 
-def bridge_drain(stack: Stack, n: int, processes: int) -> tuple[float, float, float]:
+def bridge_drain(stack: Stack, n: int, processes: int) -> tuple[float, float, str]:
     """Bridges (`fabcity bridge --processes P`) draining a backlog of n into committed events:
-    (events/s, peak RSS of the bridge processes in MiB, seconds to drain)."""
+    (events/s, peak RSS of the bridge processes in MiB, where the CPU went)."""
     stack.reset()
     client_id = f"bridge-{time.monotonic_ns()}"
     args = ["bridge", "--processes", str(processes)]
@@ -220,21 +284,26 @@ def bridge_drain(stack: Stack, n: int, processes: int) -> tuple[float, float, fl
     proc = stack.start(args, FABCITY_MQTT_CLIENT_ID=client_id)
     peak = 0.0
     samples: list[tuple[float, int]] = []
-    deadline = time.monotonic() + 600
+    cpu: Cpu | None = None
+    deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
         stored = stack.count()
         samples.append((time.perf_counter(), stored))
+        if stored and cpu is None:
+            cpu = Cpu(stack, proc)  # from the first commit, as the rate
         peak = max(peak, rss_mib(proc))
         if stored >= n:
             break
         time.sleep(0.25)
+    spent = cpu.per_event(n - samples[next(i for i, (_, c) in enumerate(samples) if c)][1],
+                          "bridges") if cpu else ""  # fmt: skip
     stack.stop(proc)
     forget_bridges(stack, client_id, processes)
     started = next(i for i, (_, c) in enumerate(samples) if c > 0)
     (t0, c0), (t1, c1) = samples[started], samples[-1]
     if c1 < n:
         raise RuntimeError(f"bridges stored {c1} of {n}")
-    return (c1 - c0) / (t1 - t0), peak, t1 - t0
+    return (c1 - c0) / (t1 - t0), peak, spent
 
 
 def forget_bridges(stack: Stack, client_id: str, processes: int) -> None:
@@ -260,9 +329,9 @@ def rss_mib(proc: subprocess.Popen[bytes]) -> float:
         return 0.0
 
 
-def http_batches(stack: Stack, n: int, batch: int = 1000, clients: int = 4) -> float:
+def http_batches(stack: Stack, n: int, batch: int = 1000, clients: int = 4) -> tuple[float, str]:
     """`POST /v1/events` batches of 1,000 against `fabcity api --role ingest --workers 2`:
-    committed events/s."""
+    (committed events/s, where the CPU went; the client threads are "other")."""
     stack.reset()
     port = free_port()
     api_proc = stack.start(
@@ -292,14 +361,16 @@ def http_batches(stack: Stack, n: int, batch: int = 1000, clients: int = 4) -> f
     with httpx.Client() as http:  # warm both workers up
         for _ in range(4):
             http.get(f"http://127.0.0.1:{port}/healthz")
+    cpu = Cpu(stack, api_proc)
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         accepted = sum(pool.map(post_all, [bodies[i::clients] for i in range(clients)]))
     seconds = time.perf_counter() - started
+    spent = cpu.per_event(n, "API")
     stack.stop(api_proc)
     if accepted != n or stack.count() != n:
         raise RuntimeError(f"HTTP stored {stack.count()} of {n}")
-    return n / seconds
+    return n / seconds, spent
 
 
 def freshness(stack: Stack, rate: int, seconds: int, processes: int) -> tuple[float, float, int]:
@@ -470,18 +541,24 @@ def main() -> None:
         print(f.line(), flush=True)
 
     try:
-        drain = raw_drain(stack, args.events)
+        drain, drain_cpu = raw_drain(stack, args.events)
+        receive, receive_cpu = raw_drain(stack, args.events, "receive")
         copy = raw_copy(stack, args.events)
+        print(f"raw drain: {drain_cpu}")
         print(f"raw: Mosquitto -> bare paho subscriber {drain:,.0f} msg/s; COPY {copy:,.0f} rows/s")
-        one, rss_one, _ = bridge_drain(stack, args.events, 1)
+        show(Figure("receive only: the bridge's client, no work", receive, "msg/s", drain,
+                    "bare subscriber drain", "-", None, cpu=receive_cpu))  # fmt: skip
+        one, rss_one, cpu_one = bridge_drain(stack, args.events, 1)
         show(Figure("MQTT QoS 1 -> committed, 1 bridge", one, "events/s", drain,
-                    "bare subscriber drain", ">= 0.8 x drain", one >= 0.8 * drain))  # fmt: skip
-        many, rss_many, _ = bridge_drain(stack, args.events, args.processes)
+                    "bare subscriber drain", ">= 0.8 x drain", one >= 0.8 * drain,
+                    cpu=cpu_one))  # fmt: skip
+        many, rss_many, cpu_many = bridge_drain(stack, args.events, args.processes)
         show(Figure(f"MQTT QoS 1 -> committed, {args.processes} bridges", many, "events/s", drain,
-                    "bare subscriber drain", ">= 0.8 x drain", many >= 0.8 * drain))  # fmt: skip
-        http = http_batches(stack, args.http_events)
+                    "bare subscriber drain", ">= 0.8 x drain", many >= 0.8 * drain,
+                    cpu=cpu_many))  # fmt: skip
+        http, cpu_http = http_batches(stack, args.http_events)
         show(Figure("HTTP batch (1,000) -> committed", http, "events/s", copy, "COPY",
-                    ">= 0.5 x COPY", http >= 0.5 * copy))  # fmt: skip
+                    ">= 0.5 x COPY", http >= 0.5 * copy, cpu=cpu_http))  # fmt: skip
         p95, median, probes = freshness(stack, args.rate, args.fresh_seconds, args.processes)
         show(Figure(f"freshness p95 at {args.rate:,} events/s", p95, "s", None, "", "<= 2 s",
                     p95 <= 2, f"median {median:.2f} s over {probes} probes"))  # fmt: skip
@@ -493,16 +570,16 @@ def main() -> None:
         show(Figure(f"bridge RSS, backlog {args.events:,}, {args.processes} procs", rss_many,
                     "MiB", None, "", "bounded", None))  # fmt: skip
         if args.backlog:
-            rate, rss, _ = bridge_drain(stack, args.backlog, 1)
+            rate, rss, spent = bridge_drain(stack, args.backlog, 1)
             show(Figure(f"bridge RSS, backlog {args.backlog:,}, 1 proc", rss, "MiB", None, "",
-                        "bounded", None, f"drained at {rate:,.0f} events/s"))  # fmt: skip
+                        "bounded", None, f"drained at {rate:,.0f} events/s", spent))  # fmt: skip
     finally:
         stack.close()
-    write_report(args, figures, drain, copy)
+    write_report(args, figures, drain, copy, drain_cpu)
 
 
 def write_report(
-    args: argparse.Namespace, figures: list[Figure], drain: float, copy: float
+    args: argparse.Namespace, figures: list[Figure], drain: float, copy: float, drain_cpu: str
 ) -> None:
     lines = [
         "# Benchmarks",
@@ -529,6 +606,10 @@ def write_report(
             f"| {f.name} | {f.value:,.1f} {f.unit}{note} | {raw} | {ratio} | {f.target} | "
             f"{verdict} |"
         )
+    lines += ["", "Where the CPU went, per event, over the same interval as each rate (the raw "
+              "drains' subscriber and the HTTP clients count as other):", ""]  # fmt: skip
+    lines += [f"- {f.name}: {f.cpu}" for f in figures if f.cpu]
+    lines += [f"- bare subscriber drain: {drain_cpu}"]
     method = (ROOT / "bench" / "METHOD.md").read_text()
     args.out.write_text("\n".join(lines) + "\n\n" + method)
     print(f"wrote {args.out}")

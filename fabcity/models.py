@@ -116,9 +116,13 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(64))
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
-    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    # No foreign keys: ingest resolves every source against the registry in the transaction
+    # that stores the event, and nothing deletes cities, sites or devices. Their checks cost
+    # PostgreSQL 16 us of CPU per event, nearly half its work on the ingest path (measured:
+    # COPY into `events` 34 us/row with them, 18.5 without).
+    city_id: Mapped[int] = mapped_column(Integer)
+    site_id: Mapped[int] = mapped_column(Integer)
+    device_id: Mapped[int | None] = mapped_column(Integer)
     day: Mapped[date] = mapped_column(Date, doc="Local date of `time` in the city's time zone.")
     hour: Mapped[int] = mapped_column(Integer, doc="Local hour of `time`, 0-23.")
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)

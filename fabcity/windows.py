@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, text
 from sqlalchemy.orm import Session
 
 from fabcity.db import is_postgres
@@ -21,9 +21,23 @@ Window = tuple[int, date, int]  # city id, local day, local hour
 
 
 def mark_dirty(session: Session, windows: Iterable[Window]) -> None:
-    rows = [{"city_id": c, "day": d, "hour": h} for c, d, h in sorted(set(windows))]
-    if rows:
-        session.execute(insert_ignore(session, DirtyWindow, ["city_id", "day", "hour"]), rows)
+    marks = sorted(set(windows))  # one lock order for concurrent writers
+    if not marks:
+        return
+    if is_postgres(session):
+        # One statement for the whole batch, not one execution per window through the ORM.
+        cities, days, hours = (list(column) for column in zip(*marks, strict=True))
+        session.execute(
+            text(
+                "INSERT INTO dirty_windows (city_id, day, hour) "
+                "SELECT * FROM unnest(CAST(:c AS integer[]), CAST(:d AS date[]), "
+                "CAST(:h AS integer[])) ON CONFLICT DO NOTHING"
+            ),
+            {"c": cities, "d": days, "h": hours},
+        )
+        return
+    rows = [{"city_id": c, "day": d, "hour": h} for c, d, h in marks]
+    session.execute(insert_ignore(session, DirtyWindow, ["city_id", "day", "hour"]), rows)
 
 
 def mark_design_dirty(session: Session, url: str) -> None:

@@ -28,7 +28,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import MQTTErrorCode, MQTTMessage
+from paho.mqtt.client import MQTTMessage
+from paho.mqtt.enums import MQTTErrorCode
 
 PUBACK = 0x40
 CHUNK = 256 * 1024

@@ -37,6 +37,35 @@ def test_event_stored_once_however_often_it_arrives(factory: sessionmaker[Sessio
     assert state == "reported"
 
 
+def test_a_batch_with_some_repeats_stores_the_new_ones_with_their_flows(
+    factory: sessionmaker[Session],
+) -> None:
+    # On PostgreSQL a batch is COPYed straight in; a repeat in it sends the batch through the
+    # stage instead, and the new events' flows must still point at their own events.
+    register(factory)
+    old = event([flow(quantity=1)], id="old")
+    with transaction(factory) as s:
+        ingest(s, [old])
+    new = [event([flow(quantity=n)], id=f"new-{n}") for n in (2, 3)]
+    with transaction(factory) as s:
+        mixed = ingest(s, [new[0], old, new[1]])
+        # A second batch in the same transaction sees none of the first one's rows.
+        later = ingest(s, [event([flow(quantity=4)], id="new-4"), old])
+    assert (mixed.result.accepted, mixed.result.duplicates) == (2, 1)
+    assert mixed.stored_indexes == [0, 2]
+    assert (later.result.accepted, later.result.duplicates) == (1, 1)
+    with transaction(factory) as s:
+        linked = s.execute(
+            select(Event.event_id, Flow.amount).join(Flow, Flow.event_pk == Event.id)
+        ).all()
+    assert sorted(linked) == [
+        ("new-2", 2_000_000),
+        ("new-3", 3_000_000),
+        ("new-4", 4_000_000),
+        ("old", 1_000_000),
+    ]
+
+
 def test_device_events_are_measured_and_mark_their_local_day(
     factory: sessionmaker[Session],
 ) -> None:

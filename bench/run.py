@@ -183,12 +183,10 @@ class Cpu:
             "postgres": spent(
                 [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
             ),
-            "machine": machine.user
-            + machine.nice
-            + machine.system
-            + machine.irq
-            + machine.softirq
-            + getattr(machine, "steal", 0.0),
+            "machine": machine.user + machine.nice + machine.system + machine.irq + machine.softirq,
+            # Time the hypervisor gave the machine's cores to someone else: on a shared host it
+            # slows everything down and is no process's fault.
+            "steal": getattr(machine, "steal", 0.0),
             "wall": time.perf_counter(),
         }
 
@@ -197,12 +195,14 @@ class Cpu:
         d = {k: end[k] - self.start[k] for k in end}
         us = {k: v / events * 1e6 for k, v in d.items() if k != "wall"}
         other = us["machine"] - us["broker"] - us["platform"] - us["postgres"]
-        busy = d["machine"] / d["wall"] / (os.cpu_count() or 1) * 100
+        cores = d["wall"] * (os.cpu_count() or 1)
+        busy, stolen = d["machine"] / cores * 100, d["steal"] / cores * 100
         return (
             f"CPU per event: broker {us['broker']:.0f} us, "
             f"{platform_name} {us['platform']:.0f} us, "
             f"PostgreSQL {us['postgres']:.0f} us, other {other:.0f} us; "
-            f"total {us['machine']:.0f} us, cores {busy:.0f} % busy"
+            f"total {us['machine']:.0f} us; "
+            f"cores {busy:.0f} % busy, {stolen:.0f} % stolen by the host"
         )
 
 

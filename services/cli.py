@@ -111,8 +111,8 @@ def bridge(
         typer.Option(
             min=1,
             help="Bridge processes in the one shared-subscription group, each its own client "
-            "(client id + '-p{i}'). The MQTT client's receive thread takes a core's worth of "
-            "work at about 20k messages/s, so more processes are how one host goes faster.",
+            "(client id + '-p{i}'). A process stores what one core can validate and write "
+            "(docs/benchmarks.md), so one process per core is how one host goes faster.",
         ),
     ] = 1,
 ) -> None:

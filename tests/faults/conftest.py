@@ -1,5 +1,5 @@
-"""Fault tests: a broker and a Redis of their own (stopped, restarted, overloaded without
-disturbing anything else on the machine), a fresh database, and the processes under test.
+"""Fault tests: a broker, a Redis and a PostgreSQL of their own (stopped, restarted, overloaded
+without disturbing anything else on the machine), and the processes under test.
 
 CI runs them scaled down; `make faults` (FABCITY_FAULT_EVENTS=200000) runs the full count.
 """
@@ -23,7 +23,7 @@ from fabcity import registry
 from fabcity.db import make_engine, make_sessionmaker, transaction
 from fabcity.models import FlowRollup, FlowRollupHour, SiteActivity
 from schemas import api
-from tests.support.servers import Database, Mosquitto, Redis
+from tests.support.servers import Database, Mosquitto, Postgres, Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = int(os.environ.get("FABCITY_FAULT_EVENTS", "20000"))
@@ -36,8 +36,11 @@ PREFIX = "fabcity/v1"
 
 
 class Rig:
-    def __init__(self, mosquitto: Mosquitto, redis: Redis, db: Database) -> None:
+    def __init__(
+        self, mosquitto: Mosquitto, redis: Redis, postgres: Postgres, db: Database
+    ) -> None:
         self.mosquitto = mosquitto
+        self.postgres = postgres
         self.redis = redis
         self.db = db
         self.engine: Engine = make_engine(db.url)
@@ -81,18 +84,20 @@ class Rig:
 
 
 @pytest.fixture
-def rig(pg_server: str) -> Iterator[Rig]:
-    for binary in ("mosquitto", "redis-server"):
+def rig() -> Iterator[Rig]:
+    for binary in ("mosquitto", "redis-server", "pg_config"):
         if shutil.which(binary) is None and not Path("/usr/sbin", binary).exists():
             message = f"the fault tests start their own {binary}; install it"
             if os.environ.get("CI") == "true":
                 pytest.fail(message)
             pytest.skip(message)
-    mosquitto, redis, db = Mosquitto().start(), Redis().start(), Database("fabcity_faults")
+    mosquitto, redis, postgres = Mosquitto().start(), Redis().start(), Postgres().start()
+    assert isinstance(postgres, Postgres)
+    db = Database("fabcity_faults", admin_url=postgres.admin_url)
     from fabcity import migrate
 
     migrate.upgrade(db.url)
-    rig = Rig(mosquitto, redis, db)
+    rig = Rig(mosquitto, redis, postgres, db)
     with transaction(rig.factory) as s:
         city = registry.create_city(
             s, api.CityIn(slug=CITY, name="Faultville", country="ES", timezone="Europe/Madrid")
@@ -107,3 +112,4 @@ def rig(pg_server: str) -> Iterator[Rig]:
         db.close()
         mosquitto.close()
         redis.close()
+        postgres.close()

@@ -92,7 +92,6 @@ def rig() -> Iterator[Rig]:
                 pytest.fail(message)
             pytest.skip(message)
     mosquitto, redis, postgres = Mosquitto().start(), Redis().start(), Postgres().start()
-    assert isinstance(postgres, Postgres)
     db = Database("fabcity_faults", admin_url=postgres.admin_url)
     from fabcity import migrate
 

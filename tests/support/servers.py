@@ -150,17 +150,23 @@ class Postgres(Server):
                 self.proc.wait()
         self.proc = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def start(self) -> Postgres:
+        super().start()
+        # The port opens before the server takes connections ("the database system is
+        # starting up").
         deadline = time.monotonic() + 30
         while subprocess.run(
             [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
             capture_output=True,
         ).returncode:
             if time.monotonic() > deadline:
-                raise TimeoutError("PostgreSQL did not come back")
+                raise TimeoutError("PostgreSQL did not start")
             time.sleep(0.1)
+        return self
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
     @property
     def admin_url(self) -> str:
@@ -172,7 +178,8 @@ class Database:
 
     def __init__(self, prefix: str = "fabcity_scratch", admin_url: str = PG_ADMIN_URL) -> None:
         self.name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        # Pre-ping: a fault test restarts the server under this engine.
+        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
         with self.admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{self.name}"'))
         self.url = admin_url.rsplit("/", 1)[0] + "/" + self.name

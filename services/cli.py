@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from fabcity import gc_tuning
 from fabcity.settings import get_settings
 
 app = typer.Typer(
@@ -89,7 +90,9 @@ def api(
 def _app_for(role: str) -> object:
     from services.api import create_app
 
-    return create_app(get_settings(), role)  # type: ignore[arg-type]
+    app = create_app(get_settings(), role)  # type: ignore[arg-type]
+    gc_tuning.tune()  # in each uvicorn worker: this runs where the app is made
+    return app
 
 
 def _both_app() -> object:
@@ -128,7 +131,9 @@ def bridge(
     settings = get_settings()
     _serve_metrics(settings.metrics_port)
     factory = make_sessionmaker(make_engine(settings.database_url))
-    b = Bridge(settings, factory, dispatcher_for(settings)).start()
+    b = Bridge(settings, factory, dispatcher_for(settings))
+    gc_tuning.tune()
+    b.start()
     # Printers the bridge must go to: Bambu (each its own broker) and PrusaLink (HTTP).
     from services.device_links import start_links
 

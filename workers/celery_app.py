@@ -8,6 +8,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
+from fabcity import gc_tuning
 from fabcity.db import make_engine, make_sessionmaker
 from fabcity.settings import Settings, get_settings
 from workers import jobs
@@ -64,6 +65,7 @@ def _fresh_pool_after_fork(**_: Any) -> None:
     factory = _state.pop("factory", None)
     if factory is not None:
         factory.kw["bind"].dispose(close=False)
+    gc_tuning.tune()
 
 
 @app.task(name=RECOMPUTE)  # type: ignore[untyped-decorator]

@@ -1,11 +1,12 @@
 """The MQTT bridge: device messages in, committed events out, acknowledged only after commit.
 
-The paho network thread does nothing but put each message on a queue (it is the bottleneck
-of the path, see LIMITS.md). A writer thread takes batches off the queue, runs the one ingest
-path in one transaction, dead-letters what cannot become an event, commits, and only then
-acknowledges every message of the batch. A bridge that dies before acknowledging gets the
-messages again from the broker (fixed client id, persistent session); the events are keyed
-by `(source, id)`, so the repeat is stored once.
+The paho network thread does nothing but put each message on a queue: a bare paho subscriber
+is the bottleneck LIMITS.md measured, so the client is `services.mqtt_client.Client`, which
+reads in large chunks and acknowledges a batch in one write. A writer thread takes batches
+off the queue, runs the one ingest path in one transaction, dead-letters what cannot become an
+event, commits, and only then acknowledges every message of the batch. A bridge that dies
+before acknowledging gets the messages again from the broker (fixed client id, persistent
+session); the events are keyed by `(source, id)`, so the repeat is stored once.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ what it measures.
     python -m bench.mqtt_tools session PORT CLIENT_ID TOPIC      # a persistent session, subscribed
     python -m bench.mqtt_tools drain PORT CLIENT_ID TOPIC N      # a bare subscriber drains N
     python -m bench.mqtt_tools receive PORT CLIENT_ID TOPIC N    # the bridge's client, no work
-    python -m bench.mqtt_tools publish PORT PREFIX CITY N [RATE] [TAG]
+    python -m bench.mqtt_tools publish PORT PREFIX CITY N [RATE] [TAG] [spread|now]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -44,17 +45,21 @@ def connect(c: mqtt.Client, port: int, persistent: bool) -> None:
     c.connect("127.0.0.1", port, keepalive=60, clean_start=not persistent, properties=props)
 
 
-def event(i: int, city: str, tag: str) -> tuple[str, bytes]:
+def event(i: int, city: str, tag: str, when: str = "spread") -> tuple[str, bytes]:
     """The i-th benchmark event (about 230 bytes): a full CloudEvent with one flow, on one of
-    four sites and one of 28 days (so that load dirties many windows)."""
+    four sites and (`spread`) one of 224 hours of 28 days, so that load dirties many windows,
+    or (`now`) at the time it is made, as devices report."""
     site = SITES[i % len(SITES)]
     day = f"2026-02-{1 + i // 7 % 28:02d}"
+    at = f"{day}T{10 + i % 8:02d}:{i % 60:02d}:00Z"
+    if when == "now":
+        at = datetime.now(UTC).isoformat()
     body = {
         "specversion": "1.0",
         "id": f"{tag}-{i}",
         "source": f"/{city}/{site}/{DEVICE}",
         "type": "fabcity.flow",
-        "time": f"{day}T{10 + i % 8:02d}:{i % 60:02d}:00Z",
+        "time": at,
         "data": {"action": "consume", "resource": "filament", "quantity": 0.25, "unit": "kg",
                  "ring": "city"},
     }  # fmt: skip
@@ -145,7 +150,9 @@ def receive(port: int, client_id: str, topic: str, n: int) -> None:
     c.loop_stop()
 
 
-def publish(port: int, prefix: str, city: str, n: int, rate: float, tag: str) -> None:
+def publish(
+    port: int, prefix: str, city: str, n: int, rate: float, tag: str, when: str = "spread"
+) -> None:
     """Publish n events at QoS 1 (as fast as the broker takes them, or at `rate` per second).
 
     One thread publishes and runs the network loop: with paho's loop in a thread of its own,
@@ -163,7 +170,7 @@ def publish(port: int, prefix: str, city: str, n: int, rate: float, tag: str) ->
     connect(c, port, persistent=False)
     started = time.perf_counter()
     for i in range(n):
-        site, payload = event(i, city, tag)
+        site, payload = event(i, city, tag, when)
         c.publish(f"{prefix}/{city}/{site}/{DEVICE}/events", payload, qos=1)
         if i % 50 == 49:
             c.loop(0)
@@ -196,6 +203,7 @@ if __name__ == "__main__":
         receive(int(port), rest[0], rest[1], int(rest[2]))
     elif cmd == "publish":
         rate = float(rest[3]) if len(rest) > 3 else 0.0
-        publish(int(port), rest[0], rest[1], int(rest[2]), rate, rest[4] if len(rest) > 4 else "e")
+        tag = rest[4] if len(rest) > 4 else "e"
+        publish(int(port), rest[0], rest[1], int(rest[2]), rate, tag, *rest[5:6])
     else:
         sys.exit(__doc__)

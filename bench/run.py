@@ -685,10 +685,14 @@ def write_report(
             f"| {f.name} | {f.value:,.1f} {f.unit}{note} | {raw} | {ratio} | {f.target} | "
             f"{verdict} |"
         )
-    lines += ["", "Where the CPU went, per event, over the same interval as each rate (the raw "
-              "drains' subscriber and the HTTP clients count as other):", ""]  # fmt: skip
-    lines += [f"- {f.name}: {f.cpu}" for f in figures if f.cpu]
-    lines += [f"- bare subscriber drain: {drain_cpu}"] if drain_cpu else []
+    spent = [f"- {f.name}: {f.cpu}" for f in figures if f.cpu]
+    spent += [f"- bare subscriber drain: {drain_cpu}"] if drain_cpu else []
+    if spent:
+        intro = (
+            "Where the CPU went, per event, over the same interval as each rate (the raw "
+            "drains' subscriber and the HTTP clients count as other):"
+        )
+        lines += ["", intro, "", *spent]
     method = (ROOT / "bench" / "METHOD.md").read_text()
     args.out.write_text("\n".join(lines) + "\n\n" + method)
     print(f"wrote {args.out}")

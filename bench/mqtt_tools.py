@@ -91,36 +91,10 @@ def forget(port: int, client_id: str) -> None:
     c.loop_stop()
 
 
-def drain(port: int, client_id: str, topic: str, n: int) -> None:
-    """Auto-acknowledging QoS 1 subscriber: prints seconds from the first to the n-th message."""
-    got = 0
-    first = 0.0
-    done = threading.Event()
-
-    def on_message(_c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
-        nonlocal got, first
-        if got == 0:
-            first = time.perf_counter()
-        got += 1
-        if got >= n:
-            done.set()
-
-    c = client(client_id)
-    c.on_message = on_message
-    connect(c, port, persistent=True)
-    c.subscribe(topic, qos=1)
-    c.loop_start()
-    if not done.wait(600):
-        sys.exit(f"drained only {got} of {n}")
-    print(f"{n} {time.perf_counter() - first:.6f}")
-    c.disconnect()
-    c.loop_stop()
-
-
-def receive(port: int, client_id: str, topic: str, n: int) -> None:
-    """The bridge's receiver with nothing behind it: the buffered client, messages queued in
-    batches of 1,000 and acknowledged a batch at a time, as the bridge does after a commit.
-    Prints seconds from the first to the n-th message."""
+def drain(port: int, client_id: str, topic: str, n: int, buffered: bool = False) -> None:
+    """A QoS 1 subscriber drains n: bare paho acknowledging each message itself, or
+    (`buffered`) the bridge's client with nothing behind it, acknowledging each 1,000 in one
+    write as the bridge does after a commit. Prints seconds from the first to the n-th."""
     got = 0
     first = 0.0
     done = threading.Event()
@@ -131,20 +105,21 @@ def receive(port: int, client_id: str, topic: str, n: int) -> None:
         if got == 0:
             first = time.perf_counter()
         got += 1
-        mids.append(m.mid)
-        if len(mids) >= 1000 or got >= n:
-            c.ack_many(mids)  # type: ignore[attr-defined]
-            mids.clear()
+        if buffered:
+            mids.append(m.mid)
+            if len(mids) >= 1000 or got >= n:
+                c.ack_many(mids)  # type: ignore[attr-defined]
+                mids.clear()
         if got >= n:
             done.set()
 
-    c = buffered_client(client_id)
+    c = buffered_client(client_id) if buffered else client(client_id)
     c.on_message = on_message
     connect(c, port, persistent=True)
     c.subscribe(topic, qos=1)
     c.loop_start()
     if not done.wait(600):
-        sys.exit(f"received only {got} of {n}")
+        sys.exit(f"drained only {got} of {n}")
     print(f"{n} {time.perf_counter() - first:.6f}")
     c.disconnect()
     c.loop_stop()
@@ -200,7 +175,7 @@ if __name__ == "__main__":
     elif cmd == "drain":
         drain(int(port), rest[0], rest[1], int(rest[2]))
     elif cmd == "receive":
-        receive(int(port), rest[0], rest[1], int(rest[2]))
+        drain(int(port), rest[0], rest[1], int(rest[2]), buffered=True)
     elif cmd == "publish":
         rate = float(rest[3]) if len(rest) > 3 else 0.0
         tag = rest[4] if len(rest) > 4 else "e"

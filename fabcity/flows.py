@@ -76,8 +76,16 @@ class DerivedFlow:
     state: str
 
 
+# What a 64-bit column holds, with room for sums of a thousand such values.
+MAX_AMOUNT = 2**63 // 1000
+
+
 def micro(quantity: float) -> int:
-    return round(quantity * MICRO)
+    amount = round(quantity * MICRO)
+    if abs(amount) > MAX_AMOUNT:
+        # A unit with a large prefix can carry a valid quantity past what is stored.
+        raise Invalid(f"quantity {quantity:g} in the canonical unit is too large to store")
+    return amount
 
 
 def state_of(device: DeviceInfo | None) -> str:

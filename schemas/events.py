@@ -72,7 +72,10 @@ class DesignRef(BaseModel):
     mass_kg: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
-Quantity = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Stored as integers in millionths of the canonical unit (64-bit): 10^9 units per value keeps
+# every value, and sums of thousands of them, in range.
+MAX_QUANTITY = 1e9
+Quantity = Annotated[float, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 
@@ -158,7 +161,7 @@ class MeterReadingData(BaseModel):
 class ScaleReadingData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    net_kg: Annotated[float, Field(allow_inf_nan=False)]
+    net_kg: Annotated[float, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY, allow_inf_nan=False)]
     material: Name | None = None
     direction: Literal["in", "out"]
 

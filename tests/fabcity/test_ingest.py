@@ -66,6 +66,26 @@ def test_a_batch_with_some_repeats_stores_the_new_ones_with_their_flows(
     ]
 
 
+def test_a_quantity_too_large_to_store_is_refused_not_raised(
+    factory: sessionmaker[Session],
+) -> None:
+    # Amounts are 64-bit millionths: past that an insert would fail the whole batch, again at
+    # every retry. The schema bounds a quantity; a larger unit is caught after conversion.
+    register(factory)
+    batch = [
+        event([flow(quantity=2e9)], id="huge"),
+        event([flow(quantity=1e9, unit="t")], id="converted"),
+        event([flow(quantity=5)], id="fine"),
+    ]
+    with transaction(factory) as s:
+        outcome = ingest(s, batch)
+    assert outcome.result.accepted == 1
+    reasons = {r.index: r.error for r in outcome.result.rejected}
+    assert "less than or equal to 1000000000" in reasons[0]
+    assert "too large to store" in reasons[1]
+    assert count(factory, Flow) == 1
+
+
 def test_device_events_are_measured_and_mark_their_local_day(
     factory: sessionmaker[Session],
 ) -> None:

@@ -42,6 +42,9 @@ def test_bridge_killed_postgres_restarted_redis_gone_worker_killed_nothing_lost_
     bridge = Proc(["bridge"], rig.env())
     bridge.wait_for_output("subscribed to")
     worker = Proc(["worker", "--concurrency", "1"], rig.env())
+    # As deployed: one beat sweeps for dirty windows. Nudges are best effort (one sent while a
+    # worker dies with it, or while Redis is away, is gone); the sweep is what finishes the work.
+    beat = Proc(["beat"], rig.env())
     # A rate the bridge keeps up with, so the faults fall while events stream in.
     publisher = rig.publisher(EVENTS, rate=3000)
     kills = 0
@@ -91,6 +94,7 @@ def test_bridge_killed_postgres_restarted_redis_gone_worker_killed_nothing_lost_
         publisher.kill()
         bridge.stop()
         worker.stop()
+        beat.stop()
 
     assert kills == 3
     assert rig.count() == EVENTS

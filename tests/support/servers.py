@@ -60,13 +60,16 @@ class Server:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            self.ask_to_stop(self.proc)
             try:
-                self.proc.wait(10)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def ask_to_stop(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.terminate()
 
     def close(self) -> None:
         self.stop()
@@ -136,19 +139,13 @@ class Postgres(Server):
             "-c", f"unix_socket_directories={self.dir}",
         ]  # fmt: skip
 
-    def stop(self) -> None:
+    def ask_to_stop(self, proc: subprocess.Popen[bytes]) -> None:
         # SIGINT is PostgreSQL's fast shutdown: clients are disconnected, the server
-        # checkpoints and exits (SIGTERM would wait for every client to leave).
-        if self.proc is not None and self.proc.poll() is None:
-            server = psutil.Process(self.proc.pid)
-            target = server.children()[0] if self.as_owner and server.children() else server
-            target.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        # checkpoints and exits (SIGTERM would wait for every client to leave). As root the
+        # process started is `runuser`, and the server is its child.
+        server = psutil.Process(proc.pid)
+        children = server.children()
+        (children[0] if self.as_owner and children else server).send_signal(signal.SIGINT)
 
     def start(self) -> Postgres:
         super().start()

@@ -50,7 +50,10 @@ def test_two_bridges_and_two_workers_split_the_load_once(rig: Rig) -> None:
         duplicates = [
             scrape(p, "fabcity_bridge_messages_total", 'outcome="duplicate"') for p in ports
         ]
-        recomputed = [scrape(p, "fabcity_worker_windows_recomputed_total") for p in worker_ports]
+        # Recompute transactions each worker ran (nudges go to whichever worker is free; what
+        # one claims the other skips). Windows per worker depend on timing: a faster bridge
+        # sends fewer nudges, and one worker's loop may take every window of a short run.
+        ran = [scrape(p, "fabcity_worker_recompute_seconds_count") for p in worker_ports]
     finally:
         for proc in [*bridges, *workers]:
             proc.stop()
@@ -60,7 +63,7 @@ def test_two_bridges_and_two_workers_split_the_load_once(rig: Rig) -> None:
     assert duplicates == [0, 0]  # each message went to one bridge only
     # The broker split the group's messages between the two members.
     assert min(stored) > EVENTS * 0.25, stored
-    assert all(r > 0 for r in recomputed), recomputed
+    assert all(r > 0 for r in ran), ran
 
     incremental = rig.rollups()
     rebuild(rig.factory)

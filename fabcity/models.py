@@ -172,7 +172,10 @@ class Flow(Base):
 
 
 class DirtyWindow(Base):
-    """A (city, day, hour) whose rollups must be recomputed. Marks coalesce: one row each.
+    """A (city, day, hour) whose rollups must be recomputed from all its flows: flows were
+    changed or removed (a meter reading arrived out of order), or a design's registered data
+    changed. New events do not mark windows: they are added (`PendingRollup`). Marks
+    coalesce: one row each.
 
     An hour, not a day: a recompute then reads one hour of flows, so its cost follows the new
     data, not the volume of a busy day."""
@@ -182,6 +185,23 @@ class DirtyWindow(Base):
     city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     hour: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class PendingRollup(Base):
+    """Stored events and flows of one city not yet added to the rollups: a batch's share of
+    one city, as ranges of ids that only that batch's rows hold (ingest draws a block of ids
+    per batch). A recompute adds their sums to the rollups (`rollups.apply`), so its cost
+    follows the new rows, not the rows an hour already holds. A flow is in the mark when its
+    id and its event's id both fall in the ranges and its city is the mark's."""
+
+    __tablename__ = "rollup_pending"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    city_id: Mapped[int] = mapped_column(Integer)
+    event_lo: Mapped[int] = mapped_column(BigInteger)
+    event_hi: Mapped[int] = mapped_column(BigInteger)
+    flow_lo: Mapped[int | None] = mapped_column(BigInteger, doc="None: the events made no flows.")
+    flow_hi: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class _FlowCube:

@@ -1,6 +1,7 @@
 """Recomputing everything from the stored events: the proof that rollups are derived data.
 
-`rollups` recomputes every window from the stored flows (safe while ingest runs). With
+`rollups` recomputes every window from the stored flows (safe while ingest runs: rows that
+pending marks name are left out, and added when the marks are claimed). With
 `from_events`, the flows themselves are first derived again from the stored events (run it
 with ingest paused: flows of events stored meanwhile would be derived twice).
 """
@@ -72,6 +73,7 @@ def rebuild(
     # instead of one per window, and a month's groups fit in memory however long the history.
     for done, city in enumerate(cities, start=1):
         with transaction(factory) as s:
+            rollups.lock_exclusive(s, city)
             tables = (FlowRollup, FlowRollupHour, FlowRollupMonth, SiteActivity, SiteActivityDay)
             for table in tables:
                 s.execute(delete(table).where(table.city_id == city))

@@ -8,7 +8,7 @@ import time
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import rollups, webhooks, windows
+from fabcity import rollups, webhooks
 from fabcity.db import transaction
 
 log = logging.getLogger(__name__)
@@ -26,21 +26,21 @@ LAST_RECOMPUTE = Gauge(
 
 
 def recompute_dirty_windows(factory: sessionmaker[Session], batch: int) -> int:
-    """Recompute every dirty window, `batch` windows per transaction; returns how many."""
+    """Bring the rollups up to date: add the pending rows and rebuild the dirty windows,
+    `batch` marks and `batch` windows per transaction. Returns how many (city, day, hour)
+    windows changed."""
     total = 0
     while True:
         started = time.perf_counter()
         with transaction(factory) as session:
-            claimed = windows.claim_dirty(session, batch)
-            rollups.recompute(session, claimed)
+            done = rollups.recompute_dirty(session, batch)
             # Metric updates for webhook subscribers, committed with the rollups they announce.
-            webhooks.announce_recomputed(session, [(c, d) for c, d, _ in claimed])
-        done = len(claimed)
+            webhooks.announce_recomputed(session, sorted({(c, d) for c, d, _ in done.touched}))
         RECOMPUTE_SECONDS.observe(time.perf_counter() - started)
         LAST_RECOMPUTE.set_to_current_time()
-        RECOMPUTED.inc(done)
-        total += done
-        if done < batch:
+        RECOMPUTED.inc(len(done.touched))
+        total += len(done.touched)
+        if done.windows < batch and done.marks < batch:
             if total:
                 log.info("recomputed windows", extra={"windows": total})
             return total

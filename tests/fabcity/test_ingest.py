@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity import rollups
 from fabcity.db import transaction
 from fabcity.ingest import ingest
-from fabcity.models import DirtyWindow, Event, Flow, FlowRollup
+from fabcity.models import DirtyWindow, Event, Flow, FlowRollup, PendingRollup
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
 
 
@@ -96,8 +96,19 @@ def test_device_events_are_measured_and_mark_their_local_day(
         outcome = ingest(s, [e])
     assert outcome.windows_marked == 1
     with transaction(factory) as s:
-        assert s.scalars(select(DirtyWindow.day)).all() == [date(2026, 5, 2)]
+        stored = s.scalars(select(Event)).one()
+        assert stored.day == date(2026, 5, 2)
         assert s.scalar(select(Flow.state)) == "measured"
+        # A mark for the worker, in the same transaction, names the event and its flow.
+        mark = s.scalars(select(PendingRollup)).one()
+        flow_id = s.scalar(select(Flow.id))
+        assert (mark.city_id, mark.event_lo, mark.event_hi) == (
+            stored.city_id,
+            stored.id,
+            stored.id,
+        )
+        assert (mark.flow_lo, mark.flow_hi) == (flow_id, flow_id)
+        assert s.scalars(select(DirtyWindow)).all() == []
 
 
 def test_bad_events_store_nothing_and_say_why(factory: sessionmaker[Session]) -> None:
@@ -122,6 +133,7 @@ def test_bad_events_store_nothing_and_say_why(factory: sessionmaker[Session]) ->
     assert "type" in errors[4]
     assert count(factory, Event) == 0
     assert count(factory, DirtyWindow) == 0
+    assert count(factory, PendingRollup) == 0
 
 
 def test_recompute_sums_flows_per_window_and_clears_the_marks(
@@ -138,24 +150,25 @@ def test_recompute_sums_flows_per_window_and_clears_the_marks(
             ],
         )
     with transaction(factory) as s:
-        assert rollups.recompute_dirty(s, 100) == 2
+        assert len(rollups.recompute_dirty(s, 100).touched) == 2
     with transaction(factory) as s:
         rows = s.execute(
             select(FlowRollup.day, FlowRollup.ring, FlowRollup.amount, FlowRollup.flows).order_by(
                 FlowRollup.day, FlowRollup.ring
             )
         ).all()
-        assert s.scalar(select(func.count()).select_from(DirtyWindow)) == 0
+        assert s.scalar(select(func.count()).select_from(PendingRollup)) == 0
     assert [tuple(r) for r in rows] == [
         (date(2026, 3, 10), "beyond", 1_000_000, 1),
         (date(2026, 3, 10), "city", 5_000_000, 2),
         (date(2026, 3, 11), "city", 4_000_000, 1),
     ]
-    # A late event for the 10th dirties only that window, and its rollup is corrected.
+    # A late event for the 10th is added to that window only, and its rollup is corrected.
     with transaction(factory) as s:
         ingest(s, [event(flow(quantity=10, ring="beyond"))])
     with transaction(factory) as s:
-        assert rollups.recompute_dirty(s, 100) == 1
+        [(hour_day, hour)] = [(d, h) for _, d, h in rollups.recompute_dirty(s, 100).touched]
+        assert (hour_day, hour) == (date(2026, 3, 10), 10)
     with transaction(factory) as s:
         beyond = s.scalar(
             select(FlowRollup.amount).where(

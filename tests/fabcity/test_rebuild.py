@@ -1,7 +1,8 @@
 """Incremental processing gives exactly what a rebuild from the stored events gives.
 
 Random events (site reports, machine jobs, energy counters that reset), in random order, with
-duplicates, ingested in random batches with recomputes at random moments: the flows and every
+duplicates, ingested in random batches; between batches, recomputes that claim some or all of
+the work, rebuilds while rows are pending, designs registered: the flows and every
 rollup equal those of `rebuild(from_events=True)`, to the last digit.
 """
 
@@ -15,16 +16,18 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import registry, rollups
+from fabcity import designs, okh, registry, rollups
 from fabcity.db import transaction
 from fabcity.ingest import ingest
 from fabcity.models import (
+    Design,
     DirtyWindow,
     Event,
     Flow,
     FlowRollup,
     FlowRollupHour,
     FlowRollupMonth,
+    PendingRollup,
     SiteActivity,
     SiteActivityDay,
 )
@@ -49,6 +52,7 @@ FLOWS = [
     ("work", "work_hours", "h"),
 ]
 RINGS = ["site", "city", "region", "beyond"]
+DESIGNS = ["https://example.org/okh/a.yml", "https://x/b"]
 FATES = ["reuse", "recycle", "compost", "energy", "incineration", "landfill"]
 
 
@@ -70,7 +74,7 @@ def a_flow(draw: st.DrawFn) -> dict[str, Any]:
     if action == "discard":
         body["fate"] = draw(st.sampled_from(FATES))
     if action == "produce" and draw(st.booleans()):
-        body["design"] = draw(st.sampled_from(["https://example.org/okh/a.yml", "https://x/b"]))
+        body["design"] = draw(st.sampled_from(DESIGNS))
     if action == "consume" and draw(st.booleans()):
         body["recycled"] = True
     return body
@@ -114,8 +118,15 @@ def an_event(draw: st.DrawFn, number: int) -> dict[str, Any]:
     }
 
 
+# After a batch: nothing, a recompute claiming a few windows and marks (others stay pending),
+# a recompute of everything, a rebuild of the rollups while marks are pending, or a design
+# registered (its windows become dirty and are rebuilt, not added to).
+STEPS = ["none", "some", "all", "rebuild", "design"]
+History = tuple[list[list[dict[str, Any]]], list[tuple[str, int]]]
+
+
 @st.composite
-def histories(draw: st.DrawFn) -> tuple[list[list[dict[str, Any]]], list[bool]]:
+def histories(draw: st.DrawFn) -> History:
     count = draw(st.integers(1, 30))
     events = [draw(an_event(n)) for n in range(count)]
     repeats = draw(st.lists(st.sampled_from(events), max_size=10))
@@ -125,8 +136,23 @@ def histories(draw: st.DrawFn) -> tuple[list[list[dict[str, Any]]], list[bool]]:
         size = draw(st.integers(1, 8))
         batches.append(arrivals[:size])
         arrivals = arrivals[size:]
-    recompute_after = [draw(st.booleans()) for _ in batches]
-    return batches, recompute_after
+    steps = [(draw(st.sampled_from(STEPS)), draw(st.integers(1, 3))) for _ in batches]
+    return batches, steps
+
+
+def register_design(factory: sessionmaker[Session], n: int) -> None:
+    manifest = okh.Manifest(
+        standard="okh-v1",
+        title=f"Design {n}",
+        version=None,
+        licence="CERN-OHL-S-2.0" if n % 2 else "proprietary",
+        licences=["CERN-OHL-S-2.0"] if n % 2 else ["proprietary"],
+        licensor=None,
+        oshwa_uid=None,
+        mass_kg=n / 10,
+    )
+    with transaction(factory) as s:
+        designs.upsert(s, DESIGNS[n % len(DESIGNS)], manifest)
 
 
 def register(factory: sessionmaker[Session]) -> None:
@@ -168,21 +194,27 @@ def clear(factory: sessionmaker[Session]) -> None:
             SiteActivity,
             SiteActivityDay,
             DirtyWindow,
+            PendingRollup,
             Event,
+            Design,
         ):
             s.execute(delete(table))
 
 
-def check(factory: sessionmaker[Session], history: Any) -> None:
-    batches, recompute_after = history
+def check(factory: sessionmaker[Session], history: History) -> None:
+    batches, steps = history
     clear(factory)
-    for batch, recompute in zip(batches, recompute_after, strict=True):
+    for batch, (step, n) in zip(batches, steps, strict=True):
         with transaction(factory) as s:
             outcome = ingest(s, batch)
         assert not outcome.result.rejected, outcome.result.rejected
-        if recompute:
+        if step in ("some", "all"):
             with transaction(factory) as s:
-                rollups.recompute_dirty(s, 1000)
+                rollups.recompute_dirty(s, n if step == "some" else 1000)
+        elif step == "rebuild":
+            rebuild(factory)
+        elif step == "design":
+            register_design(factory, n)
     with transaction(factory) as s:
         rollups.recompute_dirty(s, 10_000)
     incremental = snapshot(factory)
@@ -198,9 +230,7 @@ def check(factory: sessionmaker[Session], history: Any) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_incremental_equals_rebuild(
-    factory: sessionmaker[Session], history: tuple[list[list[dict[str, Any]]], list[bool]]
-) -> None:
+def test_incremental_equals_rebuild(factory: sessionmaker[Session], history: History) -> None:
     with transaction(factory) as s:
         registered = registry.list_cities(s)
     if not registered:

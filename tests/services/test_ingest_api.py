@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.db import make_engine, make_sessionmaker
-from fabcity.models import DirtyWindow, Event, Flow
+from fabcity.models import Event, Flow, PendingRollup
 from services.api import create_app
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, event, flow, register
@@ -134,8 +134,10 @@ def test_one_event_is_accepted_and_stored(client: TestClient, sessions: Sessions
         # A person's report for a site is `reported`; only a device's own is `measured`.
         assert only.state == "reported"
         assert only.event_pk == stored.id
-        # The window is marked for the worker in the same transaction.
-        assert s.scalars(select(DirtyWindow.day)).all() == [date(2026, 3, 10)]
+        assert stored.day == date(2026, 3, 10)
+        # It is marked for the worker in the same transaction.
+        mark = s.scalars(select(PendingRollup)).one()
+        assert (mark.event_lo, mark.event_hi, mark.flow_lo) == (stored.id, stored.id, only.id)
 
 
 def test_a_device_event_is_measured(client: TestClient, sessions: Sessions) -> None:
@@ -268,7 +270,7 @@ def test_a_batch_where_every_event_is_bad_is_a_422_and_stores_nothing(
     assert "[1]" in body["detail"] and "nowhere" in body["detail"]
     assert count(sessions, Event) == 0
     assert count(sessions, Flow) == 0
-    assert count(sessions, DirtyWindow) == 0
+    assert count(sessions, PendingRollup) == 0
 
 
 def test_a_batch_of_duplicates_only_is_not_an_error(client: TestClient) -> None:

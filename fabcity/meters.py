@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
+from fabcity.db import is_postgres
 from fabcity.flows import DerivedFlow, DeviceInfo, counter_delta, electricity
 from fabcity.models import Device, Event, Flow
 from fabcity.windows import Window
 
+LOCK_SPACE = 0x0FAB_3E7E  # advisory locks of meters, keyed by device id
 _TOTAL = Event.payload[("data", "energy_kwh_total")].as_float()
 _IS_COUNTER: ColumnElement[bool] = (Event.type == "fabcity.meter.reading") & _TOTAL.is_not(None)
 _COLUMNS = (
@@ -45,6 +47,15 @@ def settle(session: Session, new_readings: list[int]) -> set[Window]:
     Returns the (city, day, hour) windows whose flows changed.
     """
     rows = session.execute(select(*_COLUMNS).where(Event.id.in_(new_readings))).all()
+    if is_postgres(session):
+        # One writer per device at a time: a writer that settled while another's reading of
+        # the same meter was uncommitted would derive from a history missing it. The second
+        # waits, then (each statement sees what has committed) finds the first's readings.
+        for device_id in sorted({r.device_id for r in rows}):
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(:space, :device)"),
+                {"space": LOCK_SPACE, "device": device_id},
+            )
     affected = {row.id: row for row in rows}
     for row in rows:
         later = session.execute(

@@ -1,0 +1,156 @@
+"""Rollups kept up to date by concurrent workers on the real PostgreSQL.
+
+Writers ingest (with redeliveries and meter readings out of order), two workers add and rebuild
+in small claims, rebuilds of the rollups and design registrations run in between, all at once:
+afterwards every rollup equals a rebuild from the stored events, and nothing failed.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from fabcity import rollups
+from fabcity.db import make_engine, make_sessionmaker, transaction
+from fabcity.ingest import ingest
+from fabcity.models import Event, PendingRollup
+from fabcity.rebuild import rebuild
+from tests.fabcity.test_rebuild import FLOWS, RINGS, register, register_design, snapshot
+from tests.support.city import CITY, OTHER_SITE, SITE
+
+START = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def events(rng: random.Random, count: int) -> list[dict[str, Any]]:
+    out = []
+    for n in range(count):
+        at = (START + timedelta(minutes=rng.randrange(3 * 24 * 60))).isoformat()
+        base = {"specversion": "1.0", "id": f"e{n}", "time": at}
+        if rng.random() < 0.15:
+            out.append({**base, "source": f"/{CITY}/{OTHER_SITE}/meter",
+                        "type": "fabcity.meter.reading",
+                        "data": {"energy_kwh_total": rng.randrange(5000) / 10}})  # fmt: skip
+            continue
+        flows = []
+        for _ in range(rng.randrange(1, 4)):
+            action, resource, unit = rng.choice(FLOWS)
+            flow = {"action": action, "resource": resource, "unit": unit,
+                    "ring": rng.choice(RINGS), "quantity": rng.randrange(100_000) / 1000}  # fmt: skip
+            if action == "discard":
+                flow["fate"] = "recycle"
+            if action == "produce":
+                flow["design"] = rng.choice(["https://example.org/okh/a.yml", "https://x/b"])
+            flows.append(flow)
+        source = rng.choice([f"/{CITY}/{SITE}", f"/{CITY}/{SITE}/printer"])
+        out.append({**base, "source": source, "type": "fabcity.flow", "data": flows})
+    return out
+
+
+def retried(action: Callable[[], object]) -> None:
+    """As the bridge and the workers do: a transaction PostgreSQL broke off is run again."""
+    for _ in range(20):
+        try:
+            action()
+            return
+        except OperationalError as exc:
+            if not isinstance(exc.orig, psycopg.errors.DeadlockDetected):
+                raise
+    raise AssertionError("still deadlocked after 20 tries")
+
+
+def test_concurrent_ingest_adds_and_rebuilds_agree_with_a_rebuild(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    factory: sessionmaker[Session] = make_sessionmaker(engine)
+    register(factory)
+    rng = random.Random(7)
+    history = events(rng, 1500)
+    # Three writers; each sends its own share and a tenth of the others' again (redeliveries).
+    shares = [history[i::3] + rng.sample(history, 150) for i in range(3)]
+    writing = threading.Event()
+    writing.set()
+    failures: list[BaseException] = []
+
+    def guarded(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # reported by the test, not lost in a thread
+                failures.append(exc)
+
+        return run
+
+    def writer(share: list[dict[str, Any]], seed: int) -> Callable[[], None]:
+        def work() -> None:
+            local = random.Random(seed)
+            local.shuffle(share)
+            for start in range(0, len(share), 40):
+                batch = share[start : start + 40]
+
+                def store(batch: list[dict[str, Any]] = batch) -> None:
+                    with transaction(factory) as s:
+                        assert not ingest(s, batch).result.rejected
+
+                retried(store)
+
+        return work
+
+    def adder(seed: int) -> Callable[[], None]:
+        def work() -> None:
+            local = random.Random(seed)
+            while writing.is_set():
+
+                def step() -> None:
+                    with transaction(factory) as s:
+                        rollups.recompute_dirty(s, local.randrange(1, 6))
+
+                retried(step)
+
+        return work
+
+    def disturber() -> None:
+        n = 0
+        while writing.is_set():
+            time.sleep(0.15)
+            n += 1
+            if n % 2:
+                retried(lambda: rebuild(factory))
+            else:
+                retried(lambda: register_design(factory, n))
+
+    writers = [threading.Thread(target=guarded(writer(s, i))) for i, s in enumerate(shares)]
+    others = [threading.Thread(target=guarded(adder(i))) for i in (1, 2)]
+    others.append(threading.Thread(target=guarded(disturber)))
+    for thread in writers + others:
+        thread.start()
+    for thread in writers:
+        thread.join(300)
+    writing.clear()
+    for thread in others:
+        thread.join(300)
+    assert not failures, failures
+
+    with transaction(factory) as s:
+        while rollups.recompute_dirty(s, 1000).touched:
+            pass
+        assert s.scalar(select(func.count()).select_from(Event)) == len(history)
+        assert s.scalar(select(func.count()).select_from(PendingRollup)) == 0
+    incremental = snapshot(factory)
+    assert incremental["hour"] and incremental["month"]
+    rebuild(factory, from_events=True)
+    rebuilt = snapshot(factory)
+    for name in ["flows", *rebuilt]:
+        assert rebuilt[name] == incremental[name], (
+            name,
+            sorted(set(rebuilt[name]) - set(incremental[name]))[:5],
+            sorted(set(incremental[name]) - set(rebuilt[name]))[:5],
+        )
+    engine.dispose()

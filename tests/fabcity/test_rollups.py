@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from functools import partial
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,17 +35,18 @@ def events(rng: random.Random, count: int) -> list[dict[str, Any]]:
     out = []
     for n in range(count):
         at = (START + timedelta(minutes=rng.randrange(3 * 24 * 60))).isoformat()
-        base = {"specversion": "1.0", "id": f"e{n}", "time": at}
+        base: dict[str, Any] = {"specversion": "1.0", "id": f"e{n}", "time": at}
         if rng.random() < 0.15:
             out.append({**base, "source": f"/{CITY}/{OTHER_SITE}/meter",
                         "type": "fabcity.meter.reading",
                         "data": {"energy_kwh_total": rng.randrange(5000) / 10}})  # fmt: skip
             continue
-        flows = []
+        flows: list[dict[str, Any]] = []
         for _ in range(rng.randrange(1, 4)):
             action, resource, unit = rng.choice(FLOWS)
-            flow = {"action": action, "resource": resource, "unit": unit,
-                    "ring": rng.choice(RINGS), "quantity": rng.randrange(100_000) / 1000}  # fmt: skip
+            quantity = rng.randrange(100_000) / 1000
+            flow: dict[str, Any] = {"action": action, "resource": resource, "unit": unit,
+                    "ring": rng.choice(RINGS), "quantity": quantity}  # fmt: skip
             if action == "discard":
                 flow["fate"] = "recycle"
             if action == "produce":
@@ -124,7 +126,7 @@ def test_concurrent_ingest_adds_and_rebuilds_agree_with_a_rebuild(pg_url: str) -
             if n % 2:
                 retried(lambda: rebuild(factory))
             else:
-                retried(lambda: register_design(factory, n))
+                retried(partial(register_design, factory, n))
 
     writers = [threading.Thread(target=guarded(writer(s, i))) for i, s in enumerate(shares)]
     others = [threading.Thread(target=guarded(adder(i))) for i in (1, 2)]

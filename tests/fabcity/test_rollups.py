@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from functools import partial
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import psycopg

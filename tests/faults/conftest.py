@@ -65,6 +65,10 @@ class Rig:
         with self.engine.connect() as conn:
             return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0)
 
+    def unsettled(self) -> int:
+        """Work left for the workers: pending marks and dirty windows."""
+        return self.count("rollup_pending") + self.count("dirty_windows")
+
     def publisher(self, n: int, rate: float = 0, tag: str = "f") -> subprocess.Popen[str]:
         """Publishes n QoS 1 events (bench/mqtt_tools.py) in a process of its own."""
         return subprocess.Popen(

@@ -75,8 +75,8 @@ def test_bridge_killed_postgres_restarted_redis_gone_worker_killed_nothing_lost_
         rig.postgres.restart()  # a fast shutdown: every session is cut, then it comes back
 
         reached(0.55)
-        # Mid-task: wait for a recompute to be running (its transaction holds dirty marks).
-        wait_until(lambda: rig.count("dirty_windows") > 0, timeout=60, step=0.01)
+        # Mid-task: wait for work to be there (the worker is at it while events keep coming).
+        wait_until(lambda: rig.unsettled() > 0, timeout=60, step=0.01)
         sigkill(worker)
         worker = Proc(["worker", "--concurrency", "1"], rig.env())
 
@@ -89,7 +89,7 @@ def test_bridge_killed_postgres_restarted_redis_gone_worker_killed_nothing_lost_
         wait_until(lambda: rig.count() >= EVENTS, timeout=300, step=0.2)
         # Give redeliveries time to arrive: they must all be duplicates.
         time.sleep(2)
-        wait_until(lambda: rig.count("dirty_windows") == 0, timeout=120, step=0.2)
+        wait_until(lambda: rig.unsettled() == 0, timeout=120, step=0.2)
     finally:
         publisher.kill()
         bridge.stop()

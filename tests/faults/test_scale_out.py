@@ -45,7 +45,7 @@ def test_two_bridges_and_two_workers_split_the_load_once(rig: Rig) -> None:
         publisher = rig.publisher(EVENTS, rate=4000, tag="s")
         assert publisher.wait(600) == 0
         wait_until(lambda: rig.count() >= EVENTS, timeout=300, step=0.2)
-        wait_until(lambda: rig.count("dirty_windows") == 0, timeout=120, step=0.2)
+        wait_until(lambda: rig.unsettled() == 0, timeout=120, step=0.2)
         stored = [scrape(p, "fabcity_bridge_messages_total", 'outcome="stored"') for p in ports]
         duplicates = [
             scrape(p, "fabcity_bridge_messages_total", 'outcome="duplicate"') for p in ports

@@ -28,10 +28,14 @@ class Settings(BaseSettings):
         description="`local`: recompute in this process (embedded); `celery`: send to workers.",
     )
     recompute_interval_s: float = Field(
-        default=2.0, gt=0, description="How often dirty windows are swept even without a nudge."
+        default=2.0,
+        gt=0,
+        description="How often pending rows and dirty windows are swept even without a nudge.",
     )
     recompute_batch: int = Field(
-        default=500, gt=0, description="Dirty windows claimed per recompute transaction."
+        default=500,
+        gt=0,
+        description="Pending marks, and dirty windows, claimed per recompute transaction.",
     )
 
     mqtt_host: str = Field(default="127.0.0.1", description="MQTT broker host.")

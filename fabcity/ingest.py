@@ -113,7 +113,7 @@ def ingest(
     # A repeat inside one batch is a duplicate as much as a repeat of a stored event.
     unique: dict[tuple[str, str], _Ready] = {}
     for item in ready:
-        unique.setdefault((item.event.source, item.event.id), item)
+        unique.setdefault(_key(item), item)
 
     stored: list[_Ready] = []
     touched: set[windows.Window] = set()
@@ -191,8 +191,7 @@ def store_flows(session: Session, rows: list[dict[str, Any]]) -> None:
         for start in range(0, len(rows), ID_BLOCK):
             part = rows[start : start + ID_BLOCK]
             (first,) = cur.execute("SELECT nextval('flows_id_seq')").fetchone()
-            for offset, row in enumerate(part):
-                row["id"] = first + offset
+            _number(part, first)
             _copy_rows(cur, "flows", list(part[0]), part)
 
 
@@ -257,15 +256,20 @@ def _store(
         first_event, first_flow = cur.execute(
             "SELECT nextval('events_id_seq'), nextval('flows_id_seq')"
         ).fetchone()
-        for offset, row in enumerate(rows):
-            row["id"] = first_event + offset
+        _number(rows, first_event)
         stored, flow_rows = _flows_of_stored(items, _copy_events(cur, rows))
-        flow_ids = [first_flow + offset for offset in range(len(flow_rows))]
-        for row, pk in zip(flow_rows, flow_ids, strict=True):
-            row["id"] = pk
+        flow_ids = _number(flow_rows, first_flow)
         if flow_rows:
             _copy_rows(cur, "flows", list(flow_rows[0]), flow_rows)
     return stored, _marks(stored, flow_rows, flow_ids)
+
+
+def _number(rows: list[dict[str, Any]], first: int) -> list[int]:
+    """Give the rows the ids of a block from `first` on; returns them."""
+    ids = list(range(first, first + len(rows)))
+    for row, pk in zip(rows, ids, strict=True):
+        row["id"] = pk
+    return ids
 
 
 def _flows_of_stored(

@@ -97,6 +97,8 @@ def settle(session: Session, new_readings: list[int]) -> set[Window]:
         ).scalar()
         flows.extend(_flows(row, previous, devices[row.device_id]))
     if flows:
+        # Ids from the sequence's default: on PostgreSQL each is the start of a block of its
+        # own, so no pending mark's range can hold these flows; their hours are rebuilt.
         session.execute(insert(Flow), flows)
     return {(r.city_id, r.day, r.hour) for r in affected.values()}
 
@@ -122,6 +124,8 @@ def rebuild(session: Session, city_id: int | None = None) -> int:
         flows.extend(_flows(row, total, devices[row.device_id]))
         previous = (row.device_id, row[-1])
     if flows:
+        # Ids from the sequence's default: on PostgreSQL each is the start of a block of its
+        # own, so no pending mark's range can hold these flows; their hours are rebuilt.
         session.execute(insert(Flow), flows)
     return len(rows)
 

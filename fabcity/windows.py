@@ -1,6 +1,8 @@
-"""Dirty windows: which (city, day, hour) rollups must be recomputed.
+"""Dirty windows: which (city, day, hour) rollups must be rebuilt from all their flows.
 
-Ingest marks a window in the same transaction that stores the event. A recompute claims
+New events are added to the rollups (`fabcity.pending`); a window is marked dirty when flows it
+already held changed: a meter reading settled between two others, a design's registered data
+changed. The mark is made in the transaction that changes the flows. A recompute claims
 windows and deletes the marks in its own transaction, so a mark made while it runs survives
 it (the marking insert waits on the deleted row's lock and then inserts afresh).
 """

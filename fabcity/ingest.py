@@ -23,11 +23,12 @@ from sqlalchemy.orm import Session
 from fabcity import meters, models, pending, registry, windows
 from fabcity.db import is_postgres
 from fabcity.errors import Invalid
-from fabcity.flows import DerivedFlow, ResourceInfo, derive
+from fabcity.flows import DerivedFlow, derive, plain
 from fabcity.keys import within
 from fabcity.sql import insert_ignore
 from schemas.api import IngestResult, Rejected
-from schemas.events import CloudEvent, DeviceStatusData, MeterReadingData
+from schemas.events import DeviceStatusData, MeterReadingData
+from schemas.fast import Read, read
 
 
 def describe(exc: ValidationError) -> str:
@@ -39,10 +40,10 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Ready:
     index: int
-    event: CloudEvent
+    event: Read
     raw: dict[str, Any]
     origin: registry.Origin
     time: datetime
@@ -72,7 +73,7 @@ def prepare(
     """Validate and normalise; nothing is written. With a `scope` (a source prefix: the
     credentials' site or device), an event whose source lies outside it is refused."""
     resolver = registry.OriginResolver(session)
-    resources: dict[str, ResourceInfo] = dict(registry.resources(session))
+    resources = plain(registry.resources(session))
     zones: dict[str, ZoneInfo] = {}
     ready: list[_Ready] = []
     rejected: list[Rejected] = []
@@ -81,7 +82,7 @@ def prepare(
             if not isinstance(raw, dict):
                 raise Invalid("an event must be a JSON object")
             try:
-                event = CloudEvent.model_validate(raw)
+                event = read(raw)
             except ValidationError as exc:
                 raise Invalid(describe(exc)) from exc
             if scope is not None and not within(event.source, scope):
@@ -90,13 +91,24 @@ def prepare(
                 )
             origin = resolver.resolve(event.source)
             flows = derive(event, resources, origin.device)
+            zone = zones.get(origin.timezone) or zones.setdefault(
+                origin.timezone, ZoneInfo(origin.timezone)
+            )
+            when, local = _times(event.time or received_at, zone)
         except Invalid as exc:
             rejected.append(Rejected(index=index, error=exc.detail))
             continue
-        when = (event.time or received_at).astimezone(UTC)
-        local = when.astimezone(zones.setdefault(origin.timezone, ZoneInfo(origin.timezone)))
         ready.append(_Ready(index, event, raw, origin, when, local.date(), local.hour, flows))
     return ready, rejected
+
+
+def _times(at: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The time in UTC and in the city's zone; a time that cannot be is refused."""
+    try:
+        return at.astimezone(UTC), at.astimezone(zone)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is a valid RFC 3339 time, but before year 1 in UTC.
+        raise Invalid(f"time: {at.isoformat()} lies outside years 1 to 9999 in UTC") from None
 
 
 def ingest(
@@ -149,7 +161,7 @@ def _statuses(stored: list[_Ready]) -> dict[int, tuple[datetime, bool]]:
     """The newest `fabcity.device.status` of each device among the stored events."""
     newest: dict[int, tuple[datetime, bool]] = {}
     for r in stored:
-        data, device_id = r.event.data, r.origin.device_id
+        data, device_id = _data(r), r.origin.device_id
         if not isinstance(data, DeviceStatusData) or device_id is None:
             continue
         if device_id not in newest or newest[device_id][0] < r.time:
@@ -157,9 +169,24 @@ def _statuses(stored: list[_Ready]) -> dict[int, tuple[datetime, bool]]:
     return newest
 
 
+def _data(item: _Ready) -> Any:
+    """The `data` of an event the models read (the fast reader reads flows only)."""
+    return item.event.event.data if item.event.event is not None else None
+
+
 def is_counter(item: _Ready) -> bool:
-    data = item.event.data
+    data = _data(item)
     return isinstance(data, MeterReadingData) and data.energy_kwh_total is not None
+
+
+# The columns of a flow row after its id, in the `flows` table's order.
+FLOW_COLUMNS = ("event_pk", "city_id", "site_id", "device_id", "day", "hour", *DerivedFlow._fields)
+# The columns of an event row after its id.
+EVENT_COLUMNS = (
+    "source", "event_id", "type", "time", "received_at", "city_id", "site_id", "device_id",
+    "day", "hour", "payload",
+)  # fmt: skip
+FlowRow = tuple[Any, ...]
 
 
 def flow_row(
@@ -170,29 +197,23 @@ def flow_row(
     day: date,
     hour: int,
     flow: DerivedFlow,
-) -> dict[str, Any]:
-    return {
-        "event_pk": event_pk,
-        "city_id": city_id,
-        "site_id": site_id,
-        "device_id": device_id or 0,
-        "day": day,
-        "hour": hour,
-        **vars(flow),
-    }
+) -> FlowRow:
+    """A flow's row, in FLOW_COLUMNS' order."""
+    return (event_pk, city_id, site_id, device_id or 0, day, hour, *flow)
 
 
-def store_flows(session: Session, rows: list[dict[str, Any]]) -> None:
+def store_flows(session: Session, rows: list[FlowRow]) -> None:
     """Store flows that no pending mark names (a rebuild's): ids in blocks on PostgreSQL."""
     if not is_postgres(session):
-        session.execute(insert(models.Flow), rows)
+        session.execute(
+            insert(models.Flow), [dict(zip(FLOW_COLUMNS, r, strict=True)) for r in rows]
+        )
         return
     with _raw_connection(session).cursor() as cur:
         for start in range(0, len(rows), ID_BLOCK):
             part = rows[start : start + ID_BLOCK]
             (first,) = cur.execute("SELECT nextval('flows_id_seq')").fetchone()
-            _number(part, first)
-            _copy_rows(cur, "flows", list(part[0]), part)
+            _copy_rows(cur, "flows", ("id", *FLOW_COLUMNS), _numbered(part, first))
 
 
 # Storage ------------------------------------------------------------------------------------
@@ -204,7 +225,8 @@ def store_flows(session: Session, rows: list[dict[str, Any]]) -> None:
 # ranges. SQLite has one writer at a time, so its new ids follow each other anyway.
 #
 # PostgreSQL stores with COPY: 100-128k rows/s here against 11-14k rows/s for SQLAlchemy's
-# insertmanyvalues with RETURNING (LIMITS.md). SQLite keeps the portable statements.
+# insertmanyvalues with RETURNING (LIMITS.md). SQLite keeps the portable statements. Rows are
+# tuples in the columns' order, which psycopg's COPY writes without looking anything up.
 
 ID_BLOCK = 65536
 Key = tuple[str, str]
@@ -228,20 +250,21 @@ def _store(
 ) -> tuple[list[_Ready], list[dict[str, Any]]]:
     """Store the new events of `items` and their flows; returns those stored, with their
     ids set, and the pending marks that name them (one per city)."""
+    dumps = orjson.dumps
     rows = [
-        {
-            "source": r.event.source,
-            "event_id": r.event.id,
-            "type": r.event.type.value,
-            "time": r.time,
-            "received_at": received_at,
-            "city_id": r.origin.city_id,
-            "site_id": r.origin.site_id,
-            "device_id": r.origin.device_id,
-            "day": r.day,
-            "hour": r.hour,
-            "payload": r.raw,
-        }
+        (
+            r.event.source,
+            r.event.id,
+            r.event.type.value,
+            r.time,
+            received_at,
+            r.origin.city_id,
+            r.origin.site_id,
+            r.origin.device_id,
+            r.day,
+            r.hour,
+            dumps(r.raw).decode(),
+        )
         for r in items
     ]
     if not is_postgres(session):
@@ -250,34 +273,35 @@ def _store(
         flow_ids: list[int] = []
         if flow_rows:
             statement = insert(models.Flow).returning(models.Flow.id, sort_by_parameter_order=True)
-            flow_ids = list(session.scalars(statement, flow_rows))
+            flow_ids = list(
+                session.scalars(
+                    statement, [dict(zip(FLOW_COLUMNS, r, strict=True)) for r in flow_rows]
+                )
+            )
         return stored, _marks(stored, flow_rows, flow_ids)
     with _raw_connection(session).cursor() as cur:
         first_event, first_flow = cur.execute(
             "SELECT nextval('events_id_seq'), nextval('flows_id_seq')"
         ).fetchone()
-        _number(rows, first_event)
-        stored, flow_rows = _flows_of_stored(items, _copy_events(cur, rows))
-        flow_ids = _number(flow_rows, first_flow)
+        numbered = _numbered(rows, first_event)
+        stored, flow_rows = _flows_of_stored(items, _copy_events(cur, numbered))
+        flow_ids = list(range(first_flow, first_flow + len(flow_rows)))
         if flow_rows:
-            _copy_rows(cur, "flows", list(flow_rows[0]), flow_rows)
+            _copy_rows(cur, "flows", ("id", *FLOW_COLUMNS), _numbered(flow_rows, first_flow))
     return stored, _marks(stored, flow_rows, flow_ids)
 
 
-def _number(rows: list[dict[str, Any]], first: int) -> list[int]:
-    """Give the rows the ids of a block from `first` on; returns them."""
-    ids = list(range(first, first + len(rows)))
-    for row, pk in zip(rows, ids, strict=True):
-        row["id"] = pk
-    return ids
+def _numbered(rows: list[tuple[Any, ...]], first: int) -> list[tuple[Any, ...]]:
+    """The rows with the ids of a block from `first` on in front."""
+    return [(pk, *row) for pk, row in enumerate(rows, first)]
 
 
 def _flows_of_stored(
     items: list[_Ready], inserted: dict[Key, int]
-) -> tuple[list[_Ready], list[dict[str, Any]]]:
+) -> tuple[list[_Ready], list[FlowRow]]:
     """The items stored (their `pk` set) and the rows of their flows."""
     stored = []
-    flow_rows: list[dict[str, Any]] = []
+    flow_rows: list[FlowRow] = []
     for item in items:
         pk = inserted.get(_key(item))
         if pk is None:
@@ -285,15 +309,13 @@ def _flows_of_stored(
         item.pk = pk
         stored.append(item)
         o = item.origin
-        flow_rows.extend(
-            flow_row(pk, o.city_id, o.site_id, o.device_id, item.day, item.hour, f)
-            for f in item.flows
-        )
+        head = (pk, o.city_id, o.site_id, o.device_id or 0, item.day, item.hour)
+        flow_rows.extend((*head, *f) for f in item.flows)
     return stored, flow_rows
 
 
 def _marks(
-    stored: list[_Ready], flow_rows: list[dict[str, Any]], flow_ids: list[int]
+    stored: list[_Ready], flow_rows: list[FlowRow], flow_ids: list[int]
 ) -> list[dict[str, Any]]:
     """One mark per city: the range of its events' ids and of its flows' ids."""
     marks: dict[int, dict[str, Any]] = {}
@@ -306,17 +328,20 @@ def _marks(
         mark["event_lo"] = min(mark["event_lo"], item.pk)
         mark["event_hi"] = max(mark["event_hi"], item.pk)
     for row, pk in zip(flow_rows, flow_ids, strict=True):
-        mark = marks[row["city_id"]]
+        mark = marks[row[1]]  # the row's city
         mark["flow_lo"] = pk if mark["flow_lo"] is None else min(mark["flow_lo"], pk)
         mark["flow_hi"] = pk if mark["flow_hi"] is None else max(mark["flow_hi"], pk)
     return list(marks.values())
 
 
-def _insert_events(session: Session, rows: list[dict[str, Any]]) -> dict[Key, int]:
+def _insert_events(session: Session, rows: list[tuple[Any, ...]]) -> dict[Key, int]:
     statement = insert_ignore(session, models.Event, ["source", "event_id"]).returning(
         models.Event.id, models.Event.source, models.Event.event_id
     )
-    return {(s, e): pk for pk, s, e in session.execute(statement, rows)}
+    params = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+    for p in params:
+        p["payload"] = orjson.loads(p["payload"])  # the JSON column takes the value
+    return {(s, e): pk for pk, s, e in session.execute(statement, params)}
 
 
 def _raw_connection(session: Session) -> Any:
@@ -324,19 +349,18 @@ def _raw_connection(session: Session) -> Any:
     return session.connection().connection.driver_connection
 
 
-def _copy_rows(cur: Any, table: str, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
-    # Every row has its columns in the same order (one function builds them). JSON columns
-    # (the event's payload) are those holding dicts or lists; the rest go as they are.
-    as_json = [i for i, c in enumerate(columns) if isinstance(rows[0][c], dict | list)]
+def _copy_rows(cur: Any, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """COPY rows in `columns`' order; a JSON column's values come as JSON text."""
     with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        write = copy.write_row
         for row in rows:
-            values = list(row.values())
-            for i in as_json:
-                values[i] = orjson.dumps(values[i]).decode()
-            copy.write_row(values)
+            write(row)
 
 
-def _copy_events(cur: Any, rows: list[dict[str, Any]]) -> dict[Key, int]:
+_EVENT_ROW = ("id", *EVENT_COLUMNS)
+
+
+def _copy_events(cur: Any, rows: list[tuple[Any, ...]]) -> dict[Key, int]:
     """Store new events, skip repeats: the keys stored, with their ids.
 
     A batch is almost always all new, so it is COPYed straight into `events` (its ids drawn
@@ -346,18 +370,17 @@ def _copy_events(cur: Any, rows: list[dict[str, Any]]) -> dict[Key, int]:
     through the stage."""
     cur.execute("SAVEPOINT fabcity_copy")
     try:
-        _copy_rows(cur, "events", list(rows[0]), rows)
+        _copy_rows(cur, "events", _EVENT_ROW, rows)
     except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
         # The ids drawn stay with the rows: the stage inserts the new ones with them.
         cur.execute("ROLLBACK TO SAVEPOINT fabcity_copy")
         return _stage_events(cur, rows)
     cur.execute("RELEASE SAVEPOINT fabcity_copy")
-    return {(r["source"], r["event_id"]): r["id"] for r in rows}
+    return {(r[1], r[2]): r[0] for r in rows}
 
 
-def _stage_events(cur: Any, rows: list[dict[str, Any]]) -> dict[Key, int]:
-    columns = list(rows[0])
-    names = ", ".join(columns)
+def _stage_events(cur: Any, rows: list[tuple[Any, ...]]) -> dict[Key, int]:
+    names = ", ".join(_EVENT_ROW)
     # One stage per column set: it takes the events table's column types, rows vanish at
     # every commit (and with a rollback), and the table lives as long as the connection.
     stage = f"fabcity_stage_{zlib.crc32(names.encode()):08x}"
@@ -365,7 +388,7 @@ def _stage_events(cur: Any, rows: list[dict[str, Any]]) -> dict[Key, int]:
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS "
         f"AS SELECT {names} FROM events WITH NO DATA"
     )
-    _copy_rows(cur, stage, columns, rows)
+    _copy_rows(cur, stage, _EVENT_ROW, rows)
     cur.execute(
         f"INSERT INTO events ({names}) SELECT {names} FROM {stage} "
         "ORDER BY city_id, source, event_id ON CONFLICT (source, event_id) DO NOTHING "

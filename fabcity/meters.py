@@ -150,6 +150,6 @@ def _flows(row: Any, previous_total: float | None, device: DeviceInfo) -> list[d
             "device_id": row.device_id,
             "day": row.day,
             "hour": row.hour,
-            **vars(flow),
+            **flow._asdict(),
         }
     ]

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity import meters, registry, rollups
 from fabcity.db import transaction
 from fabcity.errors import Invalid
-from fabcity.flows import DeviceInfo, ResourceInfo, derive
-from fabcity.ingest import flow_row, store_flows
+from fabcity.flows import DeviceInfo, derive, plain
+from fabcity.ingest import FlowRow, flow_row, store_flows
 from fabcity.metrics import next_start
 from fabcity.models import (
     Device,
@@ -34,7 +34,7 @@ from fabcity.models import (
     SiteActivity,
     SiteActivityDay,
 )
-from schemas.events import CloudEvent
+from schemas.fast import read
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
 
@@ -121,7 +121,7 @@ def _reflow(
             counted = counted.where(Event.city_id == city_id)
         s.execute(stale)
         total = s.scalar(counted) or 0
-        resources: dict[str, ResourceInfo] = dict(registry.resources(s))
+        resources = plain(registry.resources(s))
         devices = {
             i: DeviceInfo(i, kind, dict(settings or {}))
             for i, kind, settings in s.execute(select(Device.id, Device.kind, Device.settings))
@@ -149,11 +149,11 @@ def _reflow(
             rows = s.execute(query).all()
             if not rows:
                 break
-            batch: list[dict[str, Any]] = []
+            batch: list[FlowRow] = []
             for pk, payload, city, site, device_id, day, hour in rows:
                 device = devices.get(device_id) if device_id is not None else None
                 try:
-                    derived = derive(CloudEvent.model_validate(payload), resources, device)
+                    derived = derive(read(payload), resources, device)
                 except (ValidationError, Invalid):
                     # Stored once as valid: only a registry change (a resource removed) can
                     # make it fail now. Its flows are left out and counted.

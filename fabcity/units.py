@@ -79,15 +79,23 @@ def dimension_of(unit: str) -> str | None:
 
 def to_canonical(quantity: float, unit: str, resource: str, resource_unit: str) -> float:
     """`quantity` in `unit`, expressed in `resource_unit`; `UnitError` unless that is exact."""
-    ratio = _ratio(unit, resource, resource_unit)
-    if ratio == 1:
+    numerator, denominator = _terms(unit, resource, resource_unit)
+    if numerator == denominator:
         return quantity
     # One float operation is correctly rounded, as the exact product would be once rounded.
-    if ratio.numerator == 1:
-        return quantity / ratio.denominator
-    if ratio.denominator == 1:
-        return quantity * ratio.numerator
-    return float(Fraction(quantity) * ratio)
+    if numerator == 1:
+        return quantity / denominator
+    if denominator == 1:
+        return quantity * numerator
+    return float(Fraction(quantity) * Fraction(numerator, denominator))
+
+
+@lru_cache(maxsize=1024)
+def _terms(unit: str, resource: str, resource_unit: str) -> tuple[int, int]:
+    """`_ratio` as plain integers: a Fraction's comparisons and properties run as Python code,
+    and this is on every flow's path."""
+    ratio = _ratio(unit, resource, resource_unit)
+    return ratio.numerator, ratio.denominator
 
 
 @lru_cache(maxsize=1024)

@@ -86,6 +86,24 @@ def test_a_quantity_too_large_to_store_is_refused_not_raised(
     assert count(factory, Flow) == 1
 
 
+def test_a_time_outside_the_years_in_utc_is_refused_not_raised(
+    factory: sessionmaker[Session],
+) -> None:
+    # Valid RFC 3339, and the models accept it, but in UTC it falls before year 1 or after
+    # 9999: converting it raised OverflowError, which failed the whole batch.
+    register(factory)
+    batch = [
+        event([flow()], id="early", time="0001-01-01T00:30:00+01:00"),
+        event([flow()], id="late", time="9999-12-31T23:30:00-01:00"),
+        event([flow()], id="fine", time="0001-01-01T00:30:00Z"),
+    ]
+    with transaction(factory) as s:
+        outcome = ingest(s, batch)
+    assert outcome.result.accepted == 1
+    reasons = {r.index: r.error for r in outcome.result.rejected}
+    assert "outside years 1 to 9999" in reasons[0] and "outside years 1 to 9999" in reasons[1]
+
+
 def test_device_events_are_measured_and_mark_their_local_day(
     factory: sessionmaker[Session],
 ) -> None:

@@ -336,13 +336,15 @@ def rss_mib(proc: subprocess.Popen[bytes]) -> float:
         return 0.0
 
 
-def http_batches(stack: Stack, n: int, batch: int = 1000, clients: int = 4) -> tuple[float, str]:
+def http_batches(
+    stack: Stack, n: int, batch: int = 1000, clients: int = 4, workers: int = 2
+) -> tuple[float, str]:
     """`POST /v1/events` batches of 1,000 against `fabcity api --role ingest --workers 2`:
     (committed events/s, where the CPU went; the client threads are "other")."""
     stack.reset()
     port = free_port()
     api_proc = stack.start(
-        ["api", "--role", "ingest", "--port", str(port), "--workers", "2"],
+        ["api", "--role", "ingest", "--port", str(port), "--workers", str(workers)],
     )
     wait_for_port(port, 60)
     bodies = []

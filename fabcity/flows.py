@@ -68,11 +68,6 @@ class PlainResource(NamedTuple):
     secondary: bool
 
 
-def plain(resources: dict[str, Any]) -> dict[str, ResourceInfo]:
-    """The registry's resources (`fabcity.registry.resources`) as plain tuples."""
-    return {n: PlainResource(r.name, r.unit, r.secondary) for n, r in resources.items()}
-
-
 @dataclass(frozen=True)
 class DeviceInfo:
     id: int
@@ -171,17 +166,18 @@ def _normalise(
         quantity = to_canonical(flow.quantity, flow.unit, flow.resource, resource.unit)
     except Invalid as exc:
         raise Invalid(_where(index, count) + exc.detail) from exc
+    # Positional: keywords would double the cost of making the tuple.
     return DerivedFlow(
-        action=_PLAIN[flow.action],
-        resource=resource.name,
-        amount=micro(quantity),
-        ring=_PLAIN[flow.ring],
-        fate=_PLAIN[flow.fate] if flow.fate else "",
-        recycled=bool(flow.recycled) or resource.secondary,
-        material=flow.material,
-        design_url=flow.design.url if flow.design else None,
-        job=flow.job,
-        state=state,
+        _PLAIN[flow.action],
+        resource.name,
+        micro(quantity),
+        _PLAIN[flow.ring],
+        _PLAIN[flow.fate] if flow.fate else "",
+        bool(flow.recycled) or resource.secondary,
+        flow.material,
+        flow.design.url if flow.design else None,
+        flow.job,
+        state,
     )
 
 

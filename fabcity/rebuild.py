@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity import meters, registry, rollups
 from fabcity.db import transaction
 from fabcity.errors import Invalid
-from fabcity.flows import DeviceInfo, derive, plain
+from fabcity.flows import DeviceInfo, derive
 from fabcity.ingest import FlowRow, flow_row, store_flows
 from fabcity.metrics import next_start
 from fabcity.models import (
@@ -121,7 +121,7 @@ def _reflow(
             counted = counted.where(Event.city_id == city_id)
         s.execute(stale)
         total = s.scalar(counted) or 0
-        resources = plain(registry.resources(s))
+        resources = registry.resource_infos(s)
         devices = {
             i: DeviceInfo(i, kind, dict(settings or {}))
             for i, kind, settings in s.execute(select(Device.id, Device.kind, Device.settings))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ from fabcity import models
 from fabcity.adapters import routing
 from fabcity.adapters.base import Device as AdapterDevice
 from fabcity.errors import Conflict, Invalid, NotFound
-from fabcity.flows import DeviceInfo
+from fabcity.flows import DeviceInfo, PlainResource, ResourceInfo
 from fabcity.units import CANONICAL
 from schemas import api, devices
 
@@ -88,6 +89,15 @@ def seed_resources(session: Session) -> int:
 
 def resources(session: Session) -> dict[str, models.Resource]:
     return {r.name: r for r in session.scalars(select(models.Resource))}
+
+
+def resource_infos(session: Session) -> dict[str, ResourceInfo]:
+    """The resources as the flows' path reads them: plain tuples, without the ORM's objects
+    and attribute lookups (this is read for every batch, and each flow reads it)."""
+    rows = session.execute(
+        select(models.Resource.name, models.Resource.unit, models.Resource.secondary)
+    )
+    return {name: PlainResource(name, unit, secondary) for name, unit, secondary in rows}
 
 
 # Cities, sites, devices ---------------------------------------------------------------------
@@ -312,6 +322,61 @@ class OriginResolver:
     def __init__(self, session: Session) -> None:
         self._session = session
         self._known: dict[str, Origin | str] = {}
+
+    def prime(self, sources: Iterable[str]) -> None:
+        """Look up many sources at once: two queries for a batch instead of one or two per
+        source (a bridge's batch holds many devices). What is not found here is looked up
+        again by `resolve`, which says why."""
+        wanted: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+        for source in sources:
+            if source in self._known:
+                continue
+            try:
+                city_slug, site_slug, device_slug = parse_source(source)
+            except Invalid:
+                continue
+            wanted.setdefault((city_slug, site_slug), []).append((source, device_slug))
+        pairs = list(wanted)
+        for start in range(0, len(pairs), 500):
+            self._prime_sites(pairs[start : start + 500], wanted)
+
+    def _prime_sites(
+        self,
+        pairs: list[tuple[str, str]],
+        wanted: dict[tuple[str, str], list[tuple[str, str | None]]],
+    ) -> None:
+        sites = self._session.execute(
+            select(
+                models.City.slug, models.Site.slug, models.City.id, models.City.timezone,
+                models.Site.id,
+            )
+            .join(models.Site, models.Site.city_id == models.City.id)
+            .where(tuple_(models.City.slug, models.Site.slug).in_(pairs))
+        ).all()  # fmt: skip
+        by_site = {site_id: (city_id, tz) for _, _, city_id, tz, site_id in sites}
+        devices: dict[tuple[int, str], DeviceInfo] = {}
+        keys = [
+            (row[4], device)
+            for row in sites
+            for _, device in wanted[(row[0], row[1])]
+            if device is not None
+        ]
+        if keys:
+            found = self._session.execute(
+                select(
+                    models.Device.site_id, models.Device.slug, models.Device.id,
+                    models.Device.kind, models.Device.settings,
+                ).where(tuple_(models.Device.site_id, models.Device.slug).in_(keys))
+            ).all()  # fmt: skip
+            devices = {(r[0], r[1]): DeviceInfo(r[2], r[3], dict(r[4] or {})) for r in found}
+        for city_slug, site_slug, _, _, site_id in sites:
+            city_id, timezone = by_site[site_id]
+            for source, device_slug in wanted[(city_slug, site_slug)]:
+                if device_slug is None:
+                    self._known[source] = Origin(city_id, timezone, site_id, None)
+                elif (site_id, device_slug) in devices:
+                    device = devices[(site_id, device_slug)]
+                    self._known[source] = Origin(city_id, timezone, site_id, device)
 
     def resolve(self, source: str) -> Origin:
         hit = self._known.get(source)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from fabcity import ingest as ingest_module
 from fabcity import rollups
-from fabcity.db import transaction
+from fabcity.db import make_engine, transaction
 from fabcity.ingest import ingest
 from fabcity.models import DirtyWindow, Event, Flow, FlowRollup, PendingRollup
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
@@ -194,3 +195,31 @@ def test_recompute_sums_flows_per_window_and_clears_the_marks(
             )
         )
     assert beyond == 11_000_000
+
+
+def test_the_binary_copy_names_each_column_in_its_own_type(pg_url: str) -> None:
+    # In binary COPY the server reads each field in its column's binary form; a migration that
+    # changes a column's type must change the list too. A NULL field carries no data, so the
+    # other tests would not notice a wrong type on a column they leave empty.
+    binary_form = {
+        "character varying": "text",
+        "json": "text",
+        "bigint": "int8",
+        "integer": "int4",
+        "boolean": "bool",
+        "timestamp with time zone": "timestamptz",
+    }
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        for name, columns, types in (ingest_module._EVENTS, ingest_module._FLOWS):
+            found = dict(
+                conn.execute(
+                    select(text("attname"), text("format_type(atttypid, NULL)"))
+                    .select_from(text("pg_attribute"))
+                    .where(text(f"attrelid = '{name}'::regclass AND attnum > 0"))
+                ).all()
+            )
+            assert sorted(columns) == sorted(c for c in found if c in columns)
+            for column, declared in zip(columns, types, strict=True):
+                assert binary_form.get(found[column], found[column]) == declared, column
+    engine.dispose()

@@ -293,9 +293,12 @@ def _store(
             flow_ids = list(session.scalars(statement, params))
         return stored, _marks(stored, flow_rows, flow_ids)
     with _raw_connection(session).cursor() as cur:
-        first_event, first_flow = cur.execute(
-            "SELECT nextval('events_id_seq'), nextval('flows_id_seq')"
-        ).fetchone()
+        # The savepoint `_copy_events` may roll back to, and the ids, in one round trip.
+        cur.execute(
+            "SAVEPOINT fabcity_copy; SELECT nextval('events_id_seq'), nextval('flows_id_seq')"
+        )
+        cur.nextset()
+        first_event, first_flow = cur.fetchone()
         rows = [(pk, *r.row) for pk, r in enumerate(items, first_event)]
         copied = _copy_events(cur, rows)
         if copied is None:  # all of them: the usual case
@@ -387,13 +390,13 @@ def _copy_rows(cur: Any, table: Table, rows: list[tuple[Any, ...]]) -> None:
 
 def _copy_events(cur: Any, rows: list[tuple[Any, ...]]) -> dict[Key, int] | None:
     """Store new events, skip repeats: the keys stored, with their ids, or None for all.
+    The caller has just set the savepoint `fabcity_copy`.
 
     A batch is almost always all new, so it is COPYed straight into `events` (its ids drawn
     beforehand), inside a savepoint. If a key is already there (a redelivery) the savepoint is
     rolled back and the batch goes through a stage table and `INSERT … ON CONFLICT DO NOTHING`
     instead. Measured on PostgreSQL's side: 18.5 us per event for the straight COPY, 28 us
     through the stage."""
-    cur.execute("SAVEPOINT fabcity_copy")
     try:
         _copy_rows(cur, _EVENTS, rows)
     except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):

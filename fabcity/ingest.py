@@ -1,8 +1,13 @@
 """The one ingest path, shared by HTTP and MQTT.
 
 validate ▶ resolve the source ▶ derive flows (units converted) ▶ store the event once by
-`(source, id)` ▶ store its flows ▶ mark its window dirty. The caller owns the transaction and
-acknowledges only after it commits.
+`(source, id)` ▶ store its flows ▶ mark them pending for the rollups. The caller owns the
+transaction and acknowledges only after it commits.
+
+Every event of a batch passes through here, so the per-event work is kept lean: plain flow
+events are read by `schemas.fast` (msgspec) rather than the pydantic models, flows are
+tuples, rows are built once where their values are at hand, and PostgreSQL receives them by
+binary COPY. Per-batch work (the registry, the ids, the savepoint) is a few round trips.
 """
 
 from __future__ import annotations
@@ -73,7 +78,6 @@ def prepare(
     resolver.prime({raw["source"] for raw in items if isinstance(raw, dict) and _has_source(raw)})
     resources = registry.resource_infos(session)
     zones: dict[str, ZoneInfo] = {}
-    dumps = orjson.dumps
     ready: list[_Ready] = []
     rejected: list[Rejected] = []
     for index, raw in enumerate(items):
@@ -94,6 +98,7 @@ def prepare(
                 origin.timezone, ZoneInfo(origin.timezone)
             )
             when, local = _times(event.time or received_at, zone)
+            payload = _payload(raw)
         except Invalid as exc:
             rejected.append(Rejected(index=index, error=exc.detail))
             continue
@@ -101,11 +106,20 @@ def prepare(
         # The row is made here, where its values are at hand; few events turn out repeats.
         row = (
             event.source, event.id, event.type.value, when, received_at, origin.city_id,
-            origin.site_id, origin.device_id, day, hour, dumps(raw).decode(),
+            origin.site_id, origin.device_id, day, hour, payload,
         )  # fmt: skip
         key = (event.source, event.id)
         ready.append(_Ready(index, key, event, origin, when, day, hour, flows, row))
     return ready, rejected
+
+
+def _payload(raw: dict[str, Any]) -> str:
+    """The event as stored: JSON text. A dict made in Python (an adapter's) may hold what JSON
+    cannot: an integer past 64 bits, a lone surrogate."""
+    try:
+        return orjson.dumps(raw).decode()
+    except orjson.JSONEncodeError as exc:
+        raise Invalid(f"the event cannot be stored as JSON: {exc}") from None
 
 
 def _has_source(raw: dict[str, Any]) -> bool:

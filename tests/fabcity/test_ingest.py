@@ -105,6 +105,17 @@ def test_a_time_outside_the_years_in_utc_is_refused_not_raised(
     assert "outside years 1 to 9999" in reasons[0] and "outside years 1 to 9999" in reasons[1]
 
 
+def test_an_event_json_cannot_hold_is_refused_not_raised(factory: sessionmaker[Session]) -> None:
+    # An adapter builds events as Python dicts: an extension could hold an integer past 64
+    # bits, which the stored JSON cannot. Raised, it failed the whole batch.
+    register(factory)
+    batch = [event([flow()], id="big") | {"counter": 2**70}, event([flow()], id="fine")]
+    with transaction(factory) as s:
+        outcome = ingest(s, batch)
+    assert outcome.result.accepted == 1
+    assert "cannot be stored as JSON" in outcome.result.rejected[0].error
+
+
 def test_device_events_are_measured_and_mark_their_local_day(
     factory: sessionmaker[Session],
 ) -> None:

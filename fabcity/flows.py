@@ -118,11 +118,7 @@ def derive(
     converted exactly. A meter's cumulative counter yields nothing here (see `meters`).
     """
     if event.type is EventType.flow:
-        state = state_of(device)
-        flows: Sequence[FlowData | FastFlow] = (
-            event.flows if isinstance(event, Read) else event.flows()
-        )
-        return [_normalise(f, i, len(flows), resources, state) for i, f in enumerate(flows)]
+        return carried(event.flows if isinstance(event, Read) else event.flows(), resources, device)
     if device is None:
         return []
     if isinstance(event, Read):
@@ -138,6 +134,18 @@ def derive(
     if event.type is EventType.scale_reading:
         return scale_flows(event.data, device, resources)
     return []
+
+
+def carried(
+    flows: Sequence[FlowData | FastFlow],
+    resources: dict[str, ResourceInfo],
+    device: DeviceInfo | None,
+) -> list[DerivedFlow]:
+    """The flows a `fabcity.flow` event carries, normalised."""
+    state, count = state_of(device), len(flows)
+    if count == 1:
+        return [_normalise(flows[0], 0, 1, resources, state)]
+    return [_normalise(f, i, count, resources, state) for i, f in enumerate(flows)]
 
 
 # The plain string of each enum member: on every flow's path, and a dict lookup costs a

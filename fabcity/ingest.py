@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from fabcity import meters, models, pending, registry, windows
 from fabcity.db import is_postgres
 from fabcity.errors import Invalid
-from fabcity.flows import DerivedFlow, derive
+from fabcity.flows import DerivedFlow, carried, derive
 from fabcity.keys import within
 from fabcity.sql import insert_ignore
 from schemas.api import IngestResult, Rejected
@@ -75,7 +75,9 @@ def prepare(
     """Validate and normalise; nothing is written. With a `scope` (a source prefix: the
     credentials' site or device), an event whose source lies outside it is refused."""
     resolver = registry.OriginResolver(session)
-    resolver.prime({raw["source"] for raw in items if isinstance(raw, dict) and _has_source(raw)})
+    resolver.prime(
+        {s for raw in items if isinstance(raw, dict) and isinstance(s := raw.get("source"), str)}
+    )
     resources = registry.resource_infos(session)
     zones: dict[str, ZoneInfo] = {}
     ready: list[_Ready] = []
@@ -93,7 +95,10 @@ def prepare(
                     f"source {event.source!r} is outside what this key may write ({scope!r})"
                 )
             origin = resolver.resolve(event.source)
-            flows = derive(event, resources, origin.device)
+            if event.event is None:  # read fast: a plain `fabcity.flow`
+                flows = carried(event.flows, resources, origin.device)
+            else:
+                flows = derive(event, resources, origin.device)
             zone = zones.get(origin.timezone) or zones.setdefault(
                 origin.timezone, ZoneInfo(origin.timezone)
             )
@@ -120,10 +125,6 @@ def _payload(raw: dict[str, Any]) -> str:
         return orjson.dumps(raw).decode()
     except orjson.JSONEncodeError as exc:
         raise Invalid(f"the event cannot be stored as JSON: {exc}") from None
-
-
-def _has_source(raw: dict[str, Any]) -> bool:
-    return isinstance(raw.get("source"), str)
 
 
 def _times(at: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
@@ -278,6 +279,8 @@ Key = tuple[str, str]
 
 def _slices(items: list[_Ready]) -> list[list[_Ready]]:
     """The batch in parts of at most ID_BLOCK events and ID_BLOCK flows: one block each."""
+    if len(items) <= ID_BLOCK and sum(len(i.flows) for i in items) <= ID_BLOCK:
+        return [items]  # nearly always
     parts: list[list[_Ready]] = [[]]
     flows = 0
     for item in items:
@@ -356,20 +359,32 @@ def _marks(
     stored: list[_Ready], flow_rows: list[FlowRow], flow_ids: list[int]
 ) -> list[dict[str, Any]]:
     """One mark per city: the range of its events' ids and of its flows' ids."""
-    marks: dict[int, dict[str, Any]] = {}
+    events: dict[int, list[int]] = {}
     for item in stored:
-        mark = marks.setdefault(
-            item.origin.city_id,
-            {"city_id": item.origin.city_id, "event_lo": item.pk, "event_hi": item.pk,
-             "flow_lo": None, "flow_hi": None},
-        )  # fmt: skip
-        mark["event_lo"] = min(mark["event_lo"], item.pk)
-        mark["event_hi"] = max(mark["event_hi"], item.pk)
+        city, pk = item.origin.city_id, item.pk
+        span = events.get(city)
+        if span is None:
+            events[city] = [pk, pk]
+        elif pk < span[0]:
+            span[0] = pk
+        elif pk > span[1]:
+            span[1] = pk
+    flows: dict[int, list[int]] = {}
     for row, pk in zip(flow_rows, flow_ids, strict=True):
-        mark = marks[row[2]]  # the row's city
-        mark["flow_lo"] = pk if mark["flow_lo"] is None else min(mark["flow_lo"], pk)
-        mark["flow_hi"] = pk if mark["flow_hi"] is None else max(mark["flow_hi"], pk)
-    return list(marks.values())
+        city = row[2]
+        span = flows.get(city)
+        if span is None:
+            flows[city] = [pk, pk]
+        elif pk < span[0]:
+            span[0] = pk
+        elif pk > span[1]:
+            span[1] = pk
+    return [
+        {"city_id": city, "event_lo": lo, "event_hi": hi,
+         "flow_lo": flows[city][0] if city in flows else None,
+         "flow_hi": flows[city][1] if city in flows else None}
+        for city, (lo, hi) in events.items()
+    ]  # fmt: skip
 
 
 def _insert_events(session: Session, rows: list[tuple[Any, ...]]) -> dict[Key, int]:

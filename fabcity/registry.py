@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -300,10 +300,11 @@ class Origin:
     timezone: str
     site_id: int
     device: DeviceInfo | None
+    # Read for every event stored: a field, not a property.
+    device_id: int | None = field(init=False)
 
-    @property
-    def device_id(self) -> int | None:
-        return self.device.id if self.device else None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device_id", self.device.id if self.device else None)
 
 
 def parse_source(source: str) -> tuple[str, str, str | None]:

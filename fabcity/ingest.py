@@ -12,6 +12,7 @@ binary COPY. Per-batch work (the registry, the ids, the savepoint) is a few roun
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -118,13 +119,22 @@ def prepare(
     return ready, rejected
 
 
+# A NUL character as JSON writes it: `\u0000` after an even number of backslashes (an odd
+# number would make it the text "\u0000").
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _payload(raw: dict[str, Any]) -> str:
     """The event as stored: JSON text. A dict made in Python (an adapter's) may hold what JSON
-    cannot: an integer past 64 bits, a lone surrogate."""
+    cannot: an integer past 64 bits, a lone surrogate. No text may hold a NUL character:
+    PostgreSQL's text types cannot, and the COPY of the whole batch would fail."""
     try:
-        return orjson.dumps(raw).decode()
+        text = orjson.dumps(raw).decode()
     except orjson.JSONEncodeError as exc:
         raise Invalid(f"the event cannot be stored as JSON: {exc}") from None
+    if "\\u0000" in text and _NUL.search(text):
+        raise Invalid("text in the event holds a NUL character (\\u0000), which cannot be stored")
+    return text
 
 
 def _times(at: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:

@@ -116,6 +116,27 @@ def test_an_event_json_cannot_hold_is_refused_not_raised(factory: sessionmaker[S
     assert "cannot be stored as JSON" in outcome.result.rejected[0].error
 
 
+def test_text_with_a_nul_character_is_refused_not_raised(factory: sessionmaker[Session]) -> None:
+    # PostgreSQL's text types cannot hold NUL: stored, it failed the COPY of the whole batch.
+    # The same event is refused on SQLite, so that both databases take the same events.
+    register(factory)
+    batch = [
+        event([flow(material="PLA\x00")], id="in-a-flow"),
+        event([flow()], id="in-the-id\x00"),
+        event([flow()], id="in-an-extension") | {"note": "\x00"},
+        event([flow(material="\\u0000 as text")], id="backslash-u-zeros"),
+        event([flow(material="\\\x00")], id="backslash-then-nul"),
+    ]
+    with transaction(factory) as s:
+        outcome = ingest(s, batch)
+    reasons = {r.index: r.error for r in outcome.result.rejected}
+    assert sorted(reasons) == [0, 1, 2, 4]
+    assert all("NUL character" in reason for reason in reasons.values())
+    assert outcome.result.accepted == 1
+    with transaction(factory) as s:
+        assert s.scalar(select(Flow.material)) == "\\u0000 as text"
+
+
 def test_device_events_are_measured_and_mark_their_local_day(
     factory: sessionmaker[Session],
 ) -> None:

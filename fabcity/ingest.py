@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import orjson
 import psycopg
 from pydantic import ValidationError
@@ -33,8 +34,8 @@ from fabcity.flows import DerivedFlow, carried, derive
 from fabcity.keys import within
 from fabcity.sql import insert_ignore
 from schemas.api import IngestResult, Rejected
-from schemas.events import DeviceStatusData, MeterReadingData
-from schemas.fast import Read, read
+from schemas.events import DeviceStatusData, EventType, MeterReadingData
+from schemas.fast import Read, read, read_fast_json
 
 
 def describe(exc: ValidationError) -> str:
@@ -73,24 +74,18 @@ def prepare(
     received_at: datetime,
     scope: str | None = None,
 ) -> tuple[list[_Ready], list[Rejected]]:
-    """Validate and normalise; nothing is written. With a `scope` (a source prefix: the
-    credentials' site or device), an event whose source lies outside it is refused."""
+    """Validate and normalise; nothing is written. An item is an event as a dict, or as its
+    JSON text (`msgspec.Raw`: the HTTP API hands a batch's events over unparsed). With a
+    `scope` (a source prefix: the credentials' site or device), an event whose source lies
+    outside it is refused."""
+    read_items, rejected = _read_all(items)
     resolver = registry.OriginResolver(session)
-    resolver.prime(
-        {s for raw in items if isinstance(raw, dict) and isinstance(s := raw.get("source"), str)}
-    )
+    resolver.prime({event.source for _, event, _ in read_items})
     resources = registry.resource_infos(session)
     zones: dict[str, ZoneInfo] = {}
     ready: list[_Ready] = []
-    rejected: list[Rejected] = []
-    for index, raw in enumerate(items):
+    for index, event, payload in read_items:
         try:
-            if not isinstance(raw, dict):
-                raise Invalid("an event must be a JSON object")
-            try:
-                event = read(raw)
-            except ValidationError as exc:
-                raise Invalid(describe(exc)) from exc
             if scope is not None and not within(event.source, scope):
                 raise Invalid(
                     f"source {event.source!r} is outside what this key may write ({scope!r})"
@@ -104,19 +99,64 @@ def prepare(
                 origin.timezone, ZoneInfo(origin.timezone)
             )
             when, local = _times(event.time or received_at, zone)
-            payload = _payload(raw)
         except Invalid as exc:
             rejected.append(Rejected(index=index, error=exc.detail))
             continue
         day, hour = local.date(), local.hour
         # The row is made here, where its values are at hand; few events turn out repeats.
         row = (
-            event.source, event.id, event.type.value, when, received_at, origin.city_id,
+            event.source, event.id, _TYPE[event.type], when, received_at, origin.city_id,
             origin.site_id, origin.device_id, day, hour, payload,
         )  # fmt: skip
         key = (event.source, event.id)
         ready.append(_Ready(index, key, event, origin, when, day, hour, flows, row))
+    rejected.sort(key=lambda r: r.index)
     return ready, rejected
+
+
+# Each type's plain string: a dict lookup, where an enum's `.value` runs Python code.
+_TYPE: dict[str, str] = {t: t.value for t in EventType}
+
+
+def _read_all(items: Sequence[Any]) -> tuple[list[tuple[int, Read, str]], list[Rejected]]:
+    """Each item read, with its JSON text as it will be stored; or refused, saying why."""
+    read_items: list[tuple[int, Read, str]] = []
+    rejected: list[Rejected] = []
+    for index, raw in enumerate(items):
+        try:
+            if isinstance(raw, msgspec.Raw):
+                text = _checked(_utf8(raw))
+                fast = read_fast_json(raw)
+                if fast is not None:
+                    read_items.append((index, fast, text))
+                    continue
+                raw = _loads(text)
+            else:
+                text = ""
+            if not isinstance(raw, dict):
+                raise Invalid("an event must be a JSON object")
+            try:
+                event = read(raw)
+            except ValidationError as exc:
+                raise Invalid(describe(exc)) from exc
+            read_items.append((index, event, text or _payload(raw)))
+        except Invalid as exc:
+            rejected.append(Rejected(index=index, error=exc.detail))
+    return read_items, rejected
+
+
+def _utf8(raw: msgspec.Raw) -> str:
+    try:
+        return bytes(raw).decode()
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"the event is not valid UTF-8: {exc}") from None
+
+
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"the event is not valid JSON: {exc}") from None
 
 
 # A NUL character as JSON writes it: `\u0000` after an even number of backslashes (an odd
@@ -132,6 +172,10 @@ def _payload(raw: dict[str, Any]) -> str:
         text = orjson.dumps(raw).decode()
     except orjson.JSONEncodeError as exc:
         raise Invalid(f"the event cannot be stored as JSON: {exc}") from None
+    return _checked(text)
+
+
+def _checked(text: str) -> str:
     if "\\u0000" in text and _NUL.search(text):
         raise Invalid("text in the event holds a NUL character (\\u0000), which cannot be stored")
     return text

@@ -87,9 +87,27 @@ class Read(msgspec.Struct):
 def read_fast(raw: dict[str, Any]) -> Read | None:
     """The event, if it is a plain `fabcity.flow`; None when the models must read it."""
     try:
-        event = msgspec.convert(raw, FastFlowEvent)
+        return _finish(msgspec.convert(raw, FastFlowEvent))
+    except msgspec.ValidationError:
+        return None
+
+
+_DECODER = msgspec.json.Decoder(FastFlowEvent)
+
+
+def read_fast_json(text: bytes | msgspec.Raw) -> Read | None:
+    """`read_fast` of an event's JSON text, straight from its bytes: no dict in between.
+    msgspec reads duplicate keys as orjson and the models do (the last one counts)."""
+    try:
+        return _finish(_DECODER.decode(text))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def _finish(event: FastFlowEvent) -> Read | None:
+    try:
         when = None if event.time is None else datetime.fromisoformat(event.time)
-    except (msgspec.ValidationError, ValueError):
+    except ValueError:
         return None
     if when is not None and when.tzinfo is None:
         return None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+import msgspec
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -26,6 +28,11 @@ SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 
 
+# A batch's events as their JSON texts: ingest reads each straight from its bytes, which
+# costs half of building dicts first (and keeps the text to store as it came).
+_EVENT_TEXTS = msgspec.json.Decoder(list[msgspec.Raw])
+
+
 def _parse(body: bytes, media_type: str, ctx: Context) -> tuple[list[Any], bool]:
     """The events in a body, and whether it was a batch."""
     if media_type not in (SINGLE, BATCH, "application/json"):
@@ -33,21 +40,35 @@ def _parse(body: bytes, media_type: str, ctx: Context) -> tuple[list[Any], bool]
             f"send {SINGLE} (one event) or {BATCH} (a JSON array of events), "
             f"not {media_type or 'no content type'}"
         )
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise FabcityError(f"the body is not valid JSON: {exc}") from exc
-    batch = media_type == BATCH or (media_type == "application/json" and isinstance(parsed, list))
-    if batch and not isinstance(parsed, list):
-        raise FabcityError(f"{BATCH} must be a JSON array of events")
-    if not batch and not isinstance(parsed, dict):
-        raise FabcityError(f"{SINGLE} must be one JSON object; send arrays as {BATCH}")
-    items = parsed if batch else [parsed]
+    items: list[Any] | None = None
+    if media_type == BATCH or (media_type == "application/json" and _is_array(body)):
+        # When it fails, orjson says what is wrong, below.
+        with contextlib.suppress(msgspec.DecodeError, RecursionError):
+            items = _EVENT_TEXTS.decode(body)
+    if items is not None:
+        batch = True
+    else:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise FabcityError(f"the body is not valid JSON: {exc}") from exc
+        batch = media_type == BATCH or (
+            media_type == "application/json" and isinstance(parsed, list)
+        )
+        if batch and not isinstance(parsed, list):
+            raise FabcityError(f"{BATCH} must be a JSON array of events")
+        if not batch and not isinstance(parsed, dict):
+            raise FabcityError(f"{SINGLE} must be one JSON object; send arrays as {BATCH}")
+        items = parsed if batch else [parsed]
     if len(items) > ctx.settings.max_batch_events:
         raise PayloadTooLarge(
             f"{len(items)} events in one batch; at most {ctx.settings.max_batch_events}"
         )
     return items, batch
+
+
+def _is_array(body: bytes) -> bool:
+    return body[:64].lstrip()[:1] == b"["
 
 
 @router.post(

@@ -162,6 +162,61 @@ def test_extension_attributes_are_kept_in_the_stored_event(
         assert s.scalars(select(Event.payload)).one()["traceparent"] == "x"
 
 
+def test_a_batch_stores_each_event_as_it_was_sent(client: TestClient, sessions: Sessions) -> None:
+    # A batch's events reach ingest as their JSON texts: a plain flow is read fast, a
+    # shorthand by the models; both are stored as sent, extensions and all.
+    plain = event(flow(), id="plain") | {"traceparent": "x"}
+    shorthand = event(flow(ring="cell", design="https://example.org/okh.toml"), id="cell")
+    assert post(client, [plain, shorthand], BATCH).json()["accepted"] == 2
+    with sessions() as s:
+        stored = {p["id"]: p for p in s.scalars(select(Event.payload))}
+        rings = set(s.scalars(select(Flow.ring)))
+    assert stored == {"plain": plain, "cell": shorthand}
+    assert rings == {"city", "site"}
+
+
+def test_an_event_of_a_batch_that_is_not_utf8_is_refused_by_index(
+    client: TestClient, sessions: Sessions
+) -> None:
+    good = orjson.dumps(event(flow(), id="good"))
+    bad = orjson.dumps(event(flow(), id="bad")).replace(b'"bad"', b'"b\xffd"')
+    response = client.post(
+        "/v1/events", content=b"[" + good + b"," + bad + b"]", headers={"content-type": BATCH}
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["accepted"] == 1
+    assert body["rejected"][0]["index"] == 1 and "UTF-8" in body["rejected"][0]["error"]
+    assert count(sessions, Event) == 1
+
+
+def test_a_nul_character_in_a_batch_is_refused_by_index(client: TestClient) -> None:
+    response = post(client, [event(flow(material="PLA\x00"), id="nul")], BATCH)
+    problem = assert_problem(response, 422)
+    assert "NUL character" in problem["detail"]
+
+
+def test_in_a_repeated_key_the_last_one_counts(client: TestClient, sessions: Sessions) -> None:
+    # As the stored event is read again by a rebuild: JSON parsers keep the last.
+    text = orjson.dumps(event(flow(quantity=1), id="twice")).replace(
+        b'"quantity":1', b'"quantity":1,"quantity":2'
+    )
+    for content_type in (BATCH, SINGLE):
+        body = b"[" + text + b"]" if content_type == BATCH else text
+        response = client.post("/v1/events", content=body, headers={"content-type": content_type})
+        assert response.status_code == 202, response.text
+    with sessions() as s:
+        assert s.scalars(select(Flow.amount)).all() == [2_000_000]
+
+
+def test_json_nested_too_deep_is_a_400(client: TestClient) -> None:
+    nested = b"[" * 5000 + b"]" * 5000
+    response = client.post(
+        "/v1/events", content=b'[{"x": ' + nested + b"}]", headers={"content-type": BATCH}
+    )
+    assert_problem(response, 400)
+
+
 def test_the_same_event_again_is_a_duplicate_stored_once(
     client: TestClient, sessions: Sessions
 ) -> None:

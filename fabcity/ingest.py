@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -413,32 +413,28 @@ def _marks(
     stored: list[_Ready], flow_rows: list[FlowRow], flow_ids: list[int]
 ) -> list[dict[str, Any]]:
     """One mark per city: the range of its events' ids and of its flows' ids."""
-    events: dict[int, list[int]] = {}
-    for item in stored:
-        city, pk = item.origin.city_id, item.pk
-        span = events.get(city)
-        if span is None:
-            events[city] = [pk, pk]
-        elif pk < span[0]:
-            span[0] = pk
-        elif pk > span[1]:
-            span[1] = pk
-    flows: dict[int, list[int]] = {}
-    for row, pk in zip(flow_rows, flow_ids, strict=True):
-        city = row[2]
-        span = flows.get(city)
-        if span is None:
-            flows[city] = [pk, pk]
-        elif pk < span[0]:
-            span[0] = pk
-        elif pk > span[1]:
-            span[1] = pk
+    events = _spans((item.origin.city_id, item.pk) for item in stored)
+    flows = _spans((row[2], pk) for row, pk in zip(flow_rows, flow_ids, strict=True))
     return [
         {"city_id": city, "event_lo": lo, "event_hi": hi,
          "flow_lo": flows[city][0] if city in flows else None,
          "flow_hi": flows[city][1] if city in flows else None}
         for city, (lo, hi) in events.items()
     ]  # fmt: skip
+
+
+def _spans(ids: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    """The lowest and highest id of each city, from (city, id) pairs."""
+    spans: dict[int, list[int]] = {}
+    for city, pk in ids:
+        span = spans.get(city)
+        if span is None:
+            spans[city] = [pk, pk]
+        elif pk < span[0]:
+            span[0] = pk
+        elif pk > span[1]:
+            span[1] = pk
+    return spans
 
 
 def _insert_events(session: Session, rows: list[tuple[Any, ...]]) -> dict[Key, int]:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from fabcity import meters, models, pending, registry, windows
 from fabcity.db import is_postgres
 from fabcity.errors import Invalid
-from fabcity.flows import DerivedFlow, carried, derive
+from fabcity.flows import DerivedFlow, derive
 from fabcity.keys import within
 from fabcity.sql import insert_ignore
 from schemas.api import IngestResult, Rejected
@@ -91,10 +91,7 @@ def prepare(
                     f"source {event.source!r} is outside what this key may write ({scope!r})"
                 )
             origin = resolver.resolve(event.source)
-            if event.event is None:  # read fast: a plain `fabcity.flow`
-                flows = carried(event.flows, resources, origin.device)
-            else:
-                flows = derive(event, resources, origin.device)
+            flows = derive(event, resources, origin.device)
             zone = zones.get(origin.timezone) or zones.setdefault(
                 origin.timezone, ZoneInfo(origin.timezone)
             )

@@ -92,16 +92,9 @@ def to_canonical(quantity: float, unit: str, resource: str, resource_unit: str) 
 
 @lru_cache(maxsize=1024)
 def _terms(unit: str, resource: str, resource_unit: str) -> tuple[int, int]:
-    """`_ratio` as plain integers: a Fraction's comparisons and properties run as Python code,
-    and this is on every flow's path."""
-    ratio = _ratio(unit, resource, resource_unit)
-    return ratio.numerator, ratio.denominator
-
-
-@lru_cache(maxsize=1024)
-def _ratio(unit: str, resource: str, resource_unit: str) -> Fraction:
-    """The exact factor from `unit` to `resource_unit` (looked up once per spelling: this is
-    on every flow's path)."""
+    """The exact factor from `unit` to `resource_unit` as numerator and denominator, looked up
+    once per spelling. Plain integers: this is on every flow's path, and a Fraction's
+    comparisons and properties run as Python code."""
     found = _lookup(unit)
     target = _UNITS[resource_unit]
     if found is None:
@@ -115,7 +108,8 @@ def _ratio(unit: str, resource: str, resource_unit: str) -> Fraction:
             f"{resource!r} is measured in {resource_unit!r} ({target[0]}); {unit!r} is a "
             f"{dimension} unit and cannot be converted exactly"
         )
-    return factor / target[1]
+    ratio = factor / target[1]
+    return ratio.numerator, ratio.denominator
 
 
 def units_of(dimension: str) -> list[str]:

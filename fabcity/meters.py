@@ -96,10 +96,7 @@ def settle(session: Session, new_readings: list[int]) -> set[Window]:
             .limit(1)
         ).scalar()
         flows.extend(_flows(row, previous, devices[row.device_id]))
-    if flows:
-        # Ids from the sequence's default: on PostgreSQL each is the start of a block of its
-        # own, so no pending mark's range can hold these flows; their hours are rebuilt.
-        session.execute(insert(Flow), flows)
+    _insert(session, flows)
     return {(r.city_id, r.day, r.hour) for r in affected.values()}
 
 
@@ -123,11 +120,15 @@ def rebuild(session: Session, city_id: int | None = None) -> int:
         total = previous[1] if previous is not None and previous[0] == row.device_id else None
         flows.extend(_flows(row, total, devices[row.device_id]))
         previous = (row.device_id, row[-1])
+    _insert(session, flows)
+    return len(rows)
+
+
+def _insert(session: Session, flows: list[dict[str, Any]]) -> None:
     if flows:
         # Ids from the sequence's default: on PostgreSQL each is the start of a block of its
         # own, so no pending mark's range can hold these flows; their hours are rebuilt.
         session.execute(insert(Flow), flows)
-    return len(rows)
 
 
 def _devices(session: Session, ids: set[int]) -> dict[int, DeviceInfo]:

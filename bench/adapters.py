@@ -26,8 +26,8 @@ import orjson
 
 from fabcity.adapters import sparkplug_b as pb
 from fabcity.adapters.base import Device, Message, State
-from fabcity.adapters.intake import envelope
 from fabcity.adapters.routing import ADAPTERS, Router
+from fabcity.ingest.intake import envelope
 from schemas.devices import validate_settings
 
 T0 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)

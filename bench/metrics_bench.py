@@ -26,11 +26,12 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from fabcity import migrate, registry
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.ingest import ingest
-from fabcity.rebuild import rebuild
-from fabcity.rollups import recompute_dirty
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.ingest.rebuild import rebuild
+from fabcity.ingest.service import ingest
+from fabcity.migrations import upgrade
+from fabcity.registry import entries
+from fabcity.rollups.recompute import recompute_dirty
 from schemas import api
 
 ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -54,18 +55,18 @@ def drop(url: str, admin: Any) -> None:
 
 def seed(url: str, events: int) -> float:
     """A year of history: `events` site reports of a consume and a produce flow each."""
-    migrate.upgrade(url)
+    upgrade.upgrade(url)
     engine = make_engine(url)
     factory = make_sessionmaker(engine)
     with transaction(factory) as s:
-        city = registry.create_city(
+        city = entries.create_city(
             s,
             api.CityIn(
                 slug="big", name="Big", country="ES", timezone="Europe/Madrid", population=1_000_000
             ),
         )
         for i in range(SITES):
-            registry.create_site(s, city, api.SiteIn(slug=f"site-{i}", name=f"Site {i}"))
+            entries.create_site(s, city, api.SiteIn(slug=f"site-{i}", name=f"Site {i}"))
     started = time.perf_counter()
     with engine.begin() as c:
         # Events spread evenly over the year before today; the payload is a real event, so a

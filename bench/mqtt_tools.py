@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from services import mqtt_client
+from services.mqtt.client import Client as BufferedClient
 
 SITES = ("lab1", "lab2", "lab3", "lab4")
 DEVICE = "printer"
@@ -31,8 +31,8 @@ def client(client_id: str = "") -> mqtt.Client:
     return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
 
 
-def buffered_client(client_id: str) -> mqtt_client.Client:
-    return mqtt_client.Client(
+def buffered_client(client_id: str) -> BufferedClient:
+    return BufferedClient(
         CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
     )
 

@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 
 from bench.metrics_bench import drop, fresh_database, seed
-from fabcity.db import make_engine, make_sessionmaker
-from fabcity.rebuild import rebuild
-from fabcity.settings import Settings
-from services.api import create_app
+from fabcity.core.db import make_engine, make_sessionmaker
+from fabcity.core.settings import Settings
+from fabcity.ingest.rebuild import rebuild
+from services.http.app import create_app
 from workers.dispatch import NoDispatch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,9 +28,10 @@ import psycopg
 from sqlalchemy import text
 
 from bench import mqtt_tools
-from fabcity import migrate, registry
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.models import SiteActivity
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.models import SiteActivity
+from fabcity.migrations import upgrade
+from fabcity.registry import entries
 from schemas import api
 from tests.support.servers import Database, Mosquitto, Redis, free_port, wait_for_port
 
@@ -78,20 +79,18 @@ class Stack:
         self.mosquitto = Mosquitto().start()
         self.redis = Redis().start()
         self.db = Database("bench")
-        migrate.upgrade(self.db.url)
+        upgrade.upgrade(self.db.url)
         self.engine = make_engine(self.db.url)
         self.factory = make_sessionmaker(self.engine)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: dict[int, Path] = {}
         with transaction(self.factory) as s:
-            city = registry.create_city(
+            city = entries.create_city(
                 s, api.CityIn(slug=CITY, name="Bench", country="ES", timezone="UTC")
             )
             for slug in mqtt_tools.SITES:
-                site = registry.create_site(s, city, api.SiteIn(slug=slug, name=slug))
-                registry.create_device(
-                    s, site, api.DeviceIn(slug=mqtt_tools.DEVICE, name="Printer")
-                )
+                site = entries.create_site(s, city, api.SiteIn(slug=slug, name=slug))
+                entries.create_device(s, site, api.DeviceIn(slug=mqtt_tools.DEVICE, name="Printer"))
             self.city_id = city.id
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -489,7 +488,7 @@ def query_p95(stack: Stack, events: int, requests: int = 200) -> tuple[float, fl
             )
         )
         conn.execute(text("ANALYZE"))
-    from fabcity.rebuild import rebuild
+    from fabcity.ingest.rebuild import rebuild
 
     rebuild(stack.factory)
     raw = []

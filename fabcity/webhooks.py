@@ -22,9 +22,10 @@ from typing import Any
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from fabcity import models, registry
-from fabcity.db import is_postgres
-from fabcity.errors import NotFound
+from fabcity.core import models
+from fabcity.core.db import is_postgres
+from fabcity.core.errors import NotFound
+from fabcity.registry import entries
 from schemas import standards
 from schemas.standards import METRICS_UPDATED, SubscriptionIn
 
@@ -39,7 +40,7 @@ NOTICE_SOURCE = "/fabcity/metrics"
 def create(
     session: Session, body: SubscriptionIn, now: datetime | None = None
 ) -> models.Subscription:
-    city_id = registry.get_city(session, body.city).id if body.city else None
+    city_id = entries.get_city(session, body.city).id if body.city else None
     start_events = 0
     start_notices = 0
     if not body.from_beginning:
@@ -83,7 +84,7 @@ def remove(session: Session, subscription_id: int) -> None:
 
 
 def city_slugs(session: Session) -> dict[int, str]:
-    return {c.id: c.slug for c in registry.list_cities(session)}
+    return {c.id: c.slug for c in entries.list_cities(session)}
 
 
 def describe(sub: models.Subscription, slugs: dict[int, str]) -> standards.Subscription:

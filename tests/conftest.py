@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import migrate
-from fabcity.db import make_engine, make_sessionmaker
-from fabcity.settings import Settings
+from fabcity.core.db import make_engine, make_sessionmaker
+from fabcity.core.settings import Settings
+from fabcity.migrations import upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "FABCITY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -78,7 +78,7 @@ def _drop_pg_database(url: str, admin: Engine) -> None:
 def pg_url(pg_server: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database of its own."""
     url, admin = _create_pg_database(pg_server)
-    migrate.upgrade(url)
+    upgrade.upgrade(url)
     try:
         yield url
     finally:
@@ -88,7 +88,7 @@ def pg_url(pg_server: str) -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'fabcity.db'}"
-    migrate.upgrade(url)
+    upgrade.upgrade(url)
     return url
 
 

@@ -23,7 +23,7 @@ def test_a_backward_import_would_be_caught(tmp_path: Path) -> None:
     for package in ("schemas", "fabcity", "workers", "services"):
         subprocess.run(["cp", "-r", str(ROOT / package), str(tmp_path / package)], check=True)
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    (tmp_path / "fabcity" / "bad.py").write_text("import services.api\n")
+    (tmp_path / "fabcity" / "bad.py").write_text("import services.http.app\n")
     result = subprocess.run(
         [LINT_IMPORTS],
         cwd=tmp_path,
@@ -35,4 +35,4 @@ def test_a_backward_import_would_be_caught(tmp_path: Path) -> None:
     if "2 kept" in result.stdout:
         pytest.fail("a backward import went unnoticed:\n" + result.stdout)
     assert result.returncode != 0
-    assert "fabcity.bad -> services.api" in result.stdout
+    assert "fabcity.bad -> services.http.app" in result.stdout

@@ -105,7 +105,7 @@ def cli_group() -> typer.core.TyperGroup:
     Typer 0.29 (the version in requirements.lock) ships its own copy of click, so the group, its
     context and its parse errors come from typer rather than from the click package.
     """
-    from services.cli import app
+    from services.cli.main import app
 
     command = typer.main.get_command(app)
     assert isinstance(command, typer.core.TyperGroup), "the fabcity CLI should have subcommands"

@@ -73,7 +73,7 @@ def test_every_container_reads_config_and_secret() -> None:
 
 
 def test_settings_in_the_config_map_exist() -> None:
-    from fabcity.settings import Settings
+    from fabcity.core.settings import Settings
 
     known = {f"FABCITY_{name.upper()}" for name in Settings.model_fields}
     for kind in ("ConfigMap", "Secret"):
@@ -106,7 +106,7 @@ def test_one_beat_a_migrate_job_and_autoscaled_apis() -> None:
 def test_grafana_dashboard_charts_metrics_the_processes_export() -> None:
     from prometheus_client import REGISTRY
 
-    from services import bridge, ingest_api  # noqa: F401  (registers their metrics)
+    from services.http import events  # noqa: F401  (registers their metrics
     from workers import jobs  # noqa: F401
 
     exported = set()

@@ -8,9 +8,9 @@ from celery import Celery
 from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import gc_tuning
-from fabcity.db import make_engine, make_sessionmaker
-from fabcity.settings import Settings, get_settings
+from fabcity.core import gc_tuning
+from fabcity.core.db import make_engine, make_sessionmaker
+from fabcity.core.settings import Settings, get_settings
 from workers import jobs
 
 RECOMPUTE = "fabcity.recompute_dirty_windows"

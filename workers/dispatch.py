@@ -13,7 +13,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.settings import Settings
+from fabcity.core.settings import Settings
 from workers import jobs, webhooks
 
 log = logging.getLogger(__name__)

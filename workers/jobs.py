@@ -8,8 +8,9 @@ import time
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import rollups, webhooks
-from fabcity.db import transaction
+from fabcity import webhooks
+from fabcity.core.db import transaction
+from fabcity.rollups import recompute
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def recompute_dirty_windows(factory: sessionmaker[Session], batch: int) -> int:
     while True:
         started = time.perf_counter()
         with transaction(factory) as session:
-            done = rollups.recompute_dirty(session, batch)
+            done = recompute.recompute_dirty(session, batch)
             # Metric updates for webhook subscribers, committed with the rollups they announce.
             webhooks.announce_recomputed(session, sorted({(c, d) for c, d, _ in done.touched}))
         RECOMPUTE_SECONDS.observe(time.perf_counter() - started)

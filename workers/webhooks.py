@@ -16,8 +16,8 @@ from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity import webhooks
-from fabcity.db import transaction
-from fabcity.settings import Settings
+from fabcity.core.db import transaction
+from fabcity.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

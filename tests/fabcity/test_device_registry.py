@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import registry
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.errors import Conflict, Invalid
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.errors import Conflict, Invalid
+from fabcity.registry import entries
 from schemas import api
 from schemas.devices import OctoPrintSettings
 from tests.support.city import CITY, SITE, register
@@ -28,9 +28,9 @@ def add(
     factory: sessionmaker[Session], slug: str, adapter: str, **settings: object
 ) -> dict[str, object]:
     with transaction(factory) as s:
-        site = registry.get_site(s, registry.get_city(s, CITY), SITE)
+        site = entries.get_site(s, entries.get_city(s, CITY), SITE)
         body = api.DeviceIn(slug=slug, name=slug, adapter=adapter, settings=settings)
-        return dict(registry.create_device(s, site, body).settings)
+        return dict(entries.create_device(s, site, body).settings)
 
 
 def test_only_the_settings_given_are_stored_and_defaults_apply_when_read(
@@ -38,7 +38,7 @@ def test_only_the_settings_given_are_stored_and_defaults_apply_when_read(
 ) -> None:
     assert add(lab, "mk3", "octoprint", material="PLA") == {"material": "PLA"}
     with transaction(lab) as s:
-        (device,) = registry.adapter_devices(s)
+        (device,) = entries.adapter_devices(s)
     assert device.source == f"/{CITY}/{SITE}/mk3"
     assert isinstance(device.settings, OctoPrintSettings)
     assert device.settings.base_topic == "octoPrint"

@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fabcity import exports, pagination
-from fabcity.errors import Invalid
+from fabcity.core import pagination
+from fabcity.core.errors import Invalid
+from fabcity.read import exports
 from schemas import api
 
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabcity.errors import Invalid
-from fabcity.flows import (
+from fabcity.core.errors import Invalid
+from fabcity.flows.derive import (
     DerivedFlow,
     DeviceInfo,
     ResourceInfo,
@@ -20,7 +20,7 @@ from fabcity.flows import (
     derive,
     filament_mass_kg,
 )
-from fabcity.registry import DEFAULT_RESOURCES
+from fabcity.registry.entries import DEFAULT_RESOURCES
 from schemas.events import CloudEvent
 from tests.support.city import flow as flow_data
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from fabcity.gc_tuning import FIRST_GENERATION_THRESHOLD
+from fabcity.core.gc_tuning import FIRST_GENERATION_THRESHOLD
 
 
 def test_start_up_objects_are_frozen_and_first_passes_are_rarer() -> None:
     script = (
-        "import gc, sqlalchemy; from fabcity import gc_tuning; "
+        "import gc, sqlalchemy; from fabcity.core import gc_tuning; "
         "before = gc.get_freeze_count(); gc_tuning.tune(); "
         "print(before, gc.get_freeze_count(), *gc.get_threshold())"
     )

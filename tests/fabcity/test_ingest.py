@@ -9,11 +9,11 @@ import orjson
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import ingest as ingest_module
-from fabcity import rollups
-from fabcity.db import make_engine, transaction
-from fabcity.ingest import ingest
-from fabcity.models import DirtyWindow, Event, Flow, FlowRollup, PendingRollup
+from fabcity.core.db import make_engine, transaction
+from fabcity.core.models import DirtyWindow, Event, Flow, FlowRollup, PendingRollup
+from fabcity.ingest import service as ingest_module
+from fabcity.ingest.service import ingest
+from fabcity.rollups import recompute
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
 
 
@@ -225,7 +225,7 @@ def test_recompute_sums_flows_per_window_and_clears_the_marks(
             ],
         )
     with transaction(factory) as s:
-        assert len(rollups.recompute_dirty(s, 100).touched) == 2
+        assert len(recompute.recompute_dirty(s, 100).touched) == 2
     with transaction(factory) as s:
         rows = s.execute(
             select(FlowRollup.day, FlowRollup.ring, FlowRollup.amount, FlowRollup.flows).order_by(
@@ -242,7 +242,7 @@ def test_recompute_sums_flows_per_window_and_clears_the_marks(
     with transaction(factory) as s:
         ingest(s, [event(flow(quantity=10, ring="beyond"))])
     with transaction(factory) as s:
-        [(hour_day, hour)] = [(d, h) for _, d, h in rollups.recompute_dirty(s, 100).touched]
+        [(hour_day, hour)] = [(d, h) for _, d, h in recompute.recompute_dirty(s, 100).touched]
         assert (hour_day, hour) == (date(2026, 3, 10), 10)
     with transaction(factory) as s:
         beyond = s.scalar(

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fabcity.metrics import (
+from fabcity.read.metrics import (
     DIDO_TERMS,
     METRICS,
     Cell,

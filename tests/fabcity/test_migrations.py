@@ -6,10 +6,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
-from fabcity import migrate
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.models import Base, Resource
-from fabcity.registry import DEFAULT_RESOURCES
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.models import Base, Resource
+from fabcity.migrations import upgrade
+from fabcity.registry.entries import DEFAULT_RESOURCES
 
 
 def test_migrated_schema_matches_the_models(db_url: str) -> None:
@@ -22,7 +22,7 @@ def test_migrated_schema_matches_the_models(db_url: str) -> None:
 
 def test_upgrade_twice_seeds_the_registry_once(db_url: str) -> None:
     # The fixture already migrated and seeded once.
-    assert migrate.upgrade(db_url) == 0
+    assert upgrade.upgrade(db_url) == 0
     engine = make_engine(db_url)
     with transaction(make_sessionmaker(engine)) as s:
         assert s.scalar(select(func.count()).select_from(Resource)) == len(DEFAULT_RESOURCES)

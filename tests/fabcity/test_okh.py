@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import designs, okh
-from fabcity.db import transaction
-from fabcity.errors import Invalid
-from fabcity.models import Design
+from fabcity.core.db import transaction
+from fabcity.core.errors import Invalid
+from fabcity.core.models import Design
+from fabcity.registry import designs, okh
 from tests.fixtures import OKH
 
 BASE = "https://designs.example.org/okh/"

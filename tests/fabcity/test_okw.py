@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import okw
-from fabcity.db import transaction
-from fabcity.errors import Invalid
-from fabcity.models import City, Facility, Site
+from fabcity.core.db import transaction
+from fabcity.core.errors import Invalid
+from fabcity.core.models import City, Facility, Site
+from fabcity.registry import okw
 from schemas.standards import ImportResult
 from tests.fixtures import OKW
 from tests.support.city import CITY, SITE, register

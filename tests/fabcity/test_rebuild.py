@@ -16,10 +16,8 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import designs, okh, registry, rollups
-from fabcity.db import transaction
-from fabcity.ingest import ingest
-from fabcity.models import (
+from fabcity.core.db import transaction
+from fabcity.core.models import (
     Design,
     DirtyWindow,
     Event,
@@ -31,7 +29,10 @@ from fabcity.models import (
     SiteActivity,
     SiteActivityDay,
 )
-from fabcity.rebuild import rebuild
+from fabcity.ingest.rebuild import rebuild
+from fabcity.ingest.service import ingest
+from fabcity.registry import designs, entries, okh
+from fabcity.rollups import recompute
 from schemas import api
 from tests.support.city import CITY, OTHER_SITE, SITE
 
@@ -157,13 +158,13 @@ def register_design(factory: sessionmaker[Session], n: int) -> None:
 
 def register(factory: sessionmaker[Session]) -> None:
     with transaction(factory) as s:
-        city = registry.create_city(
+        city = entries.create_city(
             s, api.CityIn(slug=CITY, name="T", country="ES", timezone="Europe/Madrid")
         )
-        lab = registry.create_site(s, city, api.SiteIn(slug=SITE, name="Lab"))
-        hub = registry.create_site(s, city, api.SiteIn(slug=OTHER_SITE, name="Hub"))
-        registry.create_device(s, lab, api.DeviceIn(slug="printer", name="P", kind="printer"))
-        registry.create_device(s, hub, api.DeviceIn(slug="meter", name="M", kind="meter"))
+        lab = entries.create_site(s, city, api.SiteIn(slug=SITE, name="Lab"))
+        hub = entries.create_site(s, city, api.SiteIn(slug=OTHER_SITE, name="Hub"))
+        entries.create_device(s, lab, api.DeviceIn(slug="printer", name="P", kind="printer"))
+        entries.create_device(s, hub, api.DeviceIn(slug="meter", name="M", kind="meter"))
 
 
 def snapshot(factory: sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]]]:
@@ -210,13 +211,13 @@ def check(factory: sessionmaker[Session], history: History) -> None:
         assert not outcome.result.rejected, outcome.result.rejected
         if step in ("some", "all"):
             with transaction(factory) as s:
-                rollups.recompute_dirty(s, n if step == "some" else 1000)
+                recompute.recompute_dirty(s, n if step == "some" else 1000)
         elif step == "rebuild":
             rebuild(factory)
         elif step == "design":
             register_design(factory, n)
     with transaction(factory) as s:
-        rollups.recompute_dirty(s, 10_000)
+        recompute.recompute_dirty(s, 10_000)
     incremental = snapshot(factory)
     distinct = {e["id"] for b in batches for e in b}
     assert len(incremental["activity"]) > 0 or not distinct
@@ -232,7 +233,7 @@ def check(factory: sessionmaker[Session], history: History) -> None:
 )
 def test_incremental_equals_rebuild(factory: sessionmaker[Session], history: History) -> None:
     with transaction(factory) as s:
-        registered = registry.list_cities(s)
+        registered = entries.list_cities(s)
     if not registered:
         register(factory)
     check(factory, history)

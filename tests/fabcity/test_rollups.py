@@ -20,11 +20,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import rollups
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.ingest import ingest
-from fabcity.models import Event, PendingRollup
-from fabcity.rebuild import rebuild
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.models import Event, PendingRollup
+from fabcity.ingest.rebuild import rebuild
+from fabcity.ingest.service import ingest
+from fabcity.rollups import recompute
 from tests.fabcity.test_rebuild import FLOWS, RINGS, register, register_design, snapshot
 from tests.support.city import CITY, OTHER_SITE, SITE
 
@@ -112,7 +112,7 @@ def test_concurrent_ingest_adds_and_rebuilds_agree_with_a_rebuild(pg_url: str) -
 
                 def step() -> None:
                     with transaction(factory) as s:
-                        rollups.recompute_dirty(s, local.randrange(1, 6))
+                        recompute.recompute_dirty(s, local.randrange(1, 6))
 
                 retried(step)
 
@@ -141,7 +141,7 @@ def test_concurrent_ingest_adds_and_rebuilds_agree_with_a_rebuild(pg_url: str) -
     assert not failures, failures
 
     with transaction(factory) as s:
-        while rollups.recompute_dirty(s, 1000).touched:
+        while recompute.recompute_dirty(s, 1000).touched:
             pass
         assert s.scalar(select(func.count()).select_from(Event)) == len(history)
         assert s.scalar(select(func.count()).select_from(PendingRollup)) == 0

@@ -8,8 +8,8 @@ from datetime import date
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabcity import sankey
-from fabcity.metrics import Cell, inputs
+from fabcity.read import sankey
+from fabcity.read.metrics import Cell, inputs
 
 DAY = date(2026, 3, 10)
 MASS = {"filament": "MF4", "wood": "MF1", "metal": "MF2", "glass": "MF3", "sludge": None}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fabcity.errors import Invalid, UnitError
-from fabcity.units import CANONICAL, dimension_of, to_canonical, units_of
+from fabcity.core.errors import Invalid, UnitError
+from fabcity.flows.units import CANONICAL, dimension_of, to_canonical, units_of
 
 
 def kg(quantity: float, unit: str, resource: str = "filament") -> float:

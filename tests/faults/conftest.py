@@ -19,9 +19,9 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench import mqtt_tools
-from fabcity import registry
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.models import FlowRollup, FlowRollupHour, SiteActivity
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.models import FlowRollup, FlowRollupHour, SiteActivity
+from fabcity.registry import entries
 from schemas import api
 from tests.support.servers import Database, Mosquitto, Postgres, Redis
 
@@ -97,17 +97,17 @@ def rig() -> Iterator[Rig]:
             pytest.skip(message)
     mosquitto, redis, postgres = Mosquitto().start(), Redis().start(), Postgres().start()
     db = Database("fabcity_faults", admin_url=postgres.admin_url)
-    from fabcity import migrate
+    from fabcity.migrations import upgrade
 
-    migrate.upgrade(db.url)
+    upgrade.upgrade(db.url)
     rig = Rig(mosquitto, redis, postgres, db)
     with transaction(rig.factory) as s:
-        city = registry.create_city(
+        city = entries.create_city(
             s, api.CityIn(slug=CITY, name="Faultville", country="ES", timezone="Europe/Madrid")
         )
         for slug in mqtt_tools.SITES:
-            site = registry.create_site(s, city, api.SiteIn(slug=slug, name=slug))
-            registry.create_device(s, site, api.DeviceIn(slug=mqtt_tools.DEVICE, name="Printer"))
+            site = entries.create_site(s, city, api.SiteIn(slug=slug, name=slug))
+            entries.create_device(s, site, api.DeviceIn(slug=mqtt_tools.DEVICE, name="Printer"))
     try:
         yield rig
     finally:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from sqlalchemy import text
 
-from fabcity.rebuild import rebuild
+from fabcity.ingest.rebuild import rebuild
 from tests.faults.conftest import EVENTS, REDIS_DOWN_S, Rig
 from tests.support.procs import Proc, wait_until
 
@@ -113,8 +113,8 @@ def test_bridge_killed_postgres_restarted_redis_gone_worker_killed_nothing_lost_
 def test_overload_stays_in_the_window_loses_nothing_and_drains(rig: Rig) -> None:
     """A backlog many times what the bridge can take at once: the broker holds it, the bridge
     holds at most its window, and everything is stored once it drains."""
-    from fabcity.settings import Settings
-    from services.bridge import Bridge
+    from fabcity.core.settings import Settings
+    from services.mqtt.bridge import Bridge
     from workers.dispatch import NoDispatch
 
     window, batch = 1000, 100

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from fabcity.rebuild import rebuild
+from fabcity.ingest.rebuild import rebuild
 from tests.faults.conftest import EVENTS, Rig
 from tests.support.procs import Proc, wait_until
 from tests.support.servers import free_port

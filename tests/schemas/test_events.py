@@ -197,7 +197,7 @@ def test_time_with_z_or_an_offset_is_accepted() -> None:
 # Types ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("type_", ["fabcity.flows", "com.example.flow", "", "fabcity.Flow"])
+@pytest.mark.parametrize("type_", ["fabcity.flows.derive", "com.example.flow", "", "fabcity.Flow"])
 def test_unknown_type_is_refused(type_: str) -> None:
     assert "type" in refused(event(flow(), type=type_))
 

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import keys
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.models import DeadLetter, Event
-from services.api import create_app
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.models import DeadLetter, Event
+from fabcity.registry import keys
+from services.http.app import create_app
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
 from tests.support.procs import FABCITY

@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import Mount
 
-from fabcity import keys, registry
-from fabcity.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.registry import entries, keys
 from schemas import api
-from services import auth
-from services.api import create_app
+from services.http import auth
+from services.http.app import create_app
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, register
 from workers.dispatch import NoDispatch
@@ -71,18 +71,18 @@ class Caller:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, list[Caller]]]:
-    from fabcity import migrate
+    from fabcity.migrations import upgrade
 
     url = f"sqlite:///{tmp_path_factory.mktemp('matrix') / 'fabcity.db'}"
-    migrate.upgrade(url)
+    upgrade.upgrade(url)
     engine = make_engine(url)
     factory: sessionmaker[Session] = make_sessionmaker(engine)
     register(factory)
     with transaction(factory) as s:
-        other = registry.create_city(
+        other = entries.create_city(
             s, api.CityIn(slug=OTHER_CITY, name="Other", country="NL", timezone="Europe/Amsterdam")
         )
-        registry.create_site(s, other, api.SiteIn(slug=SITE, name="Lab"))
+        entries.create_site(s, other, api.SiteIn(slug=SITE, name="Lab"))
 
         def key(role: str, **scope: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {keys.create(s, role, **scope).secret}"}

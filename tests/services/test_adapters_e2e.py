@@ -20,15 +20,15 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import registry
 from fabcity.adapters import sparkplug_b as pb
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.deadletters import replay
-from fabcity.models import DeadLetter, Device, Event, Flow
-from fabcity.settings import Settings
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.models import DeadLetter, Device, Event, Flow
+from fabcity.core.settings import Settings
+from fabcity.ingest.deadletters import replay
+from fabcity.registry import entries
 from schemas import api
-from services.bridge import Bridge
-from services.device_links import BambuLink, PrusaLinkPoller
+from services.mqtt.bridge import Bridge
+from services.mqtt.links import BambuLink, PrusaLinkPoller
 from tests.conftest import free_port, settings_for
 from tests.support.city import CITY, SITE, register
 from tests.support.procs import wait_until
@@ -48,9 +48,9 @@ def add_device(
     factory: sessionmaker[Session], slug: str, adapter: str, kind: str = "printer", **settings: Any
 ) -> int:
     with transaction(factory) as s:
-        site = registry.get_site(s, registry.get_city(s, CITY), SITE)
+        site = entries.get_site(s, entries.get_city(s, CITY), SITE)
         body = api.DeviceIn(slug=slug, name=slug, kind=kind, adapter=adapter, settings=settings)
-        return registry.create_device(s, site, body).id
+        return entries.create_device(s, site, body).id
 
 
 def events_of(factory: sessionmaker[Session], device_id: int, kind: str) -> list[dict[str, Any]]:
@@ -348,7 +348,7 @@ def test_a_bambu_printer_is_read_from_its_own_tls_broker(
         material="PETG",
     )
     with transaction(pg_factory) as s:
-        (device,) = registry.adapter_devices(s, "bambu")
+        (device,) = entries.adapter_devices(s, "bambu")
     link = BambuLink(device, pg_factory, NoDispatch()).start()
     printer = Publisher("127.0.0.1", tls_broker, tls=True)
     try:
@@ -372,7 +372,7 @@ def test_a_prusalink_printer_is_polled_into_a_job(
 ) -> None:
     add_device(pg_factory, "mk4", "prusalink", url="http://mk4.local", api_key="k")
     with transaction(pg_factory) as s:
-        (device,) = registry.adapter_devices(s, "prusalink")
+        (device,) = entries.adapter_devices(s, "prusalink")
     states = iter(["PRINTING", "FINISHED"])
     current = {"state": "PRINTING"}
 

@@ -21,9 +21,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from fabcity import keys, migrate
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from services.api import create_app
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.migrations import upgrade
+from fabcity.registry import keys
+from services.http.app import create_app
 from tests.conftest import settings_for
 from tests.support.city import register
 from workers.dispatch import NoDispatch
@@ -39,7 +40,7 @@ CHECKS = [
 
 def _app() -> tuple[Any, dict[str, str]]:
     url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='fabcity-schemathesis-')) / 'f.db'}"
-    migrate.upgrade(url)
+    upgrade.upgrade(url)
     factory = make_sessionmaker(make_engine(url))
     register(factory)  # a city, sites and a device, so that some calls find what they ask for
     with transaction(factory) as s:

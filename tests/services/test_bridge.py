@@ -12,11 +12,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import queries
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.models import DeadLetter, Event
-from fabcity.settings import Settings
-from services.bridge import Bridge
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.models import DeadLetter, Event
+from fabcity.core.settings import Settings
+from fabcity.read import queries
+from services.mqtt.bridge import Bridge
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
 from tests.support.procs import Proc, wait_until

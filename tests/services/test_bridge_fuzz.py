@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import migrate
-from fabcity.db import make_engine, make_sessionmaker
-from fabcity.models import DeadLetter, Event
-from services.bridge import Bridge, Received
+from fabcity.core.db import make_engine, make_sessionmaker
+from fabcity.core.models import DeadLetter, Event
+from fabcity.migrations import upgrade
+from services.mqtt.bridge import Bridge, Received
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, SITE, register
 from workers.dispatch import NoDispatch
@@ -85,7 +85,7 @@ def payloads(source: str) -> st.SearchStrategy[bytes]:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bridge, sessionmaker[Session]]]:
     url = f"sqlite:///{Path(tmp_path_factory.mktemp('fuzz')) / 'fabcity.db'}"
-    migrate.upgrade(url)
+    upgrade.upgrade(url)
     engine = make_engine(url)
     factory = make_sessionmaker(engine)
     register(factory)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from schemas.events import CloudEvent
-from services.bridge import MAX_PAYLOAD, Parsed, source_of, to_event
+from services.mqtt.bridge import MAX_PAYLOAD, Parsed, source_of, to_event
 from tests.support.city import event, flow
 
 PREFIX = "fabcity/v1"

@@ -16,8 +16,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fabcity import keys, migrate, registry
-from fabcity.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.migrations import upgrade
+from fabcity.registry import entries, keys
 from schemas import api
 from tests.support.city import CITY, DEVICE, SITE, register
 from tests.support.procs import FABCITY
@@ -57,14 +58,14 @@ def broker(tmp_path: Path) -> Iterator[tuple[SecuredMosquitto, dict[str, tuple[s
             pytest.fail(message)
         pytest.skip(message)
     url = f"sqlite:///{tmp_path / 'fabcity.db'}"
-    migrate.upgrade(url)
+    upgrade.upgrade(url)
     engine = make_engine(url)
     factory = make_sessionmaker(engine)
     register(factory)
     users: dict[str, tuple[str, str]] = {}
     with transaction(factory) as s:
-        lab = registry.get_site(s, registry.get_city(s, CITY), SITE)
-        registry.create_device(s, lab, api.DeviceIn(slug=OTHER_DEVICE, name="Laser"))
+        lab = entries.get_site(s, entries.get_city(s, CITY), SITE)
+        entries.create_device(s, lab, api.DeviceIn(slug=OTHER_DEVICE, name="Laser"))
         for device in (DEVICE, OTHER_DEVICE):
             issued = keys.create(s, "device", CITY, SITE, device)
             users[device] = (issued.key.lookup, issued.secret)

@@ -22,11 +22,11 @@ import pytest
 import uvicorn
 from sqlalchemy import update
 
-from fabcity import models
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.ingest import ingest
-from fabcity.rollups import recompute_dirty
-from services.api import create_app
+from fabcity.core import models
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.ingest.service import ingest
+from fabcity.rollups.recompute import recompute_dirty
+from services.http.app import create_app
 from tests.conftest import free_port, settings_for
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
 from workers.dispatch import NoDispatch

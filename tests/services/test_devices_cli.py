@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import orjson
 from sqlalchemy import func, select
 
-from fabcity.db import make_engine, make_sessionmaker, transaction
-from fabcity.models import DeadLetter, Event
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.models import DeadLetter, Event
 from tests.support.city import CITY, SITE, register
 from tests.support.procs import FABCITY
 

@@ -16,9 +16,9 @@ from httpx import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.db import make_engine, make_sessionmaker
-from fabcity.models import Event, Flow, PendingRollup
-from services.api import create_app
+from fabcity.core.db import make_engine, make_sessionmaker
+from fabcity.core.models import Event, Flow, PendingRollup
+from services.http.app import create_app
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, event, flow, register
 from workers.dispatch import NoDispatch

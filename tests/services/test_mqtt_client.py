@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from services.mqtt_client import BufferedSocket, Client
+from services.mqtt.client import BufferedSocket, Client
 from tests.conftest import MQTT_HOST, MQTT_PORT
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from fabcity import models
-from fabcity.db import transaction
+from fabcity.core import models
+from fabcity.core.db import transaction
 from tests.support.api import CityClient, city_client, ingest
 from tests.support.city import CITY, DEVICE, SITE, event, flow
 

@@ -10,8 +10,8 @@ import orjson
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.db import make_engine, make_sessionmaker
-from services.api import create_app
+from fabcity.core.db import make_engine, make_sessionmaker
+from services.http.app import create_app
 from tests.conftest import settings_for
 from tests.support.city import register
 from workers import jobs

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity import registry
-from fabcity.db import transaction
+from fabcity.core.db import transaction
+from fabcity.registry import entries
 from schemas import api
 
 CITY = "testville"
@@ -21,12 +21,12 @@ DEVICE = "printer"
 def register(factory: sessionmaker[Session], timezone: str = "Europe/Madrid") -> None:
     """City `testville` with sites `lab` (device `printer`) and `hub`."""
     with transaction(factory) as s:
-        city = registry.create_city(
+        city = entries.create_city(
             s, api.CityIn(slug=CITY, name="Testville", country="ES", timezone=timezone)
         )
-        lab = registry.create_site(s, city, api.SiteIn(slug=SITE, name="Lab"))
-        registry.create_site(s, city, api.SiteIn(slug=OTHER_SITE, name="Hub"))
-        registry.create_device(s, lab, api.DeviceIn(slug=DEVICE, name="Printer"))
+        lab = entries.create_site(s, city, api.SiteIn(slug=SITE, name="Lab"))
+        entries.create_site(s, city, api.SiteIn(slug=OTHER_SITE, name="Hub"))
+        entries.create_device(s, lab, api.DeviceIn(slug=DEVICE, name="Printer"))
 
 
 def flow(

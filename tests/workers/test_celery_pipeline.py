@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from fastapi.testclient import TestClient
 
-from fabcity.db import make_engine, make_sessionmaker
-from services.api import create_app
+from fabcity.core.db import make_engine, make_sessionmaker
+from services.http.app import create_app
 from tests.conftest import settings_for
 from tests.support.city import CITY, SITE, event, flow, register
 from tests.support.procs import Proc, wait_until

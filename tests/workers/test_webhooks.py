@@ -20,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity import webhooks
-from fabcity.db import transaction
-from fabcity.ingest import ingest
-from fabcity.models import Delivery, Event, Subscription
-from fabcity.settings import Settings
+from fabcity.core.db import transaction
+from fabcity.core.models import Delivery, Event, Subscription
+from fabcity.core.settings import Settings
+from fabcity.ingest.service import ingest
 from schemas.standards import METRICS_UPDATED, SubscriptionIn
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register

@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 
 from fabcity.adapters.base import Device
-from fabcity.adapters.intake import envelope
 from fabcity.adapters.routing import (
     Router,
     covers,
@@ -11,6 +10,7 @@ from fabcity.adapters.routing import (
     subscriptions,
     topic_matches,
 )
+from fabcity.ingest.intake import envelope
 from tests.fabcity.adapters.support import device, message, run
 
 

@@ -1,0 +1,114 @@
+"""Replaying dead letters: what was refused runs through the routing and the ingest path
+again (after a device was registered, say); what now goes through is deleted, what still
+cannot keeps its row with the new reason."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.orm import Session
+
+from fabcity.adapters.base import Message
+from fabcity.core import models
+from fabcity.core.errors import NotFound
+from fabcity.ingest.intake import route
+from fabcity.ingest.service import ingest
+from schemas.access import DeadLetterFilter
+
+T = TypeVar("T")
+
+# A native-topic message as an event, or the reason it is not one (the bridge's `to_event`).
+NativeParser = Callable[[str, bytes, datetime], "dict[str, Any] | str"]
+
+
+@dataclass
+class Replayed:
+    ingested: int  # dead letters that went through and were deleted
+    still_dead: int
+    events: int  # events stored by the replay (duplicates not counted)
+
+
+def replay(
+    session: Session,
+    ids: list[int] | None,
+    native_prefix: str,
+    parse_native: NativeParser,
+) -> Replayed:
+    """Replay the given dead letters (all of them when `ids` is None), oldest first."""
+    query = select(models.DeadLetter).order_by(models.DeadLetter.id)
+    if ids is not None:
+        query = query.where(models.DeadLetter.id.in_(ids))
+    letters = list(session.scalars(query))
+    head = native_prefix.rstrip("/") + "/"
+    reasons: dict[int, str] = {}
+    events: list[tuple[int, dict[str, Any]]] = []
+    device_letters: list[tuple[int, Message]] = []
+    for letter in letters:
+        topic = letter.topic or ""
+        if topic.startswith(head):
+            parsed = parse_native(topic, letter.payload, letter.received_at)
+            if isinstance(parsed, str):
+                reasons[letter.id] = parsed
+            else:
+                events.append((letter.id, parsed))
+        else:
+            device_letters.append((letter.id, Message(topic, letter.payload, letter.received_at)))
+    routed = route(session, [m for _, m in device_letters])
+    by_message = {id(m): letter_id for letter_id, m in device_letters}
+    for message, reason in routed.dead:
+        reasons.setdefault(by_message[id(message)], reason)
+    events.extend((by_message[id(m)], e) for m, e in routed.events)
+    outcome = ingest(session, [e for _, e in events])
+    for rejected in outcome.result.rejected:
+        reasons.setdefault(events[rejected.index][0], rejected.error)
+    done = [letter.id for letter in letters if letter.id not in reasons]
+    for letter in letters:
+        if letter.id in reasons:
+            letter.reason = reasons[letter.id]
+    if done:
+        session.execute(delete(models.DeadLetter).where(models.DeadLetter.id.in_(done)))
+    return Replayed(len(done), len(reasons), outcome.result.accepted)
+
+
+# Reading dead letters -----------------------------------------------------------------------
+
+
+def _matching(query: Select[T], wanted: DeadLetterFilter) -> Select[T]:
+    """`query` narrowed to the dead letters a filter names."""
+    letter = models.DeadLetter
+    if wanted.topic_prefix is not None:
+        # Escaped: topics may hold LIKE's `%` and `_`.
+        query = query.where(letter.topic.startswith(wanted.topic_prefix, autoescape=True))
+    if wanted.reason_contains is not None:
+        query = query.where(letter.reason.contains(wanted.reason_contains, autoescape=True))
+    if wanted.received_before is not None:
+        query = query.where(letter.received_at < wanted.received_before)
+    if wanted.received_after is not None:
+        query = query.where(letter.received_at >= wanted.received_after)
+    return query
+
+
+def list_letters(
+    session: Session, wanted: DeadLetterFilter, limit: int = 100, after_id: int = 0
+) -> list[models.DeadLetter]:
+    """Dead letters oldest first, a page at a time (`after_id`: the last id of a page)."""
+    query = select(models.DeadLetter).where(models.DeadLetter.id > after_id)
+    return list(
+        session.scalars(_matching(query, wanted).order_by(models.DeadLetter.id).limit(limit))
+    )
+
+
+def get(session: Session, letter_id: int) -> models.DeadLetter:
+    letter = session.get(models.DeadLetter, letter_id)
+    if letter is None:
+        raise NotFound(f"no dead letter {letter_id}; list them at /v1/dead-letters")
+    return letter
+
+
+def ids_matching(session: Session, wanted: DeadLetterFilter) -> list[int]:
+    query = _matching(select(models.DeadLetter.id), wanted).order_by(models.DeadLetter.id)
+    return list(session.scalars(query))

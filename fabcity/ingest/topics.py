@@ -1,0 +1,87 @@
+"""The native topic grammar: `{prefix}/{city}/{site}/{device}/events` and what it carries.
+
+The bridge reads live messages with it and dead-letter replay reads stored ones, so both
+turn the same bytes into the same event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A message turned into an event object, or the reason it could not be."""
+
+    event: dict[str, Any] | None
+    reason: str | None
+
+
+def source_of(topic: str, prefix: str) -> str | None:
+    """`{prefix}/{city}/{site}/{device}/events` to `/{city}/{site}/{device}`."""
+    head = prefix.rstrip("/") + "/"
+    if not topic.startswith(head):
+        return None
+    parts = topic[len(head) :].split("/")
+    if len(parts) != 4 or parts[3] != "events" or not all(parts[:3]):
+        return None
+    return "/" + "/".join(parts[:3])
+
+
+def is_native(topic: str, prefix: str) -> bool:
+    """Whether a topic lies under the native prefix (an adapter's topic does not)."""
+    return topic.startswith(prefix.rstrip("/") + "/")
+
+
+def to_event(
+    topic: str,
+    payload: bytes,
+    prefix: str,
+    received_at: datetime,
+    max_payload: int = MAX_PAYLOAD_BYTES,
+) -> Parsed:
+    """A native-topic message as a CloudEvent object: a full event, or a bare flow `data`.
+
+    A bare payload gets a deterministic id (a hash of its topic and bytes) so that a broker's
+    redelivery is a duplicate. Two identical bare payloads are therefore one event: a sender
+    that may repeat identical flows must send full events with ids of its own.
+    """
+    source = source_of(topic, prefix)
+    if source is None:
+        return Parsed(
+            None, f"topic {topic!r} is not '{prefix}/{{city}}/{{site}}/{{device}}/events'"
+        )
+    if len(payload) > max_payload:
+        return Parsed(None, f"payload of {len(payload)} bytes; at most {max_payload}")
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return Parsed(None, f"payload is not JSON: {exc}")
+    if isinstance(body, dict) and "specversion" in body:
+        if body.get("source") != source:
+            return Parsed(
+                None,
+                f"event source {body.get('source')!r} does not match its topic ({source!r})",
+            )
+        return Parsed(body, None)
+    if not isinstance(body, dict | list):
+        return Parsed(None, "payload must be a CloudEvent or a flow object (or a list of flows)")
+    digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()[:32]
+    return Parsed(
+        {
+            "specversion": "1.0",
+            "id": f"mqtt-{digest}",
+            "source": source,
+            "type": "fabcity.flow",
+            "time": received_at.isoformat(),
+            "data": body,
+        },
+        None,
+    )

@@ -1,0 +1,176 @@
+"""What the read side exports: CSV rows and NGSI-LD `KeyPerformanceIndicator` entities.
+
+CSV is produced row by row so a response can be streamed whatever its length. NGSI-LD follows
+the FIWARE Smart Data Model `dataModel.KeyPerformanceIndicator`, one entity per metric and
+window; a value that is not recorded has no entity (NGSI-LD has no null, and 0 would be false).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from fabcity.read import metrics
+from fabcity.read.metrics import Interval
+from schemas import api, reports
+
+METRIC_COLUMNS = [
+    "city",
+    "name",
+    "unit",
+    "key",
+    "start",
+    "value",
+    "state",
+    "reason",
+    "range_from",
+    "range_to",
+    "events",
+    "sites_reporting",
+    "sites_active",
+]
+SUMMARY_COLUMNS = [
+    "city",
+    "from",
+    "to",
+    "section",
+    "category",
+    "name",
+    "label",
+    "unit",
+    "value",
+    "state",
+    "reason",
+    "range_from",
+    "range_to",
+]
+FLOW_COLUMNS = [
+    "city",
+    "from",
+    "to",
+    "source",
+    "source_label",
+    "target",
+    "target_label",
+    "value_kg",
+    "state",
+]
+
+NGSI_LD_CONTEXT = [
+    "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+    "https://raw.githubusercontent.com/smart-data-models/dataModel.KeyPerformanceIndicator/"
+    "master/context.jsonld",
+]
+FREQUENCY = {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly",
+             "year": "yearly"}  # fmt: skip
+# UN/CEFACT common codes, as NGSI-LD `unitCode` expects.
+UNIT_CODES = {"kg": "KGM", "kWh": "KWH", "h": "HUR", "count": "C62", "ratio": "C62"}
+
+
+def csv_lines(rows: Iterable[Iterable[object]]) -> Iterator[str]:
+    """Each row as one CSV line (RFC 4180 quoting); None is an empty field, never 0."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+
+
+def _range(r: list[float] | None) -> list[float | None]:
+    return [r[0], r[1]] if r else [None, None]
+
+
+def metric_rows(response: api.MetricsResponse) -> Iterator[list[object]]:
+    """One row per point; no header (a streamed export writes it once)."""
+    for s in response.series:
+        for p in s.points:
+            c = p.coverage
+            yield [response.city, s.name, s.unit, s.key, p.start.isoformat(), p.value, p.state,
+                   p.reason, *_range(p.range), c.events, c.sites_reporting,
+                   c.sites_active]  # fmt: skip
+
+
+def summary_rows(summary: reports.Summary) -> Iterator[list[object]]:
+    period = [summary.city, summary.from_.isoformat(), summary.to.isoformat()]
+    for f in summary.figures:
+        section = "headline" if f.headline else "figure"
+        yield [*period, section, None, f.name, f.label, f.unit, f.value, f.state, f.reason,
+               *_range(f.range)]  # fmt: skip
+    for account in summary.accounts:
+        for f in (account.de, account.imp, account.exp, account.dmc, account.u):
+            yield [*period, "account", account.category, f.name, f.label, f.unit, f.value,
+                   f.state, f.reason, None, None]  # fmt: skip
+
+
+def flow_rows(flows: reports.Flows) -> Iterator[list[object]]:
+    labels = {n.id: n.label for n in flows.nodes}
+    period = [flows.city, flows.from_.isoformat(), flows.to.isoformat()]
+    for link in flows.links:
+        yield [*period, link.source, labels[link.source], link.target, labels[link.target],
+               link.value, link.state]  # fmt: skip
+
+
+def period_id(start: date | datetime, interval: Interval) -> str:
+    """The window in an entity id: 2026-03-10, 2026-W11, 2026-03, 2026, 2026-03-10T10."""
+    if isinstance(start, datetime):
+        return start.strftime("%Y-%m-%dT%H")
+    if interval == "week":
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02d}"
+    if interval == "month":
+        return start.strftime("%Y-%m")
+    if interval == "year":
+        return str(start.year)
+    return start.isoformat()
+
+
+def calculation_period(start: date | datetime, interval: Interval) -> dict[str, str]:
+    """Inclusive days for day windows and longer; an hour runs from its start to the next."""
+    if isinstance(start, datetime):
+        return {"from": start.isoformat(), "to": (start + timedelta(hours=1)).isoformat()}
+    last = metrics.next_start(start, interval) - timedelta(days=1)
+    return {"from": start.isoformat(), "to": last.isoformat()}
+
+
+def kpi_entities(
+    response: api.MetricsResponse, organization: str, key_values: bool = False
+) -> list[dict[str, Any]]:
+    """NGSI-LD entities (normalised, or key-values) of every recorded point."""
+    entities = []
+    for s in response.series:
+        metric = metrics.METRICS[s.name]
+        for p in s.points:
+            if p.value is None:
+                continue
+            attributes: dict[str, Any] = {
+                "name": s.name,
+                "description": f"{metric.description} ({s.unit})",
+                "category": ["quantitative"],
+                "calculationFrequency": FREQUENCY[response.interval],
+                "calculationPeriod": calculation_period(p.start, response.interval),
+                "calculationMethod": "automatic",
+                "organization": organization,
+                "kpiValue": p.value,
+                # Not in the data model: how sure the value is (measured, reported, modelled).
+                "valueState": p.state,
+            }
+            entity: dict[str, Any] = {
+                "id": "urn:ngsi-ld:KeyPerformanceIndicator:"
+                f"{response.city}:{s.name}:{period_id(p.start, response.interval)}",
+                "type": "KeyPerformanceIndicator",
+            }
+            if key_values:
+                entity.update(attributes)
+            else:
+                for name, value in attributes.items():
+                    entity[name] = {"type": "Property", "value": value}
+                if s.unit in UNIT_CODES:
+                    entity["kpiValue"]["unitCode"] = UNIT_CODES[s.unit]
+            entity["@context"] = NGSI_LD_CONTEXT
+            entities.append(entity)
+    return entities

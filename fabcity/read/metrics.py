@@ -1,0 +1,473 @@
+"""The metrics, as pure functions of rollup cells (formulas: METRICS.md).
+
+A cell is one row of a flow rollup. A metric over any window or breakdown is computed from the
+cells inside it, so sums are added and ratios are taken of sums, never averaged. A value that
+was not recorded is `None` with a reason, never 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from fabcity.core.models import MICRO
+
+Interval = Literal["hour", "day", "week", "month", "year"]
+GroupBy = Literal["site", "device", "resource", "mfa_category", "ring"]
+
+# The weakest state among a value's inputs is the value's state.
+_STATE_RANK = {"measured": 0, "reported": 1, "modelled": 2}
+LOCAL = frozenset({"site", "city"})
+REGIONAL = frozenset({"site", "city", "region"})
+OUTSIDE = frozenset({"region", "beyond"})
+DIVERTED = frozenset({"reuse", "recycle", "compost"})
+LINEAR_FATES = frozenset({"landfill", "incineration"})
+
+
+@dataclass(frozen=True)
+class Cell:
+    start: date | datetime  # the window it falls in
+    site: str
+    device: str
+    action: str
+    resource: str
+    dimension: str
+    mfa_category: str | None
+    ring: str
+    fate: str
+    recycled: bool
+    design: str  # '' none, 'open', 'closed', 'unregistered'
+    state: str
+    amount: int  # millionths of the canonical unit
+    design_mass: int  # millionths of kg, modelled from designs
+    design_mass_flows: int
+    flows: int
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a window's metrics need beyond its flows."""
+
+    hours: float
+    sites_active: int
+    sites_reporting: int
+    events: int
+    population: int | None
+
+
+@dataclass(frozen=True)
+class Value:
+    value: float | None
+    state: str | None
+    reason: str | None = None
+    terms: tuple[str, ...] | None = None  # DIDO and FCI: the terms the value used
+    range: tuple[float, float] | None = None  # FCI when PITO is not recorded
+
+
+def missing(reason: str) -> Value:
+    return Value(None, None, reason)
+
+
+def weakest(states: Iterable[str | None]) -> str | None:
+    known = {s for s in states if s is not None}
+    return max(known, key=_STATE_RANK.__getitem__) if known else None
+
+
+def _sum(cells: Iterable[Cell]) -> float:
+    return sum(c.amount for c in cells) / MICRO
+
+
+def _select(cells: Sequence[Cell], test: Callable[[Cell], bool]) -> list[Cell]:
+    return [c for c in cells if test(c)]
+
+
+def _total(cells: Sequence[Cell], reason: str) -> Value:
+    if not cells:
+        return missing(reason)
+    return Value(_sum(cells), weakest(c.state for c in cells))
+
+
+def _ratio(part: float, whole: float, states: Iterable[str | None], reason: str) -> Value:
+    if whole <= 0:
+        return missing(reason)
+    return Value(part / whole, weakest(states))
+
+
+# Cell classes ---------------------------------------------------------------------------
+
+
+def inputs(cells: Sequence[Cell]) -> list[Cell]:
+    """Inputs: `consume` flows of mass resources."""
+    return _select(cells, lambda c: c.action == "consume" and c.dimension == "mass")
+
+
+def _mfa(cells: Sequence[Cell]) -> list[Cell]:
+    return _select(cells, lambda c: c.mfa_category is not None)
+
+
+def _waste(cells: Sequence[Cell]) -> list[Cell]:
+    return _select(cells, lambda c: c.action == "discard" and c.dimension == "mass")
+
+
+def _made(cells: Sequence[Cell]) -> list[Cell]:
+    return _select(cells, lambda c: c.action == "produce" and c.dimension == "count")
+
+
+def _electricity(cells: Sequence[Cell]) -> list[Cell]:
+    return _select(cells, lambda c: c.action == "consume" and c.resource == "electricity")
+
+
+# Local production -------------------------------------------------------------------------
+
+
+def input_kg(cells: Sequence[Cell], _: Context) -> Value:
+    return _total(inputs(cells), "no inputs recorded")
+
+
+def _input_share(rings: frozenset[str]) -> Callable[[Sequence[Cell], Context], Value]:
+    def share(cells: Sequence[Cell], _: Context) -> Value:
+        ins = inputs(cells)
+        part = _sum(c for c in ins if c.ring in rings)
+        return _ratio(part, _sum(ins), (c.state for c in ins), "no inputs recorded")
+
+    return share
+
+
+def recycled_input_share(cells: Sequence[Cell], _: Context) -> Value:
+    ins = inputs(cells)
+    part = _sum(c for c in ins if c.recycled)
+    return _ratio(part, _sum(ins), (c.state for c in ins), "no inputs recorded")
+
+
+def produced_count(cells: Sequence[Cell], _: Context) -> Value:
+    return _total(_made(cells), "no production recorded")
+
+
+def produced_kg(cells: Sequence[Cell], _: Context) -> Value:
+    """Mass made: from mass flows, else count × the design's mass (then `modelled`)."""
+    weighed = _select(cells, lambda c: c.action == "produce" and c.dimension == "mass")
+    modelled = [c for c in _made(cells) if c.design_mass_flows]
+    if not weighed and not modelled:
+        return missing("no produced mass recorded, and no design mass to model it from")
+    value = _sum(weighed) + sum(c.design_mass for c in modelled) / MICRO
+    states = [c.state for c in weighed] + ["modelled"] * bool(modelled)
+    return Value(value, weakest(states))
+
+
+def repaired_count(cells: Sequence[Cell], _: Context) -> Value:
+    return _total(_select(cells, lambda c: c.action == "modify"), "no repairs recorded")
+
+
+def open_design_share(cells: Sequence[Cell], _: Context) -> Value:
+    """Things made from a design reference whose licence is open (or not yet registered)."""
+    made = _made(cells)
+    part = _sum(c for c in made if c.design in ("open", "unregistered"))
+    return _ratio(part, _sum(made), (c.state for c in made), "no production recorded")
+
+
+def designs_cited(cells: Sequence[Cell], _: Context) -> Value:
+    return _total(_select(cells, lambda c: c.action == "cite"), "no designs cited")
+
+
+def designs_published(cells: Sequence[Cell], _: Context) -> Value:
+    return _total(_select(cells, lambda c: c.action == "publish"), "no designs published")
+
+
+def waste_kg(cells: Sequence[Cell], _: Context) -> Value:
+    return _total(_waste(cells), "no waste recorded")
+
+
+def diversion_rate(cells: Sequence[Cell], _: Context) -> Value:
+    waste = _waste(cells)
+    part = _sum(c for c in waste if c.fate in DIVERTED)
+    return _ratio(part, _sum(waste), (c.state for c in waste), "no waste recorded")
+
+
+def energy_kwh(cells: Sequence[Cell], _: Context) -> Value:
+    return _total(_electricity(cells), "no electricity recorded")
+
+
+def energy_per_kg(cells: Sequence[Cell], ctx: Context) -> Value:
+    energy, made = energy_kwh(cells, ctx), produced_kg(cells, ctx)
+    if energy.value is None or made.value is None:
+        return missing("needs both energy_kwh and produced_kg")
+    return _ratio(energy.value, made.value, (energy.state, made.state), "produced_kg is 0")
+
+
+def local_energy_share(cells: Sequence[Cell], _: Context) -> Value:
+    power = _electricity(cells)
+    part = _sum(c for c in power if c.ring in LOCAL)
+    return _ratio(part, _sum(power), (c.state for c in power), "no electricity recorded")
+
+
+def _hours_of(resource: str, action: str) -> Callable[[Sequence[Cell], Context], Value]:
+    def hours(cells: Sequence[Cell], _: Context) -> Value:
+        found = _select(cells, lambda c: c.action == action and c.resource == resource)
+        return _total(found, f"no {resource.replace('_', ' ')} recorded")
+
+    return hours
+
+
+def utilization(cells: Sequence[Cell], ctx: Context) -> Value:
+    """Machine hours / (machines that reported use × hours in the window)."""
+    used = _select(cells, lambda c: c.action == "use" and c.resource == "machine_hours")
+    machines = {(c.site, c.device) for c in used}
+    if not machines:
+        return missing("no machine hours recorded")
+    return Value(_sum(used) / (len(machines) * ctx.hours), weakest(c.state for c in used))
+
+
+def reporting_coverage(_: Sequence[Cell], ctx: Context) -> Value:
+    if ctx.sites_active == 0:
+        return missing("no sites registered")
+    return Value(ctx.sites_reporting / ctx.sites_active, "measured")
+
+
+# Material flow accounts (EW-MFA at the city boundary) ---------------------------------------
+
+
+def de(cells: Sequence[Cell], _: Context) -> Value:
+    """Domestic extraction: inputs from the site or the city that are not recycled."""
+    found = [c for c in _mfa(inputs(cells)) if c.ring in LOCAL and not c.recycled]
+    return _accounted(found, cells)
+
+
+def imp(cells: Sequence[Cell], _: Context) -> Value:
+    return _accounted([c for c in _mfa(inputs(cells)) if c.ring in OUTSIDE], cells)
+
+
+def exp(cells: Sequence[Cell], _: Context) -> Value:
+    """Exports: things made, repaired or thrown away that left the city, by mass."""
+    out = _select(
+        cells, lambda c: c.action in ("produce", "modify", "discard") and c.ring in OUTSIDE
+    )
+    weighed = [c for c in out if c.dimension == "mass"]
+    modelled = [c for c in out if c.dimension == "count" and c.design_mass_flows]
+    if not weighed and not modelled and not _recorded(cells):
+        return missing("no material flows recorded")
+    value = _sum(weighed) + sum(c.design_mass for c in modelled) / MICRO
+    state = weakest([c.state for c in weighed] + ["modelled"] * bool(modelled))
+    # Nothing left the city: 0 is as sure as the flows that say so.
+    return Value(value, state or weakest(c.state for c in cells if c.dimension == "mass"))
+
+
+def _recorded(cells: Sequence[Cell]) -> bool:
+    return any(c.dimension == "mass" for c in cells)
+
+
+def _accounted(found: list[Cell], cells: Sequence[Cell]) -> Value:
+    """A sum of the accounts: 0 is a real answer once the window holds any mass flows."""
+    if not found and not _recorded(cells):
+        return missing("no material flows recorded")
+    return Value(_sum(found), weakest(c.state for c in found) or weakest(c.state for c in cells))
+
+
+def _combine(
+    parts: Sequence[tuple[Value, int]], reason: str = "no material flows recorded"
+) -> Value:
+    if any(v.value is None for v, _ in parts):
+        return missing(reason)
+    return Value(
+        sum(sign * (v.value or 0) for v, sign in parts), weakest(v.state for v, _ in parts)
+    )
+
+
+def dmi(cells: Sequence[Cell], ctx: Context) -> Value:
+    return _combine([(de(cells, ctx), 1), (imp(cells, ctx), 1)])
+
+
+def dmc(cells: Sequence[Cell], ctx: Context) -> Value:
+    return _combine([(de(cells, ctx), 1), (imp(cells, ctx), 1), (exp(cells, ctx), -1)])
+
+
+def ptb(cells: Sequence[Cell], ctx: Context) -> Value:
+    return _combine([(imp(cells, ctx), 1), (exp(cells, ctx), -1)])
+
+
+def _per_person(metric: Callable[[Sequence[Cell], Context], Value]) -> Callable[..., Value]:
+    def per_person(cells: Sequence[Cell], ctx: Context) -> Value:
+        total = metric(cells, ctx)
+        if total.value is None:
+            return total
+        if not ctx.population:
+            return missing("the city's population is not recorded")
+        return Value(total.value / ctx.population, total.state)
+
+    return per_person
+
+
+def u(cells: Sequence[Cell], _: Context) -> Value:
+    """Waste made into secondary material in the city."""
+    found = _select(cells, lambda c: c.action == "recover" and c.dimension == "mass")
+    return _accounted(found, cells)
+
+
+def cmu(cells: Sequence[Cell], ctx: Context) -> Value:
+    """Circular material use rate: U / (DMC + U)."""
+    recovered, consumed = u(cells, ctx), dmc(cells, ctx)
+    if recovered.value is None or consumed.value is None:
+        return missing("needs DMC and U")
+    return _ratio(
+        recovered.value,
+        consumed.value + recovered.value,
+        (recovered.state, consumed.state),
+        "DMC + U is 0",
+    )
+
+
+# Fab City Index ---------------------------------------------------------------------------
+
+
+def pito(cells: Sequence[Cell], _: Context) -> Value:
+    """(inputs from beyond + waste landfilled or burnt) / (all inputs + all waste)."""
+    ins, waste = inputs(cells), _waste(cells)
+    linear = _sum(c for c in ins if c.ring == "beyond") + _sum(
+        c for c in waste if c.fate in LINEAR_FATES
+    )
+    whole = _sum(ins) + _sum(waste)
+    return _ratio(linear, whole, (c.state for c in [*ins, *waste]), "no inputs or waste recorded")
+
+
+DIDO_TERMS = ("open_design_share", "local_input_share", "diversion_rate", "reporting_coverage")
+
+
+def dido(cells: Sequence[Cell], ctx: Context) -> Value:
+    """The mean of the recorded terms; `modelled` when some are not recorded."""
+    values = {name: METRICS[name].compute(cells, ctx) for name in DIDO_TERMS}
+    recorded = {n: v for n, v in values.items() if v.value is not None}
+    if not recorded:
+        return missing("none of its terms is recorded")
+    mean = sum(v.value or 0 for v in recorded.values()) / len(recorded)
+    state = weakest(v.state for v in recorded.values())
+    if len(recorded) < len(DIDO_TERMS):
+        state = "modelled"
+    return Value(mean, state, terms=tuple(recorded))
+
+
+def fci(cells: Sequence[Cell], ctx: Context) -> Value:
+    """DIDO × (1 − PITO); the range [0, DIDO] when PITO is not recorded."""
+    d, p = dido(cells, ctx), pito(cells, ctx)
+    if d.value is None:
+        return Value(None, None, "DIDO is not recorded", terms=d.terms)
+    if p.value is None:
+        return Value(
+            None,
+            "modelled",
+            "PITO is not recorded: FCI lies in the range",
+            terms=d.terms,
+            range=(0.0, d.value),
+        )
+    return Value(d.value * (1 - p.value), weakest((d.state, p.state)), terms=d.terms)
+
+
+@dataclass(frozen=True)
+class Metric:
+    unit: str
+    compute: Callable[[Sequence[Cell], Context], Value]
+    description: str
+    tags: tuple[str, ...] = field(default=())
+
+
+METRICS: dict[str, Metric] = {
+    "input_kg": Metric("kg", input_kg, "Σ inputs (consume flows of mass resources)"),
+    "local_input_share": Metric("ratio", _input_share(LOCAL), "inputs from site or city / inputs"),
+    "regional_input_share": Metric(
+        "ratio", _input_share(REGIONAL), "inputs from site, city or region / inputs"
+    ),
+    "recycled_input_share": Metric("ratio", recycled_input_share, "recycled inputs / inputs"),
+    "produced_count": Metric("count", produced_count, "Σ produce of counted things"),
+    "produced_kg": Metric("kg", produced_kg, "Σ produce by mass; count × design mass modelled"),
+    "repaired_count": Metric("count", repaired_count, "Σ modify"),
+    "open_design_share": Metric(
+        "ratio", open_design_share, "things made from an open design / things made"
+    ),
+    "designs_cited": Metric("count", designs_cited, "Σ cite: designs taken in (data in)"),
+    "designs_published": Metric("count", designs_published, "Σ publish: designs shared (data out)"),
+    "waste_kg": Metric("kg", waste_kg, "Σ discard by mass"),
+    "diversion_rate": Metric(
+        "ratio", diversion_rate, "waste reused, recycled or composted / waste"
+    ),
+    "energy_kwh": Metric("kWh", energy_kwh, "Σ electricity consumed"),
+    "energy_per_kg": Metric("kWh/kg", energy_per_kg, "energy_kwh / produced_kg"),
+    "local_energy_share": Metric(
+        "ratio", local_energy_share, "electricity from site or city / electricity"
+    ),
+    "work_hours": Metric("h", _hours_of("work_hours", "work"), "Σ work on work_hours"),
+    "training_hours": Metric("h", _hours_of("training_hours", "work"), "Σ work on training_hours"),
+    "machine_hours": Metric("h", _hours_of("machine_hours", "use"), "Σ use of machine_hours"),
+    "utilization": Metric("ratio", utilization, "machine hours / (machines × hours)"),
+    "reporting_coverage": Metric(
+        "ratio", reporting_coverage, "sites with an event / sites registered"
+    ),
+    "de": Metric("kg", de, "domestic extraction: local inputs not recycled"),
+    "imp": Metric("kg", imp, "imports: inputs from region or beyond"),
+    "exp": Metric("kg", exp, "exports: made, repaired or discarded mass leaving the city"),
+    "dmi": Metric("kg", dmi, "DE + IMP"),
+    "dmc": Metric("kg", dmc, "DE + IMP − EXP"),
+    "ptb": Metric("kg", ptb, "IMP − EXP"),
+    "dmi_per_person": Metric("kg/person", _per_person(dmi), "DMI / population"),
+    "dmc_per_person": Metric("kg/person", _per_person(dmc), "DMC / population"),
+    "u": Metric("kg", u, "waste recovered into secondary material in the city"),
+    "cmu": Metric("ratio", cmu, "U / (DMC + U)"),
+    "pito": Metric("ratio", pito, "(inputs from beyond + landfill/incineration) / (inputs+waste)"),
+    "dido": Metric("ratio", dido, "mean of the recorded DIDO terms"),
+    "fci": Metric("ratio", fci, "DIDO × (1 − PITO)"),
+}
+DEFAULT_NAMES = ("input_kg", "local_input_share", "produced_count", "waste_kg")
+
+
+def group_key(cell: Cell, group_by: GroupBy) -> str:
+    if group_by == "site":
+        return cell.site
+    if group_by == "device":
+        return cell.device or "(site reports)"
+    if group_by == "resource":
+        return cell.resource
+    if group_by == "ring":
+        return cell.ring
+    return cell.mfa_category or "none"
+
+
+# Windows ----------------------------------------------------------------------------------
+
+
+def window_start(day: date, interval: Interval) -> date:
+    """First day of the window holding `day` (weeks start on Monday, ISO 8601)."""
+    if interval in ("day", "hour"):
+        return day
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    if interval == "month":
+        return day.replace(day=1)
+    return day.replace(month=1, day=1)
+
+
+def next_start(start: date, interval: Interval) -> date:
+    if interval in ("day", "hour"):
+        return start + timedelta(days=1)
+    if interval == "week":
+        return start + timedelta(days=7)
+    if interval == "month":
+        return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return start.replace(year=start.year + 1)
+
+
+def window_starts(first: date, last: date, interval: Interval) -> list[date]:
+    """Starts of every window that overlaps [first, last] (days, for intervals of a day up)."""
+    starts = []
+    day = window_start(first, interval)
+    while day <= last:
+        starts.append(day)
+        day = next_start(day, interval)
+    return starts
+
+
+def hours_between(start: date, end: date, zone: ZoneInfo) -> float:
+    """Hours from local midnight to local midnight: 23 or 25 on a daylight-saving day."""
+    a = datetime(start.year, start.month, start.day, tzinfo=zone).astimezone(UTC)
+    b = datetime(end.year, end.month, end.day, tzinfo=zone).astimezone(UTC)
+    # Subtracting in UTC: two datetimes sharing one tzinfo subtract as wall-clock times.
+    return (b - a).total_seconds() / 3600

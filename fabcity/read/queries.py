@@ -1,0 +1,332 @@
+"""Reading metrics. Reads rollups only; never scans raw events on a request path."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Date, DateTime, cast, func, select, union_all
+from sqlalchemy.orm import Session
+
+from fabcity.core import models
+from fabcity.core.db import is_postgres
+from fabcity.core.errors import Invalid
+from fabcity.core.models import (
+    Device,
+    FlowRollup,
+    FlowRollupHour,
+    FlowRollupMonth,
+    Resource,
+    Site,
+    SiteActivity,
+    SiteActivityDay,
+)
+from fabcity.read import metrics
+from fabcity.read.metrics import Cell, Context, GroupBy, Interval
+from fabcity.registry import entries
+from schemas import api
+
+MAX_WINDOWS = 2000
+DEFAULT_DAYS = 30
+
+Start = date | datetime
+
+
+def parse_names(names: str | None) -> list[str]:
+    wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
+    wanted = wanted or list(metrics.DEFAULT_NAMES)
+    unknown = [n for n in wanted if n not in metrics.METRICS]
+    if unknown:
+        raise Invalid(f"unknown metric {', '.join(unknown)}; known: {', '.join(metrics.METRICS)}")
+    return wanted
+
+
+def today_in(timezone: str) -> date:
+    return datetime.now(UTC).astimezone(ZoneInfo(timezone)).date()
+
+
+def resolve_period(city: models.City, first: date | None, last: date | None) -> tuple[date, date]:
+    """[first, last] with the defaults: up to today in the city, the last 30 days."""
+    last = last or today_in(city.timezone)
+    first = first or last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise Invalid(f"`from` ({first}) is after `to` ({last})")
+    return first, last
+
+
+def metric_series(
+    session: Session,
+    city_slug: str,
+    names: list[str],
+    first: date | None,
+    last: date | None,
+    interval: Interval,
+    group_by: GroupBy | None,
+) -> api.MetricsResponse:
+    """Every window that overlaps [first, last], each computed over the whole window."""
+    city = entries.get_city(session, city_slug)
+    zone = ZoneInfo(city.timezone)
+    first, last = resolve_period(city, first, last)
+    days = metrics.window_starts(first, last, interval)
+    # A window is read whole, even where it reaches outside [first, last].
+    read_from, read_to = days[0], metrics.next_start(days[-1], interval) - timedelta(days=1)
+    starts: list[Start] = (
+        [_local_hour(d, h, zone) for d in days for h in range(24)]
+        if interval == "hour"
+        else list(days)
+    )
+    starts = sorted(set(starts))
+    if len(starts) > MAX_WINDOWS:
+        raise Invalid(f"{len(starts)} windows asked; at most {MAX_WINDOWS}: widen the interval")
+
+    cells = _cells(session, city.id, read_from, read_to, interval, zone)
+    coverage = _coverage(session, city.id, read_from, read_to, interval, zone)
+    active = entries.count_sites(session, city.id)
+
+    series: list[api.Series] = []
+    for name in names:
+        metric = metrics.METRICS[name]
+        keys: list[str | None] = [None]
+        if group_by is not None:
+            keys = [*sorted({metrics.group_key(c, group_by) for cs in cells.values() for c in cs})]
+        for key in keys:
+            points = []
+            for start in starts:
+                window = cells.get(start, [])
+                if key is not None and group_by is not None:
+                    window = [c for c in window if metrics.group_key(c, group_by) == key]
+                events, reporting = coverage.get(start, (0, 0))
+                ctx = Context(
+                    _hours(start, interval, zone), active, reporting, events, city.population
+                )
+                value = compute(name, window, ctx)
+                points.append(_point(start, value, events, reporting, active))
+            series.append(api.Series(name=name, unit=metric.unit, key=key, points=points))
+    return api.MetricsResponse(
+        city=city.slug,
+        interval=interval,
+        timezone=city.timezone,
+        group_by=group_by,
+        series=series,
+    )
+
+
+def chunks(
+    session: Session, city_slug: str, first: date | None, last: date | None, interval: Interval
+) -> list[tuple[date, date]]:
+    """[first, last] cut on window boundaries into spans of at most a few hundred windows,
+    so an export of any length is read a span at a time (and `MAX_WINDOWS` never applies)."""
+    city = entries.get_city(session, city_slug)
+    first, last = resolve_period(city, first, last)
+    starts = metrics.window_starts(first, last, interval)
+    step = 31 if interval == "hour" else 366  # days of 24 windows, or windows
+    spans = []
+    for i in range(0, len(starts), step):
+        part = starts[i : i + step]
+        spans.append(
+            (
+                max(part[0], first),
+                min(metrics.next_start(part[-1], interval), last + timedelta(days=1))
+                - timedelta(days=1),
+            )
+        )
+    return spans
+
+
+def compute(name: str, cells: Sequence[Cell], ctx: Context) -> metrics.Value:
+    """A metric of one window; a window without a single event says so."""
+    value = metrics.METRICS[name].compute(cells, ctx)
+    if value.value is None and value.range is None and not ctx.events:
+        return metrics.missing("no events in this window")
+    return value
+
+
+@dataclass(frozen=True)
+class Period:
+    """One window spanning [first, last]: what a summary and the material flows are made of."""
+
+    city: models.City
+    first: date
+    last: date
+    cells: list[Cell]
+    context: Context
+
+    def value(self, name: str, cells: Sequence[Cell] | None = None) -> metrics.Value:
+        return compute(name, self.cells if cells is None else cells, self.context)
+
+
+def read_period(session: Session, city_slug: str, first: date | None, last: date | None) -> Period:
+    """The cells of [first, last] summed over the whole period, in the database."""
+    city = entries.get_city(session, city_slug)
+    zone = ZoneInfo(city.timezone)
+    first, last = resolve_period(city, first, last)
+    cells = _cells(session, city.id, first, last, "period", zone).get(first, [])
+    events, reporting = _coverage(session, city.id, first, last, "period", zone).get(first, (0, 0))
+    ctx = Context(
+        metrics.hours_between(first, last + timedelta(days=1), zone),
+        entries.count_sites(session, city.id),
+        reporting,
+        events,
+        city.population,
+    )
+    return Period(city, first, last, cells, ctx)
+
+
+def _local_hour(day: date, hour: int, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=zone)
+
+
+def _hours(start: Start, interval: Interval, zone: ZoneInfo) -> float:
+    if interval == "hour" or isinstance(start, datetime):
+        return 1.0
+    return metrics.hours_between(start, metrics.next_start(start, interval), zone)
+
+
+def _point(
+    start: Start, value: metrics.Value, events: int, reporting: int, active: int
+) -> api.Point:
+    return api.Point(
+        start=start,
+        # Ratios of integer sums: 9 decimals keep every digit the inputs had.
+        value=None if value.value is None else round(value.value, 9),
+        state=value.state,
+        reason=value.reason,
+        terms=list(value.terms) if value.terms is not None else None,
+        range=[round(v, 9) for v in value.range] if value.range is not None else None,
+        coverage=api.Coverage(events=events, sites_reporting=reporting, sites_active=active),
+    )
+
+
+# Reading rollups ------------------------------------------------------------------------------
+#
+# Hours and days are read as stored. Longer windows, and a whole period, are summed in the
+# database, and whole months come from the month rollups (the days at either end of a period
+# from the day rollups): a year of a busy city is ~15,000 day rows but ~500 month rows, and its
+# coverage 365 day rows per site instead of 8,760 hours. That is what keeps a year's summary
+# within the latency budget (docs/query-benchmark.md). Sums of integers are exact, so the
+# metrics are the same to the last digit as when the rows were summed in Python.
+
+Bucket = Literal["hour", "day", "week", "month", "year", "period"]
+_CUBE_DIMS = ("site_id", "device_id", "action", "resource", "ring", "fate", "recycled", "design",
+              "state")  # fmt: skip
+_CUBE_MEASURES = ("amount", "design_mass", "design_mass_flows", "flows")
+
+
+def _window(session: Session, day: Any, bucket: Bucket) -> Any:
+    """The first day of the week (ISO, Monday), month or year holding `day`, in SQL."""
+    if is_postgres(session):
+        return cast(func.date_trunc(bucket, cast(day, DateTime)), Date)
+    modifiers = {
+        # SQLite: 'weekday 0' moves forward to Sunday (or stays on one); 6 days back is Monday.
+        "week": ("weekday 0", "-6 days"),
+        "month": ("start of month",),
+        "year": ("start of year",),
+    }[bucket]
+    return func.date(day, *modifiers, type_=Date)
+
+
+def _cells(
+    session: Session, city_id: int, first: date, last: date, bucket: Bucket, zone: ZoneInfo
+) -> dict[Start, list[Cell]]:
+    window: list[Any]
+    if bucket in ("hour", "day"):
+        table: type[FlowRollup] | type[FlowRollupHour] = (
+            FlowRollupHour if bucket == "hour" else FlowRollup
+        )
+        window = [table.day, FlowRollupHour.hour] if bucket == "hour" else [table.day]
+        columns = (getattr(table, c) for c in (*_CUBE_DIMS, *_CUBE_MEASURES))
+        rows = select(*window, *columns).where(
+            table.city_id == city_id, table.day.between(first, last)
+        )
+    else:
+        # Whole months from the month rollups, the days at either end from the day rollups.
+        parts = [
+            select(t.day, *(getattr(t, c) for c in (*_CUBE_DIMS, *_CUBE_MEASURES))).where(
+                t.city_id == city_id, t.day.between(lo, hi)
+            )
+            for t, lo, hi in (
+                # a month row's day is its first: right for months and years, not weeks
+                [(FlowRollup, first, last)] if bucket == "week" else _sources(first, last)
+            )
+        ]
+        both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+        dims = [both.c[d] for d in _CUBE_DIMS]
+        window = [] if bucket == "period" else [_window(session, both.c.day, bucket).label("w")]
+        sums = (func.sum(both.c[m]).label(m) for m in _CUBE_MEASURES)
+        rows = select(*window, *dims, *sums).group_by(*window, *dims)
+    cube = rows.subquery()
+    query = (
+        select(cube, Site.slug, Device.slug, Resource.dimension, Resource.mfa_category)
+        .join(Site, Site.id == cube.c.site_id)
+        .outerjoin(Device, Device.id == cube.c.device_id)
+        .join(Resource, Resource.name == cube.c.resource)
+    )
+    width = len(window)
+    cells: dict[Start, list[Cell]] = defaultdict(list)
+    for row in session.execute(query):
+        start: Start
+        if bucket == "hour":
+            start = _local_hour(row[0], row[1], zone)
+        elif bucket == "period":
+            start = first
+        else:
+            start = row[0]
+        c = row[width:]
+        # c: the cube's dimensions and measures, then site, device, dimension, category.
+        cells[start].append(
+            Cell(start, c[13], c[14] or "", c[2], c[3], c[15], c[16], c[4], c[5], bool(c[6]),
+                 c[7], c[8], int(c[9]), int(c[10]), int(c[11]), int(c[12]))
+        )  # fmt: skip
+    return cells
+
+
+def _sources(first: date, last: date) -> list[tuple[Any, date, date]]:
+    """(rollup table, from, to) covering [first, last]: months where whole, else days."""
+    after_last = last + timedelta(days=1)
+    months_from = first if first.day == 1 else metrics.next_start(first, "month")
+    months_to = after_last.replace(day=1)  # the first month not wholly inside
+    if months_from >= months_to:
+        return [(FlowRollup, first, last)]
+    found: list[tuple[Any, date, date]] = []
+    if first < months_from:
+        found.append((FlowRollup, first, months_from - timedelta(days=1)))
+    found.append((FlowRollupMonth, months_from, months_to - timedelta(days=1)))
+    if months_to <= last:
+        found.append((FlowRollup, months_to, last))
+    return found
+
+
+def _coverage(
+    session: Session, city_id: int, first: date, last: date, bucket: Bucket, zone: ZoneInfo
+) -> dict[Start, tuple[int, int]]:
+    """Events and sites reporting per window, summed in the database."""
+    t: type[SiteActivity] | type[SiteActivityDay] = (
+        SiteActivity if bucket == "hour" else SiteActivityDay
+    )
+    window: list[Any]
+    if bucket in ("hour", "day"):
+        window = [t.day, SiteActivity.hour] if bucket == "hour" else [t.day]
+    else:
+        window = [] if bucket == "period" else [_window(session, t.day, bucket)]
+    query = (
+        select(*window, t.site_id, func.sum(t.events))
+        .where(t.city_id == city_id, t.day.between(first, last))
+        .group_by(*window, t.site_id)
+    )
+    events: dict[Start, int] = defaultdict(int)
+    sites: dict[Start, int] = defaultdict(int)
+    for row in session.execute(query):
+        start: Start
+        if bucket == "hour":
+            start = _local_hour(row[0], row[1], zone)
+        elif bucket == "period":
+            start = first
+        else:
+            start = row[0]
+        events[start] += int(row[-1])
+        sites[start] += 1  # one row per site and window
+    return {s: (events[s], sites[s]) for s in events}

@@ -1,0 +1,85 @@
+"""A city's period at a glance: the headline figures and the material accounts.
+
+Every figure is computed over the whole period (ratios of sums, never means of days). A figure
+that is not recorded stays null with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fabcity.read import metrics
+from fabcity.read.metrics import Cell, Value
+from fabcity.read.queries import Period
+from fabcity.read.sankey import CATEGORY_LABELS
+from schemas import api, reports
+
+# (metric, label, headline tile): the tiles first, in the order a planner reads them.
+FIGURES: tuple[tuple[str, str, bool], ...] = (
+    ("fci", "Fab City Index", True),
+    ("local_input_share", "Local input share", True),
+    ("cmu", "Circular material use", True),
+    ("dmc_per_person", "Material consumption per person", True),
+    ("produced_count", "Things made", True),
+    ("repaired_count", "Things repaired", True),
+    ("diversion_rate", "Waste diverted", True),
+    ("dido", "DIDO: data in, data out", False),
+    ("pito", "PITO: products in, trash out", False),
+    ("input_kg", "Inputs", False),
+    ("waste_kg", "Waste", False),
+    ("dmc", "Domestic material consumption", False),
+    ("energy_kwh", "Electricity", False),
+    ("open_design_share", "Made from open designs", False),
+    ("reporting_coverage", "Sites reporting", False),
+)
+ACCOUNTS = ("de", "imp", "exp", "dmc", "u")
+
+
+def figure(name: str, label: str, value: Value, headline: bool = False) -> reports.Figure:
+    return reports.Figure(
+        name=name,
+        label=label,
+        unit=metrics.METRICS[name].unit,
+        # Ratios of integer sums: 9 decimals keep every digit the inputs had.
+        value=None if value.value is None else round(value.value, 9),
+        state=value.state,
+        reason=value.reason,
+        terms=list(value.terms) if value.terms is not None else None,
+        range=[round(v, 9) for v in value.range] if value.range is not None else None,
+        headline=headline,
+    )
+
+
+def accounts(period: Period) -> list[reports.Account]:
+    """EW-MFA accounts per material category found in the period, then their total."""
+    categories = sorted({c.mfa_category for c in period.cells if c.mfa_category is not None})
+    rows = [
+        _account(
+            period, k, CATEGORY_LABELS.get(k, k), [c for c in period.cells if c.mfa_category == k]
+        )
+        for k in categories
+    ]
+    rows.append(_account(period, "total", "All materials", period.cells))
+    return rows
+
+
+def _account(period: Period, key: str, label: str, cells: Sequence[Cell]) -> reports.Account:
+    values = {name: figure(name, name.upper(), period.value(name, cells)) for name in ACCOUNTS}
+    return reports.Account(category=key, label=label, **values)
+
+
+def summarise(period: Period) -> reports.Summary:
+    ctx = period.context
+    return reports.Summary(
+        city=period.city.slug,
+        name=period.city.name,
+        timezone=period.city.timezone,
+        population=period.city.population,
+        from_=period.first,
+        to=period.last,
+        coverage=api.Coverage(
+            events=ctx.events, sites_reporting=ctx.sites_reporting, sites_active=ctx.sites_active
+        ),
+        figures=[figure(n, label, period.value(n), tile) for n, label, tile in FIGURES],
+        accounts=accounts(period),
+    )

@@ -1,0 +1,178 @@
+"""The design registry: which licences are open, and the queries on `designs`.
+
+A design counts as open when every licence its manifest gives (hardware, documentation,
+software) is an open hardware or open source licence. Non-commercial and no-derivatives
+licences (CC-BY-NC-*, CC-BY-ND-*) are not: others could not make and sell or adapt the thing,
+which is what OSHWA's definition of open hardware asks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fabcity.core import models
+from fabcity.core.errors import Invalid, NotFound
+from fabcity.registry import okh
+from fabcity.rollups import windows
+from schemas.api import Rejected
+from schemas.standards import ImportedRecord, ImportResult
+
+# SPDX ids, matched whole and without case. A trailing `+` ("or later") is dropped first.
+OPEN_LICENCES: tuple[str, ...] = (
+    r"CERN-OHL-(1\.1|1\.2|P-2\.0|S-2\.0|W-2\.0)",
+    r"TAPR-OHL-1\.0",
+    r"SHL-(0\.5|0\.51|2\.0|2\.1)",  # Solderpad Hardware Licence
+    r"CC0-1\.0",
+    r"CC-BY(-SA)?-(1\.0|2\.0|2\.5|3\.0|4\.0)(-[A-Z]{2,3})?",  # ported versions end in a country
+    r"(A|L)?GPL-(2\.0|2\.1|3\.0)(-ONLY|-OR-LATER)?",
+    r"MIT",
+    r"APACHE-2\.0",
+    r"BSD-(2|3)-CLAUSE",
+    r"0BSD",
+    r"ISC",
+    r"MPL-2\.0",
+    r"EUPL-1\.(1|2)",
+    r"OFL-1\.1",
+    r"UNLICENSE",
+    r"ZLIB",
+)
+_OPEN = re.compile("|".join(f"(?:{p})" for p in OPEN_LICENCES), re.IGNORECASE)
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+def is_open_licence(expression: str) -> bool:
+    """Whether an SPDX licence expression leaves the design open: `A OR B` is open when one
+    of them is, `A AND B` when both are; `WITH` exceptions do not change the answer."""
+    tokens = _TOKEN.findall(expression)
+    try:
+        value, rest = _any_of(tokens)
+    except IndexError:
+        return False
+    return value and not rest
+
+
+def _any_of(tokens: list[str]) -> tuple[bool, list[str]]:
+    value, tokens = _all_of(tokens)
+    while tokens and tokens[0].upper() == "OR":
+        other, tokens = _all_of(tokens[1:])
+        value = value or other
+    return value, tokens
+
+
+def _all_of(tokens: list[str]) -> tuple[bool, list[str]]:
+    value, tokens = _one(tokens)
+    while tokens and tokens[0].upper() == "AND":
+        other, tokens = _one(tokens[1:])
+        value = value and other
+    return value, tokens
+
+
+def _one(tokens: list[str]) -> tuple[bool, list[str]]:
+    head, tokens = tokens[0], tokens[1:]
+    if head == "(":
+        value, tokens = _any_of(tokens)
+        if not tokens or tokens[0] != ")":
+            raise IndexError("unbalanced parenthesis")
+        tokens = tokens[1:]
+    else:
+        value = _OPEN.fullmatch(head.rstrip("+")) is not None
+    if tokens and tokens[0].upper() == "WITH":
+        tokens = tokens[2:] if len(tokens) > 1 else []
+    return value, tokens
+
+
+def all_open(licences: Sequence[str]) -> bool:
+    return bool(licences) and all(is_open_licence(licence) for licence in licences)
+
+
+# The repository ------------------------------------------------------------------------------
+
+
+def upsert(
+    session: Session, url: str, manifest: okh.Manifest, now: datetime | None = None
+) -> tuple[models.Design, bool]:
+    """The design at `url`, created or updated from its manifest; and whether it was created."""
+    url = url.strip()
+    if not url:
+        raise Invalid("a design needs the URL its manifest is published at")
+    if len(url) > 2048:
+        raise Invalid("the manifest URL is longer than 2048 characters")
+    design = session.scalar(select(models.Design).where(models.Design.url == url))
+    created = design is None
+    if design is None:
+        design = models.Design(url=url)
+        session.add(design)
+    design.title = manifest.title
+    design.version = manifest.version
+    design.licence = manifest.licence[:200] if manifest.licence else None
+    design.licensor = manifest.licensor
+    design.is_open = all_open(manifest.licences)
+    design.oshwa_uid = manifest.oshwa_uid
+    design.mass_kg = manifest.mass_kg
+    design.parts = [{"name": p.name, "mass_kg": p.mass_kg} for p in manifest.parts]
+    design.circularity = manifest.circularity
+    design.standard = manifest.standard
+    design.updated_at = now or datetime.now(UTC)
+    session.flush()
+    # Its licence and mass feed open_design_share and modelled masses of the days it was made.
+    windows.mark_design_dirty(session, url)
+    return design, created
+
+
+def import_manifest(
+    session: Session, doc: dict[str, Any], url: str | None, now: datetime | None = None
+) -> tuple[models.Design, bool]:
+    """Read one manifest document and store it under `url` (else the manifest's own
+    `manifest-url`)."""
+    manifest = okh.parse(doc)
+    where = url or manifest.url
+    if not where:
+        raise Invalid(
+            "say where the manifest is published: give its URL (API `?url=`, CLI "
+            "`--url-prefix`) or a `manifest-url` field; flows name designs by that URL"
+        )
+    return upsert(session, where, manifest, now)
+
+
+def import_many(
+    session: Session, items: Sequence[tuple[str, str | bytes, str | None]]
+) -> ImportResult:
+    """Import `(kind, text, url)` manifests; each bad one is reported by its index."""
+    now = datetime.now(UTC)
+    result = ImportResult()
+    for index, (kind, text, url) in enumerate(items):
+        try:
+            doc = okh.load(text, kind)
+            with session.begin_nested():
+                design, created = import_manifest(session, doc, url, now)
+        except Invalid as exc:
+            result.rejected.append(Rejected(index=index, error=exc.detail))
+            continue
+        result.imported.append(
+            ImportedRecord(index=index, key=design.url, id=str(design.id), created=created)
+        )
+    return result
+
+
+def get(session: Session, design_id: int) -> models.Design:
+    design = session.get(models.Design, design_id)
+    if design is None:
+        raise NotFound(f"no design {design_id}; list them at /v1/designs")
+    return design
+
+
+def by_url(session: Session, url: str) -> models.Design | None:
+    return session.scalar(select(models.Design).where(models.Design.url == url))
+
+
+def list_designs(session: Session, open_only: bool = False) -> list[models.Design]:
+    query = select(models.Design).order_by(models.Design.title, models.Design.id)
+    if open_only:
+        query = query.where(models.Design.is_open.is_(True))
+    return list(session.scalars(query))

@@ -1,0 +1,432 @@
+"""The registry: cities, sites, devices and resources. All registry queries live here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from fabcity.adapters import routing
+from fabcity.adapters.base import Device as AdapterDevice
+from fabcity.core import models
+from fabcity.core.errors import Conflict, Invalid, NotFound
+from fabcity.flows.derive import DeviceInfo, PlainResource, ResourceInfo
+from fabcity.flows.units import CANONICAL
+from schemas import api, devices
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    name: str
+    dimension: str
+    mfa_category: str | None
+    secondary: bool = False
+
+    @property
+    def unit(self) -> str:
+        return CANONICAL[self.dimension]
+
+
+# EW-MFA categories: MF1 biomass, MF2 metal ores, MF3 non-metallic minerals, MF4 fossil energy
+# materials/carriers (plastics are counted with their fossil feedstock). Energy carriers
+# measured as energy, counts and hours stand outside the material accounts (no category).
+DEFAULT_RESOURCES: tuple[ResourceSpec, ...] = (
+    ResourceSpec("filament", "mass", "MF4"),
+    ResourceSpec("plastic", "mass", "MF4"),
+    ResourceSpec("resin", "mass", "MF4"),
+    ResourceSpec("recycled_plastic", "mass", "MF4", secondary=True),
+    ResourceSpec("wood", "mass", "MF1"),
+    ResourceSpec("paper", "mass", "MF1"),
+    ResourceSpec("textile", "mass", "MF1"),
+    ResourceSpec("food", "mass", "MF1"),
+    ResourceSpec("biomaterial", "mass", "MF1"),
+    ResourceSpec("compost", "mass", "MF1", secondary=True),
+    ResourceSpec("metal", "mass", "MF2"),
+    ResourceSpec("scrap_metal", "mass", "MF2", secondary=True),
+    ResourceSpec("electronics", "mass", "MF2"),
+    ResourceSpec("glass", "mass", "MF3"),
+    ResourceSpec("concrete", "mass", "MF3"),
+    ResourceSpec("stone", "mass", "MF3"),
+    ResourceSpec("water", "volume", None),
+    ResourceSpec("electricity", "energy", None),
+    ResourceSpec("part", "count", None),
+    ResourceSpec("tool", "count", None),
+    ResourceSpec("furniture", "count", None),
+    ResourceSpec("product", "count", None),
+    ResourceSpec("design", "count", None),
+    ResourceSpec("machine_hours", "time", None),
+    ResourceSpec("work_hours", "time", None),
+    ResourceSpec("training_hours", "time", None),
+)
+
+
+def seed_resources(session: Session) -> int:
+    """Add the default resources that are missing; returns how many were added."""
+    have = set(session.scalars(select(models.Resource.name)))
+    added = [
+        models.Resource(
+            name=r.name,
+            unit=r.unit,
+            dimension=r.dimension,
+            mfa_category=r.mfa_category,
+            secondary=r.secondary,
+        )
+        for r in DEFAULT_RESOURCES
+        if r.name not in have
+    ]
+    session.add_all(added)
+    session.flush()
+    return len(added)
+
+
+def resources(session: Session) -> dict[str, models.Resource]:
+    return {r.name: r for r in session.scalars(select(models.Resource))}
+
+
+def resource_infos(session: Session) -> dict[str, ResourceInfo]:
+    """The resources as the flows' path reads them: plain tuples, without the ORM's objects
+    and attribute lookups (this is read for every batch, and each flow reads it)."""
+    rows = session.execute(
+        select(models.Resource.name, models.Resource.unit, models.Resource.secondary)
+    )
+    return {name: PlainResource(name, unit, secondary) for name, unit, secondary in rows}
+
+
+# Cities, sites, devices ---------------------------------------------------------------------
+
+
+def create_city(session: Session, body: api.CityIn) -> models.City:
+    try:
+        ZoneInfo(body.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise Invalid(f"unknown time zone {body.timezone!r}; use an IANA name") from exc
+    if session.scalar(select(models.City.id).where(models.City.slug == body.slug)) is not None:
+        raise Conflict(f"city {body.slug!r} exists")
+    city = models.City(**body.model_dump())
+    session.add(city)
+    session.flush()
+    return city
+
+
+def get_city(session: Session, slug: str) -> models.City:
+    city = session.scalar(select(models.City).where(models.City.slug == slug))
+    if city is None:
+        raise NotFound(f"no city {slug!r}; list them at /v1/cities")
+    return city
+
+
+def page(
+    session: Session, query: Select[T], key: Any, after: str | None, limit: int | None
+) -> list[T]:
+    """One page of `query` in `key` order: the rows after the cursor `after`."""
+    query = query.order_by(key).limit(limit)
+    if after is not None:
+        query = query.where(key > after)
+    return list(session.scalars(query))
+
+
+def list_cities(
+    session: Session, after: str | None = None, limit: int | None = None
+) -> list[models.City]:
+    """Cities by slug; `after` and `limit` page through them (keyset: stable under inserts)."""
+    return page(session, select(models.City), models.City.slug, after, limit)
+
+
+def create_site(session: Session, city: models.City, body: api.SiteIn) -> models.Site:
+    exists = select(models.Site.id).where(
+        models.Site.city_id == city.id, models.Site.slug == body.slug
+    )
+    if session.scalar(exists) is not None:
+        raise Conflict(f"site {body.slug!r} exists in {city.slug!r}")
+    site = models.Site(city_id=city.id, **body.model_dump(mode="json"))
+    session.add(site)
+    session.flush()
+    return site
+
+
+def get_site(session: Session, city: models.City, slug: str) -> models.Site:
+    site = session.scalar(
+        select(models.Site).where(models.Site.city_id == city.id, models.Site.slug == slug)
+    )
+    if site is None:
+        raise NotFound(f"no site {slug!r} in city {city.slug!r}")
+    return site
+
+
+def list_sites(
+    session: Session, city: models.City, after: str | None = None, limit: int | None = None
+) -> list[models.Site]:
+    query = select(models.Site).where(models.Site.city_id == city.id)
+    return page(session, query, models.Site.slug, after, limit)
+
+
+def count_sites(session: Session, city_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(models.Site).where(models.Site.city_id == city_id)
+        )
+        or 0
+    )
+
+
+def create_device(session: Session, site: models.Site, body: api.DeviceIn) -> models.Device:
+    exists = select(models.Device.id).where(
+        models.Device.site_id == site.id, models.Device.slug == body.slug
+    )
+    if session.scalar(exists) is not None:
+        raise Conflict(f"device {body.slug!r} exists at site {site.slug!r}")
+    settings = _device_settings(body.adapter, body.settings)
+    identity = routing.settings_identity(body.adapter, settings)
+    if identity is not None:
+        for other in adapter_devices(session, body.adapter):
+            if routing.settings_identity(other.adapter, other.settings) == identity:
+                raise Conflict(
+                    f"device {other.source} already reads {body.adapter} {identity!r}; "
+                    "two devices on one topic would count its messages twice"
+                )
+    # Only the keys given are stored: defaults apply when read, so a better default later
+    # reaches every device that did not choose otherwise.
+    stored = settings.model_dump(mode="json", exclude_unset=True)
+    device = models.Device(site_id=site.id, **{**body.model_dump(), "settings": stored})
+    session.add(device)
+    session.flush()
+    return device
+
+
+def _device_settings(adapter: str, settings: dict[str, Any]) -> BaseModel:
+    try:
+        return devices.validate_settings(adapter, settings)
+    except ValidationError as exc:
+        raise Invalid(f"settings of a {adapter} device: {describe(exc)}") from exc
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc
+
+
+def describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
+    )
+
+
+def adapter_devices(session: Session, adapter: str | None = None) -> list[AdapterDevice]:
+    """Every device read by an adapter (not the native topics), with what routing needs."""
+    query = (
+        select(models.Device, models.Site.slug, models.City.slug, models.City.timezone)
+        .join(models.Site, models.Site.id == models.Device.site_id)
+        .join(models.City, models.City.id == models.Site.city_id)
+        .where(models.Device.adapter != "fabcity")
+        .order_by(models.Device.id)
+    )
+    if adapter is not None:
+        query = query.where(models.Device.adapter == adapter)
+    out: list[AdapterDevice] = []
+    zones: dict[str, ZoneInfo] = {}
+    for device, site, city, timezone in session.execute(query):
+        if device.adapter not in routing.ADAPTERS:
+            continue
+        try:
+            settings = devices.validate_settings(device.adapter, device.settings or {})
+        except ValueError:
+            continue  # registered before a stricter rule; `devices list` shows it
+        out.append(
+            AdapterDevice(
+                id=device.id,
+                source=f"/{city}/{site}/{device.slug}",
+                adapter=device.adapter,
+                settings=settings,
+                timezone=zones.setdefault(timezone, ZoneInfo(timezone)),
+            )
+        )
+    return out
+
+
+def all_devices(session: Session, city: str | None = None) -> list[tuple[str, str, models.Device]]:
+    """(city slug, site slug, device) for every device, or a city's."""
+    query = (
+        select(models.City.slug, models.Site.slug, models.Device)
+        .join(models.Site, models.Site.id == models.Device.site_id)
+        .join(models.City, models.City.id == models.Site.city_id)
+        .order_by(models.City.slug, models.Site.slug, models.Device.slug)
+    )
+    if city is not None:
+        query = query.where(models.City.slug == city)
+    return [(c, s, d) for c, s, d in session.execute(query)]
+
+
+def list_devices(
+    session: Session, site: models.Site, after: str | None = None, limit: int | None = None
+) -> list[models.Device]:
+    query = select(models.Device).where(models.Device.site_id == site.id)
+    return page(session, query, models.Device.slug, after, limit)
+
+
+def city_devices(
+    session: Session, city: models.City, after: tuple[str, str] | None, limit: int
+) -> list[tuple[str, models.Device]]:
+    """(site slug, device) of every device in a city, by site then device, a page at a time."""
+    query = (
+        select(models.Site.slug, models.Device)
+        .join(models.Site, models.Site.id == models.Device.site_id)
+        .where(models.Site.city_id == city.id)
+        .order_by(models.Site.slug, models.Device.slug)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(tuple_(models.Site.slug, models.Device.slug) > tuple_(*after))
+    return [(site, device) for site, device in session.execute(query)]
+
+
+def list_resources(
+    session: Session, after: str | None = None, limit: int | None = None
+) -> list[models.Resource]:
+    query = select(models.Resource)
+    return page(session, query, models.Resource.name, after, limit)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who an event's `source` names, resolved against the registry."""
+
+    city_id: int
+    timezone: str
+    site_id: int
+    device: DeviceInfo | None
+    # Read for every event stored: a field, not a property.
+    device_id: int | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device_id", self.device.id if self.device else None)
+
+
+def parse_source(source: str) -> tuple[str, str, str | None]:
+    """`/{city}/{site}` or `/{city}/{site}/{device}` into its parts."""
+    parts = source.split("/")
+    if parts[0] != "" or len(parts) not in (3, 4) or not all(parts[1:]):
+        raise Invalid(
+            f"source {source!r} must be '/{{city}}/{{site}}' or '/{{city}}/{{site}}/{{device}}'"
+        )
+    return parts[1], parts[2], parts[3] if len(parts) == 4 else None
+
+
+class OriginResolver:
+    """Resolves sources to registry ids, remembering answers for the life of one batch."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._known: dict[str, Origin | str] = {}
+
+    def prime(self, sources: Iterable[str]) -> None:
+        """Look up many sources at once: two queries for a batch instead of one or two per
+        source (a bridge's batch holds many devices). What is not found here is looked up
+        again by `resolve`, which says why."""
+        wanted: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+        for source in sources:
+            if source in self._known:
+                continue
+            try:
+                city_slug, site_slug, device_slug = parse_source(source)
+            except Invalid:
+                continue
+            wanted.setdefault((city_slug, site_slug), []).append((source, device_slug))
+        pairs = list(wanted)
+        for start in range(0, len(pairs), 500):
+            self._prime_sites(pairs[start : start + 500], wanted)
+
+    def _prime_sites(
+        self,
+        pairs: list[tuple[str, str]],
+        wanted: dict[tuple[str, str], list[tuple[str, str | None]]],
+    ) -> None:
+        sites = self._session.execute(
+            select(
+                models.City.slug, models.Site.slug, models.City.id, models.City.timezone,
+                models.Site.id,
+            )
+            .join(models.Site, models.Site.city_id == models.City.id)
+            .where(tuple_(models.City.slug, models.Site.slug).in_(pairs))
+        ).all()  # fmt: skip
+        by_site = {site_id: (city_id, tz) for _, _, city_id, tz, site_id in sites}
+        devices: dict[tuple[int, str], DeviceInfo] = {}
+        keys = [
+            (row[4], device)
+            for row in sites
+            for _, device in wanted[(row[0], row[1])]
+            if device is not None
+        ]
+        if keys:
+            found = self._session.execute(
+                select(
+                    models.Device.site_id, models.Device.slug, models.Device.id,
+                    models.Device.kind, models.Device.settings,
+                ).where(tuple_(models.Device.site_id, models.Device.slug).in_(keys))
+            ).all()  # fmt: skip
+            devices = {(r[0], r[1]): DeviceInfo(r[2], r[3], dict(r[4] or {})) for r in found}
+        for city_slug, site_slug, _, _, site_id in sites:
+            city_id, timezone = by_site[site_id]
+            for source, device_slug in wanted[(city_slug, site_slug)]:
+                if device_slug is None:
+                    self._known[source] = Origin(city_id, timezone, site_id, None)
+                elif (site_id, device_slug) in devices:
+                    device = devices[(site_id, device_slug)]
+                    self._known[source] = Origin(city_id, timezone, site_id, device)
+
+    def resolve(self, source: str) -> Origin:
+        hit = self._known.get(source)
+        if hit is None:
+            try:
+                hit = self._lookup(source)
+            except (Invalid, NotFound) as exc:
+                hit = exc.detail
+            self._known[source] = hit
+        if isinstance(hit, str):
+            raise Invalid(hit)
+        return hit
+
+    def _lookup(self, source: str) -> Origin:
+        city_slug, site_slug, device_slug = parse_source(source)
+        row = self._session.execute(
+            select(models.City.id, models.City.timezone, models.Site.id)
+            .join(models.Site, models.Site.city_id == models.City.id)
+            .where(models.City.slug == city_slug, models.Site.slug == site_slug)
+        ).first()
+        if row is None:
+            raise NotFound(
+                f"source {source!r}: no site {site_slug!r} in city {city_slug!r}; register it first"
+            )
+        city_id, timezone, site_id = row
+        device = None
+        if device_slug is not None:
+            found = self._session.execute(
+                select(models.Device.id, models.Device.kind, models.Device.settings).where(
+                    models.Device.site_id == site_id, models.Device.slug == device_slug
+                )
+            ).first()
+            if found is None:
+                raise NotFound(
+                    f"source {source!r}: no device {device_slug!r} at site {site_slug!r}; "
+                    "register it first"
+                )
+            device = DeviceInfo(found[0], found[1], dict(found[2] or {}))
+        return Origin(city_id, timezone, site_id, device)
+
+
+def mark_status(session: Session, statuses: dict[int, tuple[datetime, bool]]) -> None:
+    """Set devices online or offline from status events, unless something newer was heard."""
+    for device_id, (when, online) in sorted(statuses.items()):
+        session.execute(
+            update(models.Device)
+            .where(
+                models.Device.id == device_id,
+                models.Device.last_seen.is_(None) | (models.Device.last_seen <= when),
+            )
+            .values(online=online, last_seen=when)
+        )

@@ -1,0 +1,72 @@
+"""Dirty windows: which (city, day, hour) rollups must be rebuilt from all their flows.
+
+New events are added to the rollups (`fabcity.rollups.pending`); a window is marked dirty
+when flows it already held changed: a meter reading settled between two others, a design's
+registered data changed. The mark is made in the transaction that changes the flows. A
+recompute claims windows and deletes the marks in its own transaction, so a mark made while it
+runs survives it (the marking insert waits on the deleted row's lock and then inserts afresh).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+from sqlalchemy import and_, delete, or_, select, text
+from sqlalchemy.orm import Session
+
+from fabcity.core.db import is_postgres
+from fabcity.core.models import DirtyWindow, Flow
+from fabcity.core.sql import insert_ignore
+
+Window = tuple[int, date, int]  # city id, local day, local hour
+
+
+def mark_dirty(session: Session, windows: Iterable[Window]) -> None:
+    marks = sorted(set(windows))  # one lock order for concurrent writers
+    if not marks:
+        return
+    if is_postgres(session):
+        # One statement for the whole batch, not one execution per window through the ORM.
+        cities, days, hours = (list(column) for column in zip(*marks, strict=True))
+        session.execute(
+            text(
+                "INSERT INTO dirty_windows (city_id, day, hour) "
+                "SELECT * FROM unnest(CAST(:c AS integer[]), CAST(:d AS date[]), "
+                "CAST(:h AS integer[])) ON CONFLICT DO NOTHING"
+            ),
+            {"c": cities, "d": days, "h": hours},
+        )
+        return
+    rows = [{"city_id": c, "day": d, "hour": h} for c, d, h in marks]
+    session.execute(insert_ignore(session, DirtyWindow, ["city_id", "day", "hour"]), rows)
+
+
+def mark_design_dirty(session: Session, url: str) -> None:
+    """Mark every window with flows of a design, whose registered data just changed."""
+    made = select(Flow.city_id, Flow.day, Flow.hour).where(Flow.design_url == url).distinct()
+    mark_dirty(session, [(c, d, h) for c, d, h in session.execute(made)])
+
+
+def claim_dirty(session: Session, limit: int) -> list[Window]:
+    """Take up to `limit` dirty windows; concurrent workers get disjoint sets on PostgreSQL."""
+    query = (
+        select(DirtyWindow.city_id, DirtyWindow.day, DirtyWindow.hour)
+        .order_by(DirtyWindow.city_id, DirtyWindow.day, DirtyWindow.hour)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        query = query.with_for_update(skip_locked=True)
+    claimed = [(c, d, h) for c, d, h in session.execute(query)]
+    if claimed:
+        session.execute(
+            delete(DirtyWindow).where(
+                or_(
+                    *(
+                        and_(DirtyWindow.city_id == c, DirtyWindow.day == d, DirtyWindow.hour == h)
+                        for c, d, h in claimed
+                    )
+                )
+            )
+        )
+    return claimed

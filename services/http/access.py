@@ -1,0 +1,172 @@
+"""Operators' endpoints: API keys (`/v1/keys`) and dead letters (`/v1/dead-letters`).
+
+Who may call them is said in services/auth.py (admins only).
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from fabcity.core import models
+from fabcity.core.db import transaction
+from fabcity.ingest import deadletters
+from fabcity.registry import keys
+from schemas import access
+from services.http.dependencies import Context, RowId, context
+
+router = APIRouter(prefix="/v1")
+
+Ctx = Annotated[Context, Depends(context)]
+
+
+# Keys ---------------------------------------------------------------------------------------
+
+
+def _issued(issued: keys.Issued) -> access.IssuedKey:
+    return access.IssuedKey.model_validate(
+        {**access.Key.model_validate(issued.key).model_dump(), "secret": issued.secret}
+    )
+
+
+@router.get("/keys", response_model=list[access.Key], tags=["access"])
+def list_keys(
+    ctx: Ctx, revoked: Annotated[bool, Query(description="Also list revoked keys.")] = False
+) -> list[access.Key]:
+    with transaction(ctx.factory) as s:
+        return [access.Key.model_validate(k) for k in keys.list_keys(s, revoked)]
+
+
+@router.post("/keys", response_model=access.IssuedKey, status_code=201, tags=["access"])
+def create_key(body: access.KeyIn, ctx: Ctx) -> access.IssuedKey:
+    """Make a key. Its `secret` is in this answer only: only its hash is kept."""
+    with transaction(ctx.factory) as s:
+        return _issued(keys.create(s, body.role, body.city, body.site, body.device, body.name))
+
+
+@router.get("/keys/{key_id}", response_model=access.Key, tags=["access"])
+def get_key(key_id: RowId, ctx: Ctx) -> access.Key:
+    with transaction(ctx.factory) as s:
+        return access.Key.model_validate(keys.get(s, key_id))
+
+
+@router.delete("/keys/{key_id}", status_code=204, tags=["access"])
+def revoke_key(key_id: RowId, ctx: Ctx) -> Response:
+    """Revoke a key: refused from the next request on (and by the broker from the next
+    `fabcity broker-config`)."""
+    with transaction(ctx.factory) as s:
+        keys.revoke(s, key_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/keys/{key_id}/rotate", response_model=access.IssuedKey, status_code=201, tags=["access"]
+)
+def rotate_key(key_id: RowId, ctx: Ctx) -> access.IssuedKey:
+    """A new key with the same role and tenant; the old one is revoked."""
+    with transaction(ctx.factory) as s:
+        return _issued(keys.rotate(s, key_id))
+
+
+# Dead letters -------------------------------------------------------------------------------
+
+
+def _letter(letter: models.DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "received_at": letter.received_at,
+        "channel": letter.channel,
+        "topic": letter.topic,
+        "reason": letter.reason,
+        "size": len(letter.payload),
+    }
+
+
+def _detail(letter: models.DeadLetter) -> access.DeadLetterDetail:
+    return access.DeadLetterDetail.model_validate(
+        {
+            **_letter(letter),
+            "payload": letter.payload.decode("utf-8", errors="replace"),
+            "payload_base64": base64.b64encode(letter.payload).decode(),
+        }
+    )
+
+
+@router.get("/dead-letters", response_model=list[access.DeadLetter], tags=["dead letters"])
+def list_dead_letters(
+    ctx: Ctx,
+    topic_prefix: Annotated[str | None, Query(max_length=1024)] = None,
+    reason_contains: Annotated[str | None, Query(max_length=1000)] = None,
+    received_before: datetime | None = None,
+    received_after: datetime | None = None,
+    after_id: Annotated[int, Query(ge=0, description="The last id of the previous page.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[access.DeadLetter]:
+    """What could not become an event, oldest first, with the reason."""
+    wanted = access.DeadLetterFilter(
+        topic_prefix=topic_prefix,
+        reason_contains=reason_contains,
+        received_before=received_before,
+        received_after=received_after,
+    )
+    with transaction(ctx.factory) as s:
+        found = deadletters.list_letters(s, wanted, limit, after_id)
+        return [access.DeadLetter.model_validate(_letter(letter)) for letter in found]
+
+
+@router.get(
+    "/dead-letters/{letter_id}", response_model=access.DeadLetterDetail, tags=["dead letters"]
+)
+def get_dead_letter(letter_id: RowId, ctx: Ctx) -> access.DeadLetterDetail:
+    with transaction(ctx.factory) as s:
+        return _detail(deadletters.get(s, letter_id))
+
+
+def replay(ctx: Context, ids: list[int]) -> access.ReplayResult:
+    """Run dead letters through the bridge's path again, a chunk per transaction."""
+    from services.mqtt.bridge import native_parser
+
+    parse = native_parser(ctx.settings)
+    total = access.ReplayResult(replayed=0, ingested=0, still_dead=0, events=0)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        with transaction(ctx.factory) as s:
+            done = deadletters.replay(s, chunk, ctx.settings.mqtt_topic_prefix, parse)
+        total.replayed += done.ingested + done.still_dead
+        total.ingested += done.ingested
+        total.still_dead += done.still_dead
+        total.events += done.events
+    if total.events:
+        ctx.dispatcher.nudge()
+    return total
+
+
+@router.post(
+    "/dead-letters/{letter_id}/replay", response_model=access.ReplayResult, tags=["dead letters"]
+)
+async def replay_dead_letter(letter_id: RowId, ctx: Ctx) -> access.ReplayResult:
+    """Run one dead letter through the routing and the ingest path again (after its device
+    was registered, say). It is deleted if it now goes through, else kept with the new reason."""
+
+    def run() -> access.ReplayResult:
+        with transaction(ctx.factory) as s:
+            deadletters.get(s, letter_id)
+        return replay(ctx, [letter_id])
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/dead-letters/replay", response_model=access.ReplayResult, tags=["dead letters"])
+async def replay_dead_letters(wanted: access.DeadLetterFilter, ctx: Ctx) -> access.ReplayResult:
+    """Replay every dead letter the filter names (`{}`: all of them), oldest first."""
+
+    def run() -> access.ReplayResult:
+        with transaction(ctx.factory) as s:
+            ids = deadletters.ids_matching(s, wanted)
+        return replay(ctx, ids)
+
+    return await run_in_threadpool(run)

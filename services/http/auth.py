@@ -1,0 +1,370 @@
+"""Who may call what: keys checked once per request, a policy per route, tenants checked in
+one place, and per-key rate limits.
+
+Two pieces, so that no endpoint has to know about any of it:
+
+- `AccessMiddleware` (ASGI) runs before routing and body parsing: it finds the key
+  (`Authorization: Bearer …` or `X-API-Key`), answers 401 for a missing or invalid one, 429
+  when the key is over its rate, 413 for a body over the limit, and puts the `Principal` on the
+  request.
+- `authorize`, one dependency of the whole app, runs once the route is known: it looks up the
+  route's policy by method and path template (`POLICIES`; a route without one is admin-only),
+  answers 403 for a role the policy does not name, and checks the tenant: a `{city}` or
+  `{site}` path parameter, or `city` / `cities` query parameters, must lie within the key's
+  city and site. `POST /v1/events` checks each event's `source` in the ingest path instead
+  (`fabcity.ingest.service.ingest(scope=…)`), so a refused event is reported by index and
+  never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import Headers
+
+from fabcity.core.db import transaction
+from fabcity.core.errors import PayloadTooLarge
+from fabcity.core.settings import Settings
+from fabcity.registry import keys
+from fabcity.registry.keys import Principal, Role
+from services.http.dependencies import principal
+from services.http.problems import problem
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+# The policy table ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Who may call a route. Tenants are checked for every route alike (see the module doc)."""
+
+    roles: frozenset[Role]
+    public: bool = False  # no key needed
+
+    def allows(self, role: Role) -> bool:
+        return self.public or role in self.roles
+
+
+ADMIN: Policy = Policy(frozenset({"admin"}))
+READ: Policy = Policy(frozenset({"admin", "planner"}))
+WRITE_EVENTS: Policy = Policy(frozenset({"admin", "site", "device"}))
+PUBLIC: Policy = Policy(frozenset(), public=True)
+
+# (method, path template) → policy. A route missing here is admin-only at run time, and fails
+# tests/services/test_access_matrix.py until it is added: decide who may call it.
+POLICIES: dict[tuple[str, str], Policy] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    # the dashboard's page and assets: it asks the person for a planner key to fetch data
+    ("GET", "/"): PUBLIC,
+    ("GET", "/dashboard/{name}"): PUBLIC,
+    # ingest: sites and devices write their own events (the source is checked per event)
+    ("POST", "/v1/events"): WRITE_EVENTS,
+    # the registry: planners read, admins write
+    ("GET", "/v1/cities"): READ,
+    ("POST", "/v1/cities"): ADMIN,
+    ("GET", "/v1/cities/{city}"): READ,
+    ("GET", "/v1/cities/{city}/sites"): READ,
+    ("POST", "/v1/cities/{city}/sites"): ADMIN,
+    ("GET", "/v1/cities/{city}/sites/{site}/devices"): READ,
+    ("POST", "/v1/cities/{city}/sites/{site}/devices"): ADMIN,
+    ("GET", "/v1/cities/{city}/devices"): READ,
+    ("GET", "/v1/resources"): READ,
+    # metrics and statistics
+    ("GET", "/v1/cities/{city}/metrics"): READ,
+    ("GET", "/v1/cities/{city}/summary"): READ,
+    ("GET", "/v1/cities/{city}/flows"): READ,
+    ("GET", "/v1/compare"): READ,
+    ("GET", "/v1/cities/{city}/ngsi-ld"): READ,
+    ("GET", "/v1/cities/{city}/statistics/{year}"): READ,
+    ("PUT", "/v1/cities/{city}/statistics/{year}"): ADMIN,
+    ("POST", "/v1/mci"): READ,  # a calculation: reads and writes nothing
+    ("GET", "/v1/designs/{design_id}/mci"): READ,
+    # open standards
+    ("POST", "/v1/cities/{city}/okw"): ADMIN,
+    ("GET", "/v1/cities/{city}/facilities"): READ,
+    ("POST", "/v1/designs"): ADMIN,
+    ("GET", "/v1/designs"): READ,
+    ("GET", "/v1/designs/{design_id}"): READ,
+    # webhooks carry receivers' URLs and every city's events: operators only
+    ("POST", "/v1/subscriptions"): ADMIN,
+    ("GET", "/v1/subscriptions"): ADMIN,
+    ("GET", "/v1/subscriptions/{subscription_id}"): ADMIN,
+    ("DELETE", "/v1/subscriptions/{subscription_id}"): ADMIN,
+    ("GET", "/v1/subscriptions/{subscription_id}/deliveries"): ADMIN,
+    # keys and dead letters: operators only
+    ("GET", "/v1/keys"): ADMIN,
+    ("POST", "/v1/keys"): ADMIN,
+    ("GET", "/v1/keys/{key_id}"): ADMIN,
+    ("DELETE", "/v1/keys/{key_id}"): ADMIN,
+    ("POST", "/v1/keys/{key_id}/rotate"): ADMIN,
+    ("GET", "/v1/dead-letters"): ADMIN,
+    ("GET", "/v1/dead-letters/{letter_id}"): ADMIN,
+    ("POST", "/v1/dead-letters/{letter_id}/replay"): ADMIN,
+    ("POST", "/v1/dead-letters/replay"): ADMIN,
+}
+
+# Served without a key, before any route is known: operations, the API's own documentation,
+# and the dashboard's static pages (which ask the person for a planner key to fetch data).
+PUBLIC_PATHS = frozenset(
+    {"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    | {"/openapi.json", "/dashboard", "/favicon.ico"}
+)
+PUBLIC_PREFIXES = ("/metrics/", "/static/", "/dashboard/")
+
+
+def is_public_path(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def policy_for(method: str, path: str) -> Policy:
+    return POLICIES.get(("GET" if method == "HEAD" else method, path), ADMIN)
+
+
+# The dependency: role and tenant, once the route is known ------------------------------------
+
+
+class Refused(Exception):
+    """An access refusal, turned into a problem by `install`."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def authorize(request: Request) -> None:
+    """Every route's one access check: its policy's roles, then the tenant."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", request.url.path)
+    policy = policy_for(request.method, template)
+    if policy.public:
+        return
+    who = principal(request)
+    if not policy.allows(who.role):
+        raise Refused(403, f"a {who.role} key may not call {request.method} {template}")
+    if who.key_id is None and who.role != "admin" and request.method not in ("GET", "HEAD"):
+        raise Refused(401, "without a key only reads are public; send a key")
+    check_tenant(who, request)
+
+
+def check_tenant(who: Principal, request: Request) -> None:
+    """The one place where a request's city and site are held against the key's."""
+    params = request.path_params
+    cities = [str(params["city"])] if "city" in params else []
+    cities += request.query_params.getlist("city")
+    for value in request.query_params.getlist("cities"):
+        cities += [c.strip() for c in value.split(",") if c.strip()]
+    for city in cities:
+        if not who.may_see_city(city):
+            raise Refused(403, f"this key is for city {who.city!r}, not {city!r}")
+    if "site" in params and cities and not who.may_see_site(cities[0], str(params["site"])):
+        raise Refused(403, f"this key is for site {who.site!r}, not {params['site']!r}")
+
+
+# Rate limits: GCRA (a token bucket kept as one timestamp), in Redis or in this process -------
+
+# KEYS[1]: the key's bucket. ARGV: emission interval and burst tolerance, in microseconds.
+# Returns 0 when allowed, else how many microseconds until the next request would be.
+GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = tat + interval - tonumber(ARGV[2]) - now
+if wait > 0 then return wait end
+redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil((tat + interval - now) / 1000) + 1000)
+return 0
+"""
+
+
+class RateLimiter:
+    """`rate` requests per second per key, `burst` at once. Redis holds the buckets when the
+    API runs beside Celery (several API processes share one limit); each process keeps its own
+    otherwise, or while Redis does not answer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.rate = settings.rate_limit_per_s
+        self.burst = settings.rate_limit_burst
+        self.prefix = settings.redis_prefix + "ratelimit:"
+        self._tat: dict[str, float] = {}
+        self._redis: Any = None
+        self._redis_down_until = 0.0
+        if self.rate > 0 and settings.worker_mode == "celery":
+            import redis.asyncio
+
+            self._redis = redis.asyncio.Redis.from_url(
+                settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+            self._script = self._redis.register_script(GCRA_LUA)
+
+    async def wait_s(self, who: str) -> float:
+        """0 when `who` may go on; else the seconds until it may."""
+        if self.rate <= 0:
+            return 0.0
+        if self._redis is not None and time.monotonic() >= self._redis_down_until:
+            interval_us = 1e6 / self.rate
+            try:
+                wait_us = await self._script(
+                    keys=[self.prefix + who], args=[int(interval_us), int(interval_us * self.burst)]
+                )
+                return float(wait_us) / 1e6
+            except Exception as exc:  # Redis down: limit in this process meanwhile
+                log.warning("rate limits counted locally for 30 s: Redis: %s", exc)
+                self._redis_down_until = time.monotonic() + 30
+        return self._local(who)
+
+    def _local(self, who: str) -> float:
+        now = time.monotonic()
+        interval = 1.0 / self.rate
+        tat = max(self._tat.get(who, now), now)
+        wait = tat + interval - interval * self.burst - now
+        if wait > 0:
+            return wait
+        self._tat[who] = tat + interval
+        if len(self._tat) > 100_000:  # forget idle buckets rather than grow without bound
+            self._tat = {k: v for k, v in self._tat.items() if v > now}
+        return 0.0
+
+
+# The middleware ------------------------------------------------------------------------------
+
+
+def presented_key(headers: Headers) -> str | None:
+    authorization = headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return headers.get("x-api-key") or None
+
+
+class AccessMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings, factory: sessionmaker[Session]) -> None:
+        self.app = app
+        self.settings = settings
+        self.factory = factory
+        self.limiter = RateLimiter(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        limit = self.settings.max_body_bytes
+        if declared.isdigit() and int(declared) > limit:
+            await _answer(scope, receive, send, 413, f"body of {declared} bytes; at most {limit}")
+            return
+        who, refusal = await self._identify(scope, headers)
+        if refusal is not None:
+            await _answer(scope, receive, send, 401, refusal, {"WWW-Authenticate": "Bearer"})
+            return
+        if who is not None and who.key_id is not None:
+            wait = await self.limiter.wait_s(f"key:{who.key_id}")
+        elif who is not None and self.settings.auth == "required":  # anonymous public reads
+            client = scope.get("client") or ("?", 0)
+            wait = await self.limiter.wait_s(f"ip:{client[0]}")
+        else:
+            wait = 0.0
+        if wait > 0:
+            retry = str(max(1, math.ceil(wait)))
+            detail = f"over {self.settings.rate_limit_per_s:g} requests/s; retry in {retry} s"
+            await _answer(scope, receive, send, 429, detail, {"Retry-After": retry})
+            return
+        if who is not None:
+            scope.setdefault("state", {})["principal"] = who
+        await self.app(scope, _limited(receive, limit), send)
+
+    async def _identify(
+        self, scope: Scope, headers: Headers
+    ) -> tuple[Principal | None, str | None]:
+        """The caller, or why it is refused (None, None: a public path)."""
+        if self.settings.auth == "off":
+            return keys.ADMIN, None
+        if is_public_path(scope["path"]):
+            return None, None
+        presented = presented_key(headers)
+        if presented is None:
+            if self.settings.public_reads and scope["method"] in ("GET", "HEAD"):
+                return Principal("planner"), None
+            return None, "send a key: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+        def lookup() -> Principal | None:
+            with transaction(self.factory) as session:
+                return keys.authenticate(session, presented)
+
+        found = await run_in_threadpool(lookup)
+        if found is None:
+            return None, "the key is not valid (unknown, revoked or mistyped)"
+        return found, None
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive` that refuses a body (chunked, say) once it passes `limit` bytes."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(f"body over {limit} bytes")
+        return message
+
+    return wrapped
+
+
+async def _answer(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    await _problem(status, detail, headers)(scope, receive, send)
+
+
+TITLES = {
+    401: ("Unauthorized", "unauthorized"),
+    403: ("Forbidden", "forbidden"),
+    413: ("Payload too large", "too-large"),
+    429: ("Too many requests", "rate-limited"),
+}
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    title, slug = TITLES[status]
+    return problem(status, title, detail, slug, headers=headers)
+
+
+def install(app: FastAPI, settings: Settings, factory: sessionmaker[Session]) -> None:
+    """The middleware and the handler of refusals. Add `Depends(authorize)` to the app."""
+    app.add_middleware(AccessMiddleware, settings=settings, factory=factory)
+
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _problem(exc.status, exc.detail, headers)
+
+    if settings.auth == "off":
+        log.warning("API keys are off (FABCITY_AUTH=off): every caller is an admin")

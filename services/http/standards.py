@@ -1,0 +1,238 @@
+"""Open standards at the edges: sites from Open Know-Where, designs from Open Know-How, and
+webhook subscriptions that forward events as CloudEvents.
+
+Writes sit on `write` (served by the ingest role), reads on `read` (the query role).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from fabcity import webhooks
+from fabcity.core import models
+from fabcity.core.db import transaction
+from fabcity.core.errors import PayloadTooLarge, UnsupportedMediaType
+from fabcity.registry import designs, entries, okh, okw
+from schemas import standards
+from services.http.dependencies import Context, RowId, context
+from services.http.problems import problem
+
+write = APIRouter(prefix="/v1")
+read = APIRouter(prefix="/v1")
+
+Ctx = Annotated[Context, Depends(context)]
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+TOML_TYPES = ("application/toml", "text/toml", "text/x-toml")
+JSON_TYPES = ("application/json",)
+
+
+async def _body(request: Request, ctx: Context, allowed: tuple[str, ...]) -> tuple[bytes, str]:
+    limit = ctx.settings.max_body_bytes
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body of {len(body)} bytes; at most {limit}")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in allowed:
+        raise UnsupportedMediaType(
+            f"send one of {', '.join(allowed)}, not {media_type or 'no content type'}"
+        )
+    return body, media_type
+
+
+def _import_answer(result: standards.ImportResult, what: str) -> JSONResponse:
+    if result.rejected and not result.imported:
+        return problem(
+            422,
+            f"Every {what} was refused",
+            "; ".join(f"[{r.index}] {r.error}" for r in result.rejected[:20]),
+            "invalid-record",
+            rejected=[r.model_dump() for r in result.rejected],
+        )
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+# Open Know-Where ----------------------------------------------------------------------------
+
+
+def _facility(site: models.Site, facility: models.Facility, city: str) -> standards.Facility:
+    return standards.Facility.model_validate(
+        {
+            "slug": site.slug,
+            "name": site.name,
+            "kind": site.kind,
+            "latitude": site.latitude,
+            "longitude": site.longitude,
+            "city": city,
+            "okw_id": facility.okw_id,
+            "status": facility.status,
+            "access_type": facility.access_type,
+            "address": facility.address,
+            "equipment": facility.equipment,
+            "materials": facility.materials,
+            "verified_by": facility.verified_by,
+            "verified_at": facility.verified_at,
+            "imported_at": facility.imported_at,
+        }
+    )
+
+
+@write.post(
+    "/cities/{city}/okw",
+    response_model=standards.ImportResult,
+    tags=["open standards"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {t: {"schema": {}} for t in (*YAML_TYPES[:1], *JSON_TYPES)},
+        }
+    },
+)
+async def import_okw(city: str, request: Request, ctx: Ctx) -> JSONResponse:
+    """Import Open Know-Where facility records (YAML, several documents allowed, or JSON; a
+    record or a list). Each becomes a site; a record imported before updates its site. Bad
+    records are reported by index, the others imported."""
+    body, media_type = await _body(request, ctx, (*YAML_TYPES, *JSON_TYPES))
+    records = okw.load_records(body, media_type)
+
+    def run() -> standards.ImportResult:
+        with transaction(ctx.factory) as s:
+            return okw.import_records(s, entries.get_city(s, city), records)
+
+    return _import_answer(await run_in_threadpool(run), "record")
+
+
+@read.get(
+    "/cities/{city}/facilities",
+    response_model=list[standards.Facility],
+    tags=["open standards"],
+)
+def list_facilities(city: str, ctx: Ctx) -> list[standards.Facility]:
+    """The sites imported from Open Know-Where, with their equipment, materials and
+    provenance."""
+    with transaction(ctx.factory) as s:
+        c = entries.get_city(s, city)
+        return [_facility(site, f, c.slug) for site, f in okw.list_facilities(s, c)]
+
+
+# Open Know-How ------------------------------------------------------------------------------
+
+
+@write.post(
+    "/designs",
+    response_model=standards.Design,
+    status_code=201,
+    responses={200: {"description": "An earlier import of this URL was updated"}},
+    tags=["open standards"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {t: {"schema": {}} for t in ("application/toml", "application/yaml")},
+        }
+    },
+)
+async def import_design(
+    request: Request,
+    ctx: Ctx,
+    url: Annotated[
+        str | None,
+        Query(
+            max_length=2048,
+            description="Where the manifest is published; flows name the design by it. "
+            "Defaults to the manifest's `manifest-url`.",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """Import an Open Know-How manifest: OKH-LOSH (TOML) or OKH v1 (YAML), or either as JSON.
+    Importing the same URL again updates the design."""
+    body, media_type = await _body(request, ctx, (*TOML_TYPES, *YAML_TYPES, *JSON_TYPES))
+    doc = okh.load(body, media_type)
+
+    def run() -> tuple[standards.Design, bool]:
+        with transaction(ctx.factory) as s:
+            design, created = designs.import_manifest(s, doc, url)
+            return standards.Design.model_validate(design), created
+
+    design, created = await run_in_threadpool(run)
+    return JSONResponse(design.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@read.get("/designs", response_model=list[standards.Design], tags=["open standards"])
+def list_designs(
+    ctx: Ctx,
+    open_only: Annotated[
+        bool, Query(alias="open", description="Only designs under open licences.")
+    ] = False,
+) -> list[standards.Design]:
+    with transaction(ctx.factory) as s:
+        return [standards.Design.model_validate(d) for d in designs.list_designs(s, open_only)]
+
+
+@read.get("/designs/{design_id}", response_model=standards.Design, tags=["open standards"])
+def get_design(design_id: RowId, ctx: Ctx) -> standards.Design:
+    with transaction(ctx.factory) as s:
+        return standards.Design.model_validate(designs.get(s, design_id))
+
+
+# Subscriptions ------------------------------------------------------------------------------
+
+
+@write.post(
+    "/subscriptions",
+    response_model=standards.Subscription,
+    status_code=201,
+    tags=["subscriptions"],
+)
+def create_subscription(body: standards.SubscriptionIn, ctx: Ctx) -> standards.Subscription:
+    """Forward stored events (and `fabcity.metrics.updated` notices) to a webhook as
+    CloudEvents, in order, retried with exponential backoff until the receiver answers 2xx."""
+    with transaction(ctx.factory) as s:
+        sub = webhooks.create(s, body)
+        return webhooks.describe(sub, webhooks.city_slugs(s))
+
+
+@write.delete("/subscriptions/{subscription_id}", status_code=204, tags=["subscriptions"])
+def delete_subscription(subscription_id: RowId, ctx: Ctx) -> Response:
+    with transaction(ctx.factory) as s:
+        webhooks.remove(s, subscription_id)
+    return Response(status_code=204)
+
+
+@read.get("/subscriptions", response_model=list[standards.Subscription], tags=["subscriptions"])
+def list_subscriptions(ctx: Ctx) -> list[standards.Subscription]:
+    with transaction(ctx.factory) as s:
+        slugs = webhooks.city_slugs(s)
+        return [webhooks.describe(sub, slugs) for sub in webhooks.list_all(s)]
+
+
+@read.get(
+    "/subscriptions/{subscription_id}",
+    response_model=standards.Subscription,
+    tags=["subscriptions"],
+)
+def get_subscription(subscription_id: RowId, ctx: Ctx) -> standards.Subscription:
+    with transaction(ctx.factory) as s:
+        return webhooks.describe(webhooks.get(s, subscription_id), webhooks.city_slugs(s))
+
+
+@read.get(
+    "/subscriptions/{subscription_id}/deliveries",
+    response_model=list[standards.Delivery],
+    tags=["subscriptions"],
+)
+def list_deliveries(
+    subscription_id: RowId,
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[standards.Delivery]:
+    """The delivery log, newest first: each run delivered, and each failed attempt with its
+    status and error."""
+    with transaction(ctx.factory) as s:
+        return [
+            standards.Delivery.model_validate(d)
+            for d in webhooks.deliveries(s, subscription_id, limit)
+        ]

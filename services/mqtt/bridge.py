@@ -1,0 +1,369 @@
+"""The MQTT bridge: device messages in, committed events out, acknowledged only after commit.
+
+The paho network thread does nothing but put each message on a queue: a bare paho subscriber
+is the bottleneck LIMITS.md measured, so the client is `services.mqtt.client.Client`, which
+reads in large chunks and acknowledges a batch in one write. A writer thread takes batches
+off the queue, runs the one ingest path in one transaction, dead-letters what cannot become an
+event, commits, and only then acknowledges every message of the batch. A bridge that dies
+before acknowledging gets the messages again from the broker (fixed client id, persistent
+session); the events are keyed by `(source, id)`, so the repeat is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.orm import Session, sessionmaker
+
+from fabcity.core.db import transaction
+from fabcity.core.models import DeadLetter
+from fabcity.core.settings import Settings
+from fabcity.ingest.service import ingest
+from services.mqtt import lanes
+from services.mqtt.batching import take_batch
+from services.mqtt.client import Client
+from workers.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+MESSAGES = Counter("fabcity_bridge_messages_total", "MQTT messages handled", ["outcome"])
+BATCH_SECONDS = Histogram("fabcity_bridge_batch_seconds", "Time to store and commit a batch")
+QUEUE_DEPTH = Gauge(
+    "fabcity_bridge_queue_depth", "Messages received and not yet committed (at most the window)"
+)
+LAST_COMMIT = Gauge("fabcity_bridge_last_commit_timestamp", "Unix time of the last commit")
+MAX_PAYLOAD = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received_at: datetime
+    # MQTT 5 user properties and content type: CloudEvents binary mode lives in them.
+    properties: tuple[tuple[str, str], ...] = ()
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A message turned into an event object, or the reason it could not be."""
+
+    event: dict[str, Any] | None
+    reason: str | None
+
+
+def source_of(topic: str, prefix: str) -> str | None:
+    """`{prefix}/{city}/{site}/{device}/events` to `/{city}/{site}/{device}`."""
+    head = prefix.rstrip("/") + "/"
+    if not topic.startswith(head):
+        return None
+    parts = topic[len(head) :].split("/")
+    if len(parts) != 4 or parts[3] != "events" or not all(parts[:3]):
+        return None
+    return "/" + "/".join(parts[:3])
+
+
+def to_event(
+    topic: str,
+    payload: bytes,
+    prefix: str,
+    received_at: datetime,
+    max_payload: int = MAX_PAYLOAD,
+) -> Parsed:
+    """A native-topic message as a CloudEvent object: a full event, or a bare flow `data`.
+
+    A bare payload gets a deterministic id (a hash of its topic and bytes) so that a broker's
+    redelivery is a duplicate. Two identical bare payloads are therefore one event: a sender
+    that may repeat identical flows must send full events with ids of its own.
+    """
+    source = source_of(topic, prefix)
+    if source is None:
+        return Parsed(
+            None, f"topic {topic!r} is not '{prefix}/{{city}}/{{site}}/{{device}}/events'"
+        )
+    if len(payload) > max_payload:
+        return Parsed(None, f"payload of {len(payload)} bytes; at most {max_payload}")
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return Parsed(None, f"payload is not JSON: {exc}")
+    if isinstance(body, dict) and "specversion" in body:
+        if body.get("source") != source:
+            return Parsed(
+                None,
+                f"event source {body.get('source')!r} does not match its topic ({source!r})",
+            )
+        return Parsed(body, None)
+    if not isinstance(body, dict | list):
+        return Parsed(None, "payload must be a CloudEvent or a flow object (or a list of flows)")
+    digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()[:32]
+    return Parsed(
+        {
+            "specversion": "1.0",
+            "id": f"mqtt-{digest}",
+            "source": source,
+            "type": "fabcity.flow",
+            "time": received_at.isoformat(),
+            "data": body,
+        },
+        None,
+    )
+
+
+def native_parser(settings: Settings) -> Callable[[str, bytes, datetime], dict[str, Any] | str]:
+    """`to_event` as dead-letter replay wants it: the event, or the reason it is none."""
+
+    def parse(topic: str, payload: bytes, received_at: datetime) -> dict[str, Any] | str:
+        prefix, limit = settings.mqtt_topic_prefix, settings.mqtt_max_payload_bytes
+        parsed = to_event(topic, payload, prefix, received_at, limit)
+        return parsed.event if parsed.event is not None else (parsed.reason or "refused")
+
+    return parse
+
+
+class Bridge:
+    def __init__(
+        self, settings: Settings, factory: sessionmaker[Session], dispatcher: Dispatcher
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.dispatcher = dispatcher
+        self.v5 = settings.mqtt_protocol == "5"
+        # Bounded by the inflight window: Mosquitto 2.0.11 was measured sending a manual-ack
+        # client ~19x its ReceiveMaximum once acks flow in batches, so the window alone does
+        # not bound memory. A full queue blocks the receive thread, TCP pushes back, and the
+        # backlog stays at the broker.
+        self._queue: queue.Queue[Received] = queue.Queue(maxsize=settings.mqtt_receive_maximum)
+        self._generation = 0
+        self._stop = threading.Event()
+        self.connected = threading.Event()  # connected and subscribed
+        self.stored = 0
+        self.dead_lettered = 0
+        # The deepest the queue has been (tests read it).
+        self.max_depth = 0
+        # Several writers, each with its own transaction: while one waits on PostgreSQL (about
+        # half of a writer's time, measured with py-spy) another validates its batch. Acks may
+        # then go out of batch order, which MQTT allows for QoS 1.
+        self._writers = [
+            threading.Thread(target=self._write_loop, name=f"bridge-writer-{i}", daemon=True)
+            for i in range(settings.bridge_writers)
+        ]
+        self._count_lock = threading.Lock()
+        # Device messages (adapter topics) go to a lane of their own: one writer, in arrival
+        # order, because adapters keep per-device state (job starts, counters).
+        self.adapters = lanes.DeviceLane(settings, factory, self._ack, dispatcher.nudge)
+        self.client = Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.mqtt_client_id,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            clean_session=None if self.v5 else False,
+            manual_ack=True,
+        )
+        if settings.mqtt_username:
+            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+
+    @property
+    def topic(self) -> str:
+        topic = f"{self.settings.mqtt_topic_prefix}/+/+/+/events"
+        # Shared subscriptions are MQTT 5 (amqtt, the embedded broker, has none).
+        return f"$share/{self.settings.mqtt_share_group}/{topic}" if self.v5 else topic
+
+    @property
+    def adapter_topics(self) -> list[str]:
+        return self.adapters.filters()
+
+    def start(self) -> Bridge:
+        self.adapters.start(self.client)
+        properties = None
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
+            # The window of unacknowledged messages must exceed a batch, or the bridge would
+            # stall at the broker's default of 20 per commit.
+            properties.ReceiveMaximum = min(65535, self.settings.mqtt_receive_maximum)
+        self.client.connect_async(
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            keepalive=30,
+            clean_start=False if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        for writer in self._writers:
+            writer.start()
+        self.client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        """Stop taking messages; what is not committed stays unacknowledged at the broker."""
+        self._stop.set()
+        self.adapters.stop()
+        for writer in self._writers:
+            writer.join(timeout=30)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # paho callbacks: run on the network thread and never raise ------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any
+    ) -> None:
+        try:
+            if reason.is_failure:
+                log.error("MQTT connect refused: %s", reason)
+                if reason.value in (134, 135):  # bad credentials / not authorized: stop retrying
+                    self._stop.set()
+                    client.disconnect()
+                return
+            self._generation += 1
+            client.subscribe([(t, 1) for t in (self.topic, *self.adapter_topics)])
+        except Exception:
+            log.exception("on_connect failed")
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
+        if any(code.is_failure for code in codes):
+            log.error("the broker refused the subscription to %s: %s", self.topic, codes)
+            return
+        self.connected.set()
+        log.info(
+            "MQTT connected to %s:%s; subscribed to %s",
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            self.topic,
+        )
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("MQTT disconnected (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            received = Received(
+                msg.topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                self._generation,
+                datetime.now(UTC),
+                *lanes.publish_properties(msg),
+            )
+            if self.adapters.takes(received.topic):
+                self.adapters.put(received)
+            else:
+                self._queue.put(received)
+        except Exception:
+            log.exception("dropped a message on the floor (it stays unacknowledged)")
+
+    # the writer ---------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[Received]:
+        depth = self._queue.qsize()
+        self.max_depth = max(self.max_depth, depth)
+        QUEUE_DEPTH.set(depth)
+        return take_batch(
+            self._queue, self.settings.bridge_batch_size, self.settings.bridge_batch_wait_ms / 1000
+        )
+
+    def _write_loop(self) -> None:
+        delay = 0.5
+        batch: list[Received] = []
+        while not self._stop.is_set() or batch:
+            if not batch:
+                batch = self._take_batch()
+                if not batch:
+                    if self._stop.is_set():
+                        return
+                    continue
+            try:
+                self._commit(batch)
+            except Exception:
+                # Nothing was acknowledged: keep the batch and try again.
+                log.exception("storing a batch of %d failed; retrying in %.1fs", len(batch), delay)
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, 30)
+                continue
+            delay = 0.5
+            self._ack(batch)
+            batch = []
+
+    def _commit(self, batch: list[Received]) -> None:
+        prefix = self.settings.mqtt_topic_prefix
+        limit = self.settings.mqtt_max_payload_bytes
+        parsed = [to_event(m.topic, m.payload, prefix, m.received_at, limit) for m in batch]
+        good = [(m, p.event) for m, p in zip(batch, parsed, strict=True) if p.event is not None]
+        dead = [(m, p.reason or "") for m, p in zip(batch, parsed, strict=True) if p.event is None]
+        started = time.perf_counter()
+        with transaction(self.factory) as session:
+            outcome = ingest(session, [e for _, e in good])
+            dead.extend((good[r.index][0], r.error) for r in outcome.result.rejected)
+            session.add_all(
+                DeadLetter(
+                    received_at=m.received_at,
+                    channel="mqtt",
+                    # MQTT allows topics of 64 KiB; the column holds 1,024 characters, and a
+                    # longer value would fail the whole batch on PostgreSQL, again and again.
+                    topic=m.topic[:1024],
+                    payload=m.payload,
+                    reason=reason,
+                )
+                for m, reason in dead
+            )
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        LAST_COMMIT.set_to_current_time()
+        if self.settings.bridge_fault_exit_after_commit:
+            log.warning("fault injection: exiting after commit, before acknowledging")
+            os._exit(3)
+        with self._count_lock:
+            self.stored += outcome.result.accepted
+            self.dead_lettered += len(dead)
+        MESSAGES.labels("stored").inc(outcome.result.accepted)
+        MESSAGES.labels("duplicate").inc(outcome.result.duplicates)
+        MESSAGES.labels("dead_letter").inc(len(dead))
+        for m, reason in dead:
+            log.warning("dead letter from %s: %s", m.topic, reason[:300])
+        if outcome.result.duplicates:
+            # Expected after a restart (the broker redelivers what was not acknowledged).
+            log.info(
+                "batch of %d: stored=%d duplicates=%d",
+                len(batch),
+                outcome.result.accepted,
+                outcome.result.duplicates,
+            )
+        if outcome.windows_marked:
+            self.dispatcher.nudge()
+
+    def _ack(self, batch: list[Received]) -> None:
+        generation = self._generation
+        # A packet id belongs to one connection: after a reconnect the broker redelivers (and
+        # we store once); acking an old id could acknowledge a different message.
+        current = [m for m in batch if m.generation == generation]
+        self.client.ack_many(m.mid for m in current if m.qos == 1)
+        for m in current:
+            if m.qos == 2:
+                self.client.ack(m.mid, m.qos)

@@ -1,0 +1,157 @@
+"""The bridge's side of the device adapters: which topics to subscribe to, what an MQTT 5
+PUBLISH carries besides its payload, and the lane that stores device messages.
+
+Device messages do not share the native writers: adapters keep per-device state (a job's
+start, an energy counter, Sparkplug aliases), so one device's messages must be applied in
+the order they arrived, one transaction after the other. One lane per bridge does that. The
+adapter topics are plain (not shared) subscriptions: retained messages (wills, ESPHome
+discovery configs) reach only plain subscriptions. With several bridges, exactly one must
+read the device topics (`FABCITY_BRIDGE_ADAPTERS=false` on the others), or the states race.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import paho.mqtt.client as mqtt
+from sqlalchemy.orm import Session, sessionmaker
+
+from fabcity.adapters.routing import minimal_filters, subscriptions
+from fabcity.core.db import transaction
+from fabcity.core.settings import Settings
+from fabcity.ingest.intake import Incoming, store
+from fabcity.registry import entries
+from services.mqtt.batching import take_batch
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Incoming)
+
+LANE_BATCH = 500
+LANE_WAIT_S = 0.02
+
+
+def publish_properties(msg: mqtt.MQTTMessage) -> tuple[tuple[tuple[str, str], ...], str | None]:
+    """User properties and content type of an MQTT 5 PUBLISH (empty on 3.1.1)."""
+    props = getattr(msg, "properties", None)
+    if props is None:
+        return (), None
+    users = getattr(props, "UserProperty", None) or []
+    content_type = getattr(props, "ContentType", None)
+    return tuple((str(k), str(v)) for k, v in users), content_type
+
+
+class DeviceLane(Generic[M]):
+    """Subscribes to the adapter topics and stores device messages in arrival order."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        ack: Callable[[list[M]], None],
+        nudge: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.enabled = settings.bridge_adapters
+        self._ack = ack
+        self._nudge = nudge
+        self._native = settings.mqtt_topic_prefix.rstrip("/") + "/"
+        self._filters: list[str] = []
+        self._queue: queue.Queue[M] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.stored = 0
+        self.dead_lettered = 0
+
+    # topics ------------------------------------------------------------------------------
+
+    def filters(self) -> list[str]:
+        return list(self._filters) if self.enabled else []
+
+    def refresh(self) -> list[str]:
+        """Re-read the registry; returns the filters that are new."""
+        if not self.enabled:
+            return []
+        try:
+            with transaction(self.factory) as session:
+                devices = entries.adapter_devices(session)
+        except Exception:
+            log.exception("could not read the registered devices; keeping the topics I have")
+            return []
+        wanted = minimal_filters([*self.settings.mqtt_adapter_topics, *subscriptions(devices)])
+        new = [f for f in wanted if f not in self._filters]
+        self._filters = wanted
+        return new
+
+    def takes(self, topic: str) -> bool:
+        return self.enabled and not topic.startswith(self._native)
+
+    def put(self, message: M) -> None:
+        self._queue.put(message)
+
+    # life --------------------------------------------------------------------------------
+
+    def start(self, client: mqtt.Client) -> None:
+        if not self.enabled:
+            return
+        self.refresh()
+
+        def watch() -> None:
+            # A device registered while the bridge runs is heard without a restart.
+            while not self._stop.wait(self.settings.mqtt_adapter_refresh_s):
+                new = self.refresh()
+                if new and client.is_connected():
+                    log.info("subscribing to the topics of new devices: %s", ", ".join(new))
+                    client.subscribe([(f, 1) for f in new])
+
+        self._threads = [
+            threading.Thread(target=watch, name="bridge-device-topics", daemon=True),
+            threading.Thread(target=self._loop, name="bridge-device-lane", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    # the writer --------------------------------------------------------------------------
+
+    def _take(self) -> list[M]:
+        return take_batch(self._queue, LANE_BATCH, LANE_WAIT_S)
+
+    def _loop(self) -> None:
+        delay = 0.5
+        batch: list[M] = []
+        while not self._stop.is_set() or batch:
+            if not batch:
+                batch = self._take()
+                if not batch:
+                    continue
+            try:
+                with transaction(self.factory) as session:
+                    outcome = store(session, batch)
+            except Exception:
+                # Nothing was acknowledged: the same batch again, in the same order.
+                log.exception(
+                    "storing %d device messages failed; retrying in %.1fs", len(batch), delay
+                )
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, 30)
+                continue
+            delay = 0.5
+            self._ack(batch)
+            self.stored += outcome.result.accepted
+            self.dead_lettered += len(outcome.dead)
+            for m, reason in outcome.dead:
+                log.warning("dead letter from %s: %s", m.topic, reason[:300])
+            if outcome.windows_marked:
+                self._nudge()
+            batch = []

@@ -107,6 +107,7 @@ def test_grafana_dashboard_charts_metrics_the_processes_export() -> None:
     from prometheus_client import REGISTRY
 
     from services.http import events  # noqa: F401  (registers their metrics
+    from services.mqtt import bridge  # noqa: F401
     from workers import jobs  # noqa: F401
 
     exported = set()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 
 class FabcityError(Exception):
     status = 400
@@ -46,3 +49,15 @@ class UnsupportedMediaType(FabcityError):
     status = 415
     title = "Unsupported media type"
     slug = "media-type"
+
+
+def one_line(errors: Iterable[Mapping[str, Any]], root: str = "event") -> str:
+    """Validation errors (pydantic's `exc.errors()`, FastAPI's too) as one line that says where
+    and what, for a person to fix: `data.quantity: Input should be greater than 0; time: …`.
+    An error at the top of the input is placed at `root`."""
+    return "; ".join(f"{where(e, root)}: {e.get('msg', '')}" for e in errors)
+
+
+def where(error: Mapping[str, Any], root: str = "event") -> str:
+    """Where one validation error lies, as a dotted path."""
+    return ".".join(str(p) for p in error.get("loc", ())) or root

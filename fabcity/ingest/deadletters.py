@@ -4,9 +4,7 @@ cannot keeps its row with the new reason."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, delete, select
@@ -17,12 +15,10 @@ from fabcity.core import models
 from fabcity.core.errors import NotFound
 from fabcity.ingest.intake import route
 from fabcity.ingest.service import ingest
+from fabcity.ingest.topics import MAX_PAYLOAD_BYTES, is_native, to_event
 from schemas.access import DeadLetterFilter
 
 T = TypeVar("T")
-
-# A native-topic message as an event, or the reason it is not one (the bridge's `to_event`).
-NativeParser = Callable[[str, bytes, datetime], "dict[str, Any] | str"]
 
 
 @dataclass
@@ -36,25 +32,26 @@ def replay(
     session: Session,
     ids: list[int] | None,
     native_prefix: str,
-    parse_native: NativeParser,
+    max_payload: int = MAX_PAYLOAD_BYTES,
 ) -> Replayed:
-    """Replay the given dead letters (all of them when `ids` is None), oldest first."""
+    """Replay the given dead letters (all of them when `ids` is None), oldest first. A letter
+    on a native topic is read as the bridge reads it (`topics.to_event`); any other goes
+    through the device adapters' routing."""
     query = select(models.DeadLetter).order_by(models.DeadLetter.id)
     if ids is not None:
         query = query.where(models.DeadLetter.id.in_(ids))
     letters = list(session.scalars(query))
-    head = native_prefix.rstrip("/") + "/"
     reasons: dict[int, str] = {}
     events: list[tuple[int, dict[str, Any]]] = []
     device_letters: list[tuple[int, Message]] = []
     for letter in letters:
         topic = letter.topic or ""
-        if topic.startswith(head):
-            parsed = parse_native(topic, letter.payload, letter.received_at)
-            if isinstance(parsed, str):
-                reasons[letter.id] = parsed
+        if is_native(topic, native_prefix):
+            parsed = to_event(topic, letter.payload, native_prefix, letter.received_at, max_payload)
+            if parsed.event is None:
+                reasons[letter.id] = parsed.reason or "refused"
             else:
-                events.append((letter.id, parsed))
+                events.append((letter.id, parsed.event))
         else:
             device_letters.append((letter.id, Message(topic, letter.payload, letter.received_at)))
     routed = route(session, [m for _, m in device_letters])

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fabcity.core.calendar import next_start
 from fabcity.core.db import transaction
 from fabcity.core.errors import Invalid
 from fabcity.core.models import (
@@ -32,8 +33,7 @@ from fabcity.core.models import (
 )
 from fabcity.flows import meters
 from fabcity.flows.derive import DeviceInfo, derive
-from fabcity.ingest.service import FlowRow, flow_row, store_flows
-from fabcity.read.metrics import next_start
+from fabcity.ingest.store import FlowRow, flow_row, store_flows
 from fabcity.registry import entries
 from fabcity.rollups import recompute
 from schemas.fast import read

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from fabcity.core import calendar
+from fabcity.core.calendar import Interval
 from fabcity.read import metrics
-from fabcity.read.metrics import Interval
 from schemas import api, reports
 
 METRIC_COLUMNS = [
@@ -133,7 +134,7 @@ def calculation_period(start: date | datetime, interval: Interval) -> dict[str, 
     """Inclusive days for day windows and longer; an hour runs from its start to the next."""
     if isinstance(start, datetime):
         return {"from": start.isoformat(), "to": (start + timedelta(hours=1)).isoformat()}
-    last = metrics.next_start(start, interval) - timedelta(days=1)
+    last = calendar.next_start(start, interval) - timedelta(days=1)
     return {"from": start.isoformat(), "to": last.isoformat()}
 
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from fabcity.core.models import MICRO
 
-Interval = Literal["hour", "day", "week", "month", "year"]
 GroupBy = Literal["site", "device", "resource", "mfa_category", "ring"]
 
 # The weakest state among a value's inputs is the value's state.
@@ -48,7 +46,7 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Context:
+class WindowFacts:
     """What a window's metrics need beyond its flows."""
 
     hours: float
@@ -123,12 +121,12 @@ def _electricity(cells: Sequence[Cell]) -> list[Cell]:
 # Local production -------------------------------------------------------------------------
 
 
-def input_kg(cells: Sequence[Cell], _: Context) -> Value:
+def input_kg(cells: Sequence[Cell], _: WindowFacts) -> Value:
     return _total(inputs(cells), "no inputs recorded")
 
 
-def _input_share(rings: frozenset[str]) -> Callable[[Sequence[Cell], Context], Value]:
-    def share(cells: Sequence[Cell], _: Context) -> Value:
+def _input_share(rings: frozenset[str]) -> Callable[[Sequence[Cell], WindowFacts], Value]:
+    def share(cells: Sequence[Cell], _: WindowFacts) -> Value:
         ins = inputs(cells)
         part = _sum(c for c in ins if c.ring in rings)
         return _ratio(part, _sum(ins), (c.state for c in ins), "no inputs recorded")
@@ -136,17 +134,17 @@ def _input_share(rings: frozenset[str]) -> Callable[[Sequence[Cell], Context], V
     return share
 
 
-def recycled_input_share(cells: Sequence[Cell], _: Context) -> Value:
+def recycled_input_share(cells: Sequence[Cell], _: WindowFacts) -> Value:
     ins = inputs(cells)
     part = _sum(c for c in ins if c.recycled)
     return _ratio(part, _sum(ins), (c.state for c in ins), "no inputs recorded")
 
 
-def produced_count(cells: Sequence[Cell], _: Context) -> Value:
+def produced_count(cells: Sequence[Cell], _: WindowFacts) -> Value:
     return _total(_made(cells), "no production recorded")
 
 
-def produced_kg(cells: Sequence[Cell], _: Context) -> Value:
+def produced_kg(cells: Sequence[Cell], _: WindowFacts) -> Value:
     """Mass made: from mass flows, else count × the design's mass (then `modelled`)."""
     weighed = _select(cells, lambda c: c.action == "produce" and c.dimension == "mass")
     modelled = [c for c in _made(cells) if c.design_mass_flows]
@@ -157,61 +155,61 @@ def produced_kg(cells: Sequence[Cell], _: Context) -> Value:
     return Value(value, weakest(states))
 
 
-def repaired_count(cells: Sequence[Cell], _: Context) -> Value:
+def repaired_count(cells: Sequence[Cell], _: WindowFacts) -> Value:
     return _total(_select(cells, lambda c: c.action == "modify"), "no repairs recorded")
 
 
-def open_design_share(cells: Sequence[Cell], _: Context) -> Value:
+def open_design_share(cells: Sequence[Cell], _: WindowFacts) -> Value:
     """Things made from a design reference whose licence is open (or not yet registered)."""
     made = _made(cells)
     part = _sum(c for c in made if c.design in ("open", "unregistered"))
     return _ratio(part, _sum(made), (c.state for c in made), "no production recorded")
 
 
-def designs_cited(cells: Sequence[Cell], _: Context) -> Value:
+def designs_cited(cells: Sequence[Cell], _: WindowFacts) -> Value:
     return _total(_select(cells, lambda c: c.action == "cite"), "no designs cited")
 
 
-def designs_published(cells: Sequence[Cell], _: Context) -> Value:
+def designs_published(cells: Sequence[Cell], _: WindowFacts) -> Value:
     return _total(_select(cells, lambda c: c.action == "publish"), "no designs published")
 
 
-def waste_kg(cells: Sequence[Cell], _: Context) -> Value:
+def waste_kg(cells: Sequence[Cell], _: WindowFacts) -> Value:
     return _total(_waste(cells), "no waste recorded")
 
 
-def diversion_rate(cells: Sequence[Cell], _: Context) -> Value:
+def diversion_rate(cells: Sequence[Cell], _: WindowFacts) -> Value:
     waste = _waste(cells)
     part = _sum(c for c in waste if c.fate in DIVERTED)
     return _ratio(part, _sum(waste), (c.state for c in waste), "no waste recorded")
 
 
-def energy_kwh(cells: Sequence[Cell], _: Context) -> Value:
+def energy_kwh(cells: Sequence[Cell], _: WindowFacts) -> Value:
     return _total(_electricity(cells), "no electricity recorded")
 
 
-def energy_per_kg(cells: Sequence[Cell], ctx: Context) -> Value:
+def energy_per_kg(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
     energy, made = energy_kwh(cells, ctx), produced_kg(cells, ctx)
     if energy.value is None or made.value is None:
         return missing("needs both energy_kwh and produced_kg")
     return _ratio(energy.value, made.value, (energy.state, made.state), "produced_kg is 0")
 
 
-def local_energy_share(cells: Sequence[Cell], _: Context) -> Value:
+def local_energy_share(cells: Sequence[Cell], _: WindowFacts) -> Value:
     power = _electricity(cells)
     part = _sum(c for c in power if c.ring in LOCAL)
     return _ratio(part, _sum(power), (c.state for c in power), "no electricity recorded")
 
 
-def _hours_of(resource: str, action: str) -> Callable[[Sequence[Cell], Context], Value]:
-    def hours(cells: Sequence[Cell], _: Context) -> Value:
+def _hours_of(resource: str, action: str) -> Callable[[Sequence[Cell], WindowFacts], Value]:
+    def hours(cells: Sequence[Cell], _: WindowFacts) -> Value:
         found = _select(cells, lambda c: c.action == action and c.resource == resource)
         return _total(found, f"no {resource.replace('_', ' ')} recorded")
 
     return hours
 
 
-def utilization(cells: Sequence[Cell], ctx: Context) -> Value:
+def utilization(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
     """Machine hours / (machines that reported use × hours in the window)."""
     used = _select(cells, lambda c: c.action == "use" and c.resource == "machine_hours")
     machines = {(c.site, c.device) for c in used}
@@ -220,7 +218,7 @@ def utilization(cells: Sequence[Cell], ctx: Context) -> Value:
     return Value(_sum(used) / (len(machines) * ctx.hours), weakest(c.state for c in used))
 
 
-def reporting_coverage(_: Sequence[Cell], ctx: Context) -> Value:
+def reporting_coverage(_: Sequence[Cell], ctx: WindowFacts) -> Value:
     if ctx.sites_active == 0:
         return missing("no sites registered")
     return Value(ctx.sites_reporting / ctx.sites_active, "measured")
@@ -229,17 +227,17 @@ def reporting_coverage(_: Sequence[Cell], ctx: Context) -> Value:
 # Material flow accounts (EW-MFA at the city boundary) ---------------------------------------
 
 
-def de(cells: Sequence[Cell], _: Context) -> Value:
+def de(cells: Sequence[Cell], _: WindowFacts) -> Value:
     """Domestic extraction: inputs from the site or the city that are not recycled."""
     found = [c for c in _mfa(inputs(cells)) if c.ring in LOCAL and not c.recycled]
     return _accounted(found, cells)
 
 
-def imp(cells: Sequence[Cell], _: Context) -> Value:
+def imp(cells: Sequence[Cell], _: WindowFacts) -> Value:
     return _accounted([c for c in _mfa(inputs(cells)) if c.ring in OUTSIDE], cells)
 
 
-def exp(cells: Sequence[Cell], _: Context) -> Value:
+def exp(cells: Sequence[Cell], _: WindowFacts) -> Value:
     """Exports: things made, repaired or thrown away that left the city, by mass."""
     out = _select(
         cells, lambda c: c.action in ("produce", "modify", "discard") and c.ring in OUTSIDE
@@ -275,20 +273,20 @@ def _combine(
     )
 
 
-def dmi(cells: Sequence[Cell], ctx: Context) -> Value:
+def dmi(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
     return _combine([(de(cells, ctx), 1), (imp(cells, ctx), 1)])
 
 
-def dmc(cells: Sequence[Cell], ctx: Context) -> Value:
+def dmc(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
     return _combine([(de(cells, ctx), 1), (imp(cells, ctx), 1), (exp(cells, ctx), -1)])
 
 
-def ptb(cells: Sequence[Cell], ctx: Context) -> Value:
+def ptb(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
     return _combine([(imp(cells, ctx), 1), (exp(cells, ctx), -1)])
 
 
-def _per_person(metric: Callable[[Sequence[Cell], Context], Value]) -> Callable[..., Value]:
-    def per_person(cells: Sequence[Cell], ctx: Context) -> Value:
+def _per_person(metric: Callable[[Sequence[Cell], WindowFacts], Value]) -> Callable[..., Value]:
+    def per_person(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
         total = metric(cells, ctx)
         if total.value is None:
             return total
@@ -299,13 +297,13 @@ def _per_person(metric: Callable[[Sequence[Cell], Context], Value]) -> Callable[
     return per_person
 
 
-def u(cells: Sequence[Cell], _: Context) -> Value:
+def u(cells: Sequence[Cell], _: WindowFacts) -> Value:
     """Waste made into secondary material in the city."""
     found = _select(cells, lambda c: c.action == "recover" and c.dimension == "mass")
     return _accounted(found, cells)
 
 
-def cmu(cells: Sequence[Cell], ctx: Context) -> Value:
+def cmu(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
     """Circular material use rate: U / (DMC + U)."""
     recovered, consumed = u(cells, ctx), dmc(cells, ctx)
     if recovered.value is None or consumed.value is None:
@@ -321,7 +319,7 @@ def cmu(cells: Sequence[Cell], ctx: Context) -> Value:
 # Fab City Index ---------------------------------------------------------------------------
 
 
-def pito(cells: Sequence[Cell], _: Context) -> Value:
+def pito(cells: Sequence[Cell], _: WindowFacts) -> Value:
     """(inputs from beyond + waste landfilled or burnt) / (all inputs + all waste)."""
     ins, waste = inputs(cells), _waste(cells)
     linear = _sum(c for c in ins if c.ring == "beyond") + _sum(
@@ -334,7 +332,7 @@ def pito(cells: Sequence[Cell], _: Context) -> Value:
 DIDO_TERMS = ("open_design_share", "local_input_share", "diversion_rate", "reporting_coverage")
 
 
-def dido(cells: Sequence[Cell], ctx: Context) -> Value:
+def dido(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
     """The mean of the recorded terms; `modelled` when some are not recorded."""
     values = {name: METRICS[name].compute(cells, ctx) for name in DIDO_TERMS}
     recorded = {n: v for n, v in values.items() if v.value is not None}
@@ -347,7 +345,7 @@ def dido(cells: Sequence[Cell], ctx: Context) -> Value:
     return Value(mean, state, terms=tuple(recorded))
 
 
-def fci(cells: Sequence[Cell], ctx: Context) -> Value:
+def fci(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
     """DIDO × (1 − PITO); the range [0, DIDO] when PITO is not recorded."""
     d, p = dido(cells, ctx), pito(cells, ctx)
     if d.value is None:
@@ -366,7 +364,7 @@ def fci(cells: Sequence[Cell], ctx: Context) -> Value:
 @dataclass(frozen=True)
 class Metric:
     unit: str
-    compute: Callable[[Sequence[Cell], Context], Value]
+    compute: Callable[[Sequence[Cell], WindowFacts], Value]
     description: str
     tags: tuple[str, ...] = field(default=())
 
@@ -429,45 +427,3 @@ def group_key(cell: Cell, group_by: GroupBy) -> str:
     if group_by == "ring":
         return cell.ring
     return cell.mfa_category or "none"
-
-
-# Windows ----------------------------------------------------------------------------------
-
-
-def window_start(day: date, interval: Interval) -> date:
-    """First day of the window holding `day` (weeks start on Monday, ISO 8601)."""
-    if interval in ("day", "hour"):
-        return day
-    if interval == "week":
-        return day - timedelta(days=day.weekday())
-    if interval == "month":
-        return day.replace(day=1)
-    return day.replace(month=1, day=1)
-
-
-def next_start(start: date, interval: Interval) -> date:
-    if interval in ("day", "hour"):
-        return start + timedelta(days=1)
-    if interval == "week":
-        return start + timedelta(days=7)
-    if interval == "month":
-        return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return start.replace(year=start.year + 1)
-
-
-def window_starts(first: date, last: date, interval: Interval) -> list[date]:
-    """Starts of every window that overlaps [first, last] (days, for intervals of a day up)."""
-    starts = []
-    day = window_start(first, interval)
-    while day <= last:
-        starts.append(day)
-        day = next_start(day, interval)
-    return starts
-
-
-def hours_between(start: date, end: date, zone: ZoneInfo) -> float:
-    """Hours from local midnight to local midnight: 23 or 25 on a daylight-saving day."""
-    a = datetime(start.year, start.month, start.day, tzinfo=zone).astimezone(UTC)
-    b = datetime(end.year, end.month, end.day, tzinfo=zone).astimezone(UTC)
-    # Subtracting in UTC: two datetimes sharing one tzinfo subtract as wall-clock times.
-    return (b - a).total_seconds() / 3600

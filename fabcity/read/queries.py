@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Date, DateTime, cast, func, select, union_all
 from sqlalchemy.orm import Session
 
-from fabcity.core import models
+from fabcity.core import calendar, models
+from fabcity.core.calendar import Interval
 from fabcity.core.db import is_postgres
 from fabcity.core.errors import Invalid
 from fabcity.core.models import (
@@ -26,7 +27,7 @@ from fabcity.core.models import (
     SiteActivityDay,
 )
 from fabcity.read import metrics
-from fabcity.read.metrics import Cell, Context, GroupBy, Interval
+from fabcity.read.metrics import Cell, GroupBy, WindowFacts
 from fabcity.registry import entries
 from schemas import api
 
@@ -71,9 +72,9 @@ def metric_series(
     city = entries.get_city(session, city_slug)
     zone = ZoneInfo(city.timezone)
     first, last = resolve_period(city, first, last)
-    days = metrics.window_starts(first, last, interval)
+    days = calendar.window_starts(first, last, interval)
     # A window is read whole, even where it reaches outside [first, last].
-    read_from, read_to = days[0], metrics.next_start(days[-1], interval) - timedelta(days=1)
+    read_from, read_to = days[0], calendar.next_start(days[-1], interval) - timedelta(days=1)
     starts: list[Start] = (
         [_local_hour(d, h, zone) for d in days for h in range(24)]
         if interval == "hour"
@@ -100,7 +101,7 @@ def metric_series(
                 if key is not None and group_by is not None:
                     window = [c for c in window if metrics.group_key(c, group_by) == key]
                 events, reporting = coverage.get(start, (0, 0))
-                ctx = Context(
+                ctx = WindowFacts(
                     _hours(start, interval, zone), active, reporting, events, city.population
                 )
                 value = compute(name, window, ctx)
@@ -122,7 +123,7 @@ def chunks(
     so an export of any length is read a span at a time (and `MAX_WINDOWS` never applies)."""
     city = entries.get_city(session, city_slug)
     first, last = resolve_period(city, first, last)
-    starts = metrics.window_starts(first, last, interval)
+    starts = calendar.window_starts(first, last, interval)
     step = 31 if interval == "hour" else 366  # days of 24 windows, or windows
     spans = []
     for i in range(0, len(starts), step):
@@ -130,14 +131,14 @@ def chunks(
         spans.append(
             (
                 max(part[0], first),
-                min(metrics.next_start(part[-1], interval), last + timedelta(days=1))
+                min(calendar.next_start(part[-1], interval), last + timedelta(days=1))
                 - timedelta(days=1),
             )
         )
     return spans
 
 
-def compute(name: str, cells: Sequence[Cell], ctx: Context) -> metrics.Value:
+def compute(name: str, cells: Sequence[Cell], ctx: WindowFacts) -> metrics.Value:
     """A metric of one window; a window without a single event says so."""
     value = metrics.METRICS[name].compute(cells, ctx)
     if value.value is None and value.range is None and not ctx.events:
@@ -153,10 +154,10 @@ class Period:
     first: date
     last: date
     cells: list[Cell]
-    context: Context
+    facts: WindowFacts
 
     def value(self, name: str, cells: Sequence[Cell] | None = None) -> metrics.Value:
-        return compute(name, self.cells if cells is None else cells, self.context)
+        return compute(name, self.cells if cells is None else cells, self.facts)
 
 
 def read_period(session: Session, city_slug: str, first: date | None, last: date | None) -> Period:
@@ -166,8 +167,8 @@ def read_period(session: Session, city_slug: str, first: date | None, last: date
     first, last = resolve_period(city, first, last)
     cells = _cells(session, city.id, first, last, "period", zone).get(first, [])
     events, reporting = _coverage(session, city.id, first, last, "period", zone).get(first, (0, 0))
-    ctx = Context(
-        metrics.hours_between(first, last + timedelta(days=1), zone),
+    ctx = WindowFacts(
+        calendar.hours_between(first, last + timedelta(days=1), zone),
         entries.count_sites(session, city.id),
         reporting,
         events,
@@ -183,7 +184,7 @@ def _local_hour(day: date, hour: int, zone: ZoneInfo) -> datetime:
 def _hours(start: Start, interval: Interval, zone: ZoneInfo) -> float:
     if interval == "hour" or isinstance(start, datetime):
         return 1.0
-    return metrics.hours_between(start, metrics.next_start(start, interval), zone)
+    return calendar.hours_between(start, calendar.next_start(start, interval), zone)
 
 
 def _point(
@@ -287,7 +288,7 @@ def _cells(
 def _sources(first: date, last: date) -> list[tuple[Any, date, date]]:
     """(rollup table, from, to) covering [first, last]: months where whole, else days."""
     after_last = last + timedelta(days=1)
-    months_from = first if first.day == 1 else metrics.next_start(first, "month")
+    months_from = first if first.day == 1 else calendar.next_start(first, "month")
     months_to = after_last.replace(day=1)  # the first month not wholly inside
     if months_from >= months_to:
         return [(FlowRollup, first, last)]

@@ -69,7 +69,7 @@ def _account(period: Period, key: str, label: str, cells: Sequence[Cell]) -> rep
 
 
 def summarise(period: Period) -> reports.Summary:
-    ctx = period.context
+    ctx = period.facts
     return reports.Summary(
         city=period.city.slug,
         name=period.city.name,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,8 +14,8 @@ from sqlalchemy.orm import Session
 from fabcity.adapters import routing
 from fabcity.adapters.base import Device as AdapterDevice
 from fabcity.core import models
-from fabcity.core.errors import Conflict, Invalid, NotFound
-from fabcity.flows.derive import DeviceInfo, PlainResource, ResourceInfo
+from fabcity.core.errors import Conflict, Invalid, NotFound, one_line
+from fabcity.flows.derive import PlainResource, ResourceInfo
 from fabcity.flows.units import CANONICAL
 from schemas import api, devices
 
@@ -205,16 +204,11 @@ def _device_settings(adapter: str, settings: dict[str, Any]) -> BaseModel:
     try:
         return devices.validate_settings(adapter, settings)
     except ValidationError as exc:
-        raise Invalid(f"settings of a {adapter} device: {describe(exc)}") from exc
+        raise Invalid(
+            f"settings of a {adapter} device: {one_line(exc.errors(include_url=False), 'settings')}"
+        ) from exc
     except ValueError as exc:
         raise Invalid(str(exc)) from exc
-
-
-def describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-        for e in exc.errors(include_url=False)
-    )
 
 
 def adapter_devices(session: Session, adapter: str | None = None) -> list[AdapterDevice]:
@@ -290,133 +284,6 @@ def list_resources(
 ) -> list[models.Resource]:
     query = select(models.Resource)
     return page(session, query, models.Resource.name, after, limit)
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Who an event's `source` names, resolved against the registry."""
-
-    city_id: int
-    timezone: str
-    site_id: int
-    device: DeviceInfo | None
-    # Read for every event stored: a field, not a property.
-    device_id: int | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "device_id", self.device.id if self.device else None)
-
-
-def parse_source(source: str) -> tuple[str, str, str | None]:
-    """`/{city}/{site}` or `/{city}/{site}/{device}` into its parts."""
-    parts = source.split("/")
-    if parts[0] != "" or len(parts) not in (3, 4) or not all(parts[1:]):
-        raise Invalid(
-            f"source {source!r} must be '/{{city}}/{{site}}' or '/{{city}}/{{site}}/{{device}}'"
-        )
-    return parts[1], parts[2], parts[3] if len(parts) == 4 else None
-
-
-class OriginResolver:
-    """Resolves sources to registry ids, remembering answers for the life of one batch."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._known: dict[str, Origin | str] = {}
-
-    def prime(self, sources: Iterable[str]) -> None:
-        """Look up many sources at once: two queries for a batch instead of one or two per
-        source (a bridge's batch holds many devices). What is not found here is looked up
-        again by `resolve`, which says why."""
-        wanted: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
-        for source in sources:
-            if source in self._known:
-                continue
-            try:
-                city_slug, site_slug, device_slug = parse_source(source)
-            except Invalid:
-                continue
-            wanted.setdefault((city_slug, site_slug), []).append((source, device_slug))
-        pairs = list(wanted)
-        for start in range(0, len(pairs), 500):
-            self._prime_sites(pairs[start : start + 500], wanted)
-
-    def _prime_sites(
-        self,
-        pairs: list[tuple[str, str]],
-        wanted: dict[tuple[str, str], list[tuple[str, str | None]]],
-    ) -> None:
-        sites = self._session.execute(
-            select(
-                models.City.slug, models.Site.slug, models.City.id, models.City.timezone,
-                models.Site.id,
-            )
-            .join(models.Site, models.Site.city_id == models.City.id)
-            .where(tuple_(models.City.slug, models.Site.slug).in_(pairs))
-        ).all()  # fmt: skip
-        by_site = {site_id: (city_id, tz) for _, _, city_id, tz, site_id in sites}
-        devices: dict[tuple[int, str], DeviceInfo] = {}
-        keys = [
-            (row[4], device)
-            for row in sites
-            for _, device in wanted[(row[0], row[1])]
-            if device is not None
-        ]
-        if keys:
-            found = self._session.execute(
-                select(
-                    models.Device.site_id, models.Device.slug, models.Device.id,
-                    models.Device.kind, models.Device.settings,
-                ).where(tuple_(models.Device.site_id, models.Device.slug).in_(keys))
-            ).all()  # fmt: skip
-            devices = {(r[0], r[1]): DeviceInfo(r[2], r[3], dict(r[4] or {})) for r in found}
-        for city_slug, site_slug, _, _, site_id in sites:
-            city_id, timezone = by_site[site_id]
-            for source, device_slug in wanted[(city_slug, site_slug)]:
-                if device_slug is None:
-                    self._known[source] = Origin(city_id, timezone, site_id, None)
-                elif (site_id, device_slug) in devices:
-                    device = devices[(site_id, device_slug)]
-                    self._known[source] = Origin(city_id, timezone, site_id, device)
-
-    def resolve(self, source: str) -> Origin:
-        hit = self._known.get(source)
-        if hit is None:
-            try:
-                hit = self._lookup(source)
-            except (Invalid, NotFound) as exc:
-                hit = exc.detail
-            self._known[source] = hit
-        if isinstance(hit, str):
-            raise Invalid(hit)
-        return hit
-
-    def _lookup(self, source: str) -> Origin:
-        city_slug, site_slug, device_slug = parse_source(source)
-        row = self._session.execute(
-            select(models.City.id, models.City.timezone, models.Site.id)
-            .join(models.Site, models.Site.city_id == models.City.id)
-            .where(models.City.slug == city_slug, models.Site.slug == site_slug)
-        ).first()
-        if row is None:
-            raise NotFound(
-                f"source {source!r}: no site {site_slug!r} in city {city_slug!r}; register it first"
-            )
-        city_id, timezone, site_id = row
-        device = None
-        if device_slug is not None:
-            found = self._session.execute(
-                select(models.Device.id, models.Device.kind, models.Device.settings).where(
-                    models.Device.site_id == site_id, models.Device.slug == device_slug
-                )
-            ).first()
-            if found is None:
-                raise NotFound(
-                    f"source {source!r}: no device {device_slug!r} at site {site_slug!r}; "
-                    "register it first"
-                )
-            device = DeviceInfo(found[0], found[1], dict(found[2] or {}))
-        return Origin(city_id, timezone, site_id, device)
 
 
 def mark_status(session: Session, statuses: dict[int, tuple[datetime, bool]]) -> None:

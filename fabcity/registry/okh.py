@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from fabcity.core.errors import Invalid
+from fabcity.core.errors import Invalid, one_line
 from schemas.standards import Circularity
 
 OKH_V1 = "okh-v1"
@@ -223,8 +223,5 @@ def _circularity(value: Any) -> dict[str, float] | None:
     try:
         return Circularity.model_validate(value).model_dump()
     except ValidationError as exc:
-        found = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'circularity'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
+        found = one_line(exc.errors(include_url=False), "circularity")
         raise Invalid(f"`circularity`: {found}") from exc

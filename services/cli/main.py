@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -573,22 +572,20 @@ def deadletters_replay(
     device was registered); those that now go through are deleted."""
     from fabcity.core.db import make_engine, make_sessionmaker, transaction
     from fabcity.ingest.deadletters import replay
-    from services.mqtt.bridge import to_event
 
     if not id_ and not all_:
         err.print("[red]error:[/] give --id N (repeatable) or --all")
         raise typer.Exit(2)
     settings = get_settings()
-    prefix = settings.mqtt_topic_prefix
-
-    def parse_native(topic: str, payload: bytes, received_at: datetime) -> dict[str, Any] | str:
-        parsed = to_event(topic, payload, prefix, received_at)
-        return parsed.event if parsed.event is not None else (parsed.reason or "refused")
-
     engine = make_engine(settings.database_url)
     try:
         with transaction(make_sessionmaker(engine)) as s:
-            result = replay(s, None if all_ else list(id_ or []), prefix, parse_native)
+            result = replay(
+                s,
+                None if all_ else list(id_ or []),
+                settings.mqtt_topic_prefix,
+                settings.mqtt_max_payload_bytes,
+            )
     finally:
         engine.dispose()
     console.print(

@@ -128,14 +128,13 @@ def get_dead_letter(letter_id: RowId, ctx: Ctx) -> access.DeadLetterDetail:
 
 def replay(ctx: Context, ids: list[int]) -> access.ReplayResult:
     """Run dead letters through the bridge's path again, a chunk per transaction."""
-    from services.mqtt.bridge import native_parser
-
-    parse = native_parser(ctx.settings)
     total = access.ReplayResult(replayed=0, ingested=0, still_dead=0, events=0)
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         with transaction(ctx.factory) as s:
-            done = deadletters.replay(s, chunk, ctx.settings.mqtt_topic_prefix, parse)
+            done = deadletters.replay(
+                s, chunk, ctx.settings.mqtt_topic_prefix, ctx.settings.mqtt_max_payload_bytes
+            )
         total.replayed += done.ingested + done.still_dead
         total.ingested += done.ingested
         total.still_dead += done.still_dead

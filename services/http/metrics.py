@@ -17,11 +17,12 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from fabcity.core import pagination
+from fabcity.core.calendar import Interval
 from fabcity.core.db import transaction
 from fabcity.core.errors import Invalid
 from fabcity.core.models import MICRO
 from fabcity.read import exports, queries, sankey, summary
-from fabcity.read.metrics import GroupBy, Interval
+from fabcity.read.metrics import GroupBy
 from fabcity.registry import entries
 from schemas import api, reports
 from services.http.dependencies import Context, context

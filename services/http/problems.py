@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
-from fabcity.core.errors import FabcityError
+from fabcity.core.errors import FabcityError, one_line, where
 from schemas.api import Problem
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        found = [
-            (".".join(str(p) for p in e.get("loc", ())), str(e.get("msg", "")))
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{where}: {msg}" for where, msg in found)
-        errors = [{"loc": where, "msg": msg} for where, msg in found]
+        found = exc.errors()
+        detail = one_line(found, root="")
+        errors = [{"loc": where(e, root=""), "msg": str(e.get("msg", ""))} for e in found]
         return problem(422, "Invalid input", detail, "invalid", errors=errors)
 
     @app.exception_handler(HTTPException)

@@ -11,18 +11,15 @@ session); the events are keyed by `(source, id)`, so the repeat is stored once.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -35,6 +32,7 @@ from fabcity.core.db import transaction
 from fabcity.core.models import DeadLetter
 from fabcity.core.settings import Settings
 from fabcity.ingest.service import ingest
+from fabcity.ingest.topics import to_event
 from services.mqtt import lanes
 from services.mqtt.batching import take_batch
 from services.mqtt.client import Client
@@ -48,7 +46,6 @@ QUEUE_DEPTH = Gauge(
     "fabcity_bridge_queue_depth", "Messages received and not yet committed (at most the window)"
 )
 LAST_COMMIT = Gauge("fabcity_bridge_last_commit_timestamp", "Unix time of the last commit")
-MAX_PAYLOAD = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,83 +59,6 @@ class Received:
     # MQTT 5 user properties and content type: CloudEvents binary mode lives in them.
     properties: tuple[tuple[str, str], ...] = ()
     content_type: str | None = None
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """A message turned into an event object, or the reason it could not be."""
-
-    event: dict[str, Any] | None
-    reason: str | None
-
-
-def source_of(topic: str, prefix: str) -> str | None:
-    """`{prefix}/{city}/{site}/{device}/events` to `/{city}/{site}/{device}`."""
-    head = prefix.rstrip("/") + "/"
-    if not topic.startswith(head):
-        return None
-    parts = topic[len(head) :].split("/")
-    if len(parts) != 4 or parts[3] != "events" or not all(parts[:3]):
-        return None
-    return "/" + "/".join(parts[:3])
-
-
-def to_event(
-    topic: str,
-    payload: bytes,
-    prefix: str,
-    received_at: datetime,
-    max_payload: int = MAX_PAYLOAD,
-) -> Parsed:
-    """A native-topic message as a CloudEvent object: a full event, or a bare flow `data`.
-
-    A bare payload gets a deterministic id (a hash of its topic and bytes) so that a broker's
-    redelivery is a duplicate. Two identical bare payloads are therefore one event: a sender
-    that may repeat identical flows must send full events with ids of its own.
-    """
-    source = source_of(topic, prefix)
-    if source is None:
-        return Parsed(
-            None, f"topic {topic!r} is not '{prefix}/{{city}}/{{site}}/{{device}}/events'"
-        )
-    if len(payload) > max_payload:
-        return Parsed(None, f"payload of {len(payload)} bytes; at most {max_payload}")
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        return Parsed(None, f"payload is not JSON: {exc}")
-    if isinstance(body, dict) and "specversion" in body:
-        if body.get("source") != source:
-            return Parsed(
-                None,
-                f"event source {body.get('source')!r} does not match its topic ({source!r})",
-            )
-        return Parsed(body, None)
-    if not isinstance(body, dict | list):
-        return Parsed(None, "payload must be a CloudEvent or a flow object (or a list of flows)")
-    digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()[:32]
-    return Parsed(
-        {
-            "specversion": "1.0",
-            "id": f"mqtt-{digest}",
-            "source": source,
-            "type": "fabcity.flow",
-            "time": received_at.isoformat(),
-            "data": body,
-        },
-        None,
-    )
-
-
-def native_parser(settings: Settings) -> Callable[[str, bytes, datetime], dict[str, Any] | str]:
-    """`to_event` as dead-letter replay wants it: the event, or the reason it is none."""
-
-    def parse(topic: str, payload: bytes, received_at: datetime) -> dict[str, Any] | str:
-        prefix, limit = settings.mqtt_topic_prefix, settings.mqtt_max_payload_bytes
-        parsed = to_event(topic, payload, prefix, received_at, limit)
-        return parsed.event if parsed.event is not None else (parsed.reason or "refused")
-
-    return parse
 
 
 class Bridge:

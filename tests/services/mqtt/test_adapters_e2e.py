@@ -276,7 +276,7 @@ def test_an_unregistered_device_is_dead_lettered_and_replayed_once_registered(
     assert "no registered device for topic" in reason
     octo = add_device(pg_factory, "mk3", "octoprint", base_topic=f"{tag}/octo")
     with transaction(pg_factory) as s:
-        result = replay(s, None, settings.mqtt_topic_prefix, lambda *_: "unused")
+        result = replay(s, None, settings.mqtt_topic_prefix)
     assert (result.ingested, result.still_dead, result.events) == (1, 0, 1)
     assert len(events_of(pg_factory, octo, "fabcity.machine.job")) == 1
     with transaction(pg_factory) as s:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import make_engine, transaction
 from fabcity.core.models import DirtyWindow, Event, Flow, FlowRollup, PendingRollup
-from fabcity.ingest import service as ingest_module
+from fabcity.ingest import store
 from fabcity.ingest.service import ingest
 from fabcity.rollups import recompute
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
@@ -267,7 +267,7 @@ def test_the_binary_copy_names_each_column_in_its_own_type(pg_url: str) -> None:
     }
     engine = make_engine(pg_url)
     with engine.connect() as conn:
-        for name, columns, types in (ingest_module._EVENTS, ingest_module._FLOWS):
+        for name, columns, types in (store._EVENTS, store._FLOWS):
             found = dict(
                 conn.execute(
                     select(text("attname"), text("format_type(atttypid, NULL)"))

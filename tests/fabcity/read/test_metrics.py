@@ -15,20 +15,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from fabcity.core.calendar import Interval, hours_between, next_start, window_start, window_starts
 from fabcity.read.metrics import (
     DIDO_TERMS,
     METRICS,
     Cell,
-    Context,
     GroupBy,
-    Interval,
     Value,
+    WindowFacts,
     group_key,
-    hours_between,
-    next_start,
     weakest,
-    window_start,
-    window_starts,
 )
 
 DAY = date(2026, 3, 10)
@@ -115,11 +111,11 @@ def ctx(
     sites_reporting: int = 3,
     events: int = 10,
     population: int | None = None,
-) -> Context:
-    return Context(hours, sites_active, sites_reporting, events, population)
+) -> WindowFacts:
+    return WindowFacts(hours, sites_active, sites_reporting, events, population)
 
 
-def compute(name: str, cells: Sequence[Cell], context: Context | None = None) -> Value:
+def compute(name: str, cells: Sequence[Cell], context: WindowFacts | None = None) -> Value:
     return METRICS[name].compute(cells, context or ctx())
 
 

@@ -34,7 +34,7 @@ from workers.dispatch import NoDispatch
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL = "apt-get install -y chromium chromium-driver"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "dashboard.png"
 FIRST = date(2026, 3, 1)
 DAYS = 14
 QUIET = 6  # a day without a single event: a gap in every chart, never a 0

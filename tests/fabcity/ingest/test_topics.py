@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
+from fabcity.ingest.topics import MAX_PAYLOAD_BYTES as MAX_PAYLOAD
+from fabcity.ingest.topics import Parsed, source_of, to_event
 from schemas.events import CloudEvent
-from services.mqtt.bridge import MAX_PAYLOAD, Parsed, source_of, to_event
 from tests.support.city import event, flow
 
 PREFIX = "fabcity/v1"

@@ -221,7 +221,7 @@ def test_a_design_registered_later_models_the_mass_of_what_was_made(client: City
     assert before["produced_kg"]["value"] is None and before["produced_kg"]["reason"]
     assert before["open_design_share"]["value"] == 1  # unregistered references count as open
 
-    manifest = (Path(__file__).parents[1] / "fixtures" / "okh" / "bracket.yml").read_bytes()
+    manifest = (Path(__file__).parents[2] / "fixtures" / "okh" / "bracket.yml").read_bytes()
     made = client.post(
         "/v1/designs",
         params={"url": url},
@@ -229,7 +229,7 @@ def test_a_design_registered_later_models_the_mass_of_what_was_made(client: City
         headers={"content-type": "application/yaml"},
     )
     assert made.status_code == 201, made.text
-    lamp = (Path(__file__).parents[1] / "fixtures" / "okh" / "desk-lamp.yml").read_bytes()
+    lamp = (Path(__file__).parents[2] / "fixtures" / "okh" / "desk-lamp.yml").read_bytes()
     assert (
         client.post(
             "/v1/designs",

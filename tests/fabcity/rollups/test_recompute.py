@@ -25,7 +25,7 @@ from fabcity.core.models import Event, PendingRollup
 from fabcity.ingest.rebuild import rebuild
 from fabcity.ingest.service import ingest
 from fabcity.rollups import recompute
-from tests.fabcity.test_rebuild import FLOWS, RINGS, register, register_design, snapshot
+from tests.fabcity.ingest.test_rebuild import FLOWS, RINGS, register, register_design, snapshot
 from tests.support.city import CITY, OTHER_SITE, SITE
 
 START = datetime(2026, 6, 1, tzinfo=UTC)

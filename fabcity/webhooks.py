@@ -23,8 +23,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from fabcity.core import models
-from fabcity.core.db import is_postgres
-from fabcity.core.errors import NotFound
+from fabcity.core.db import get_or_not_found, is_postgres
 from fabcity.registry import entries
 from schemas import standards
 from schemas.standards import METRICS_UPDATED, SubscriptionIn
@@ -63,10 +62,12 @@ def create(
 
 
 def get(session: Session, subscription_id: int) -> models.Subscription:
-    sub = session.get(models.Subscription, subscription_id)
-    if sub is None:
-        raise NotFound(f"no subscription {subscription_id}; list them at /v1/subscriptions")
-    return sub
+    return get_or_not_found(
+        session,
+        models.Subscription,
+        subscription_id,
+        f"no subscription {subscription_id}; list them at /v1/subscriptions",
+    )
 
 
 def list_all(session: Session) -> list[models.Subscription]:

@@ -14,18 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fabcity.adapters.base import (
-    Decoded,
-    Device,
-    Emitted,
-    Message,
-    Refused,
-    availability,
-    job_event,
-    json_object,
-    text,
-    unix_time,
-)
+from fabcity.adapters import base
+from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused
 from schemas.devices import BambuSettings
 
 ACTIVE = {"RUNNING", "PAUSE", "PREPARE", "SLICING"}
@@ -58,10 +48,10 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         word = message.payload.decode(errors="replace").strip()
         if word not in ("online", "offline"):
             raise Refused(f"unknown session state {word!r}")
-        return availability(state, word == "online", message)
+        return base.availability(state, word == "online", message)
     if message.topic != report_topic(settings):
         raise Refused(f"topic {message.topic!r} is not {report_topic(settings)!r}")
-    report = json_object(message).get("print")
+    report = base.json_object(message).get("print")
     new = dict(state)
     if not isinstance(report, dict) or report.get("command") != "push_status":
         return Decoded([], new)  # command replies, info, other report kinds
@@ -71,22 +61,22 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     material = _material(report)
     if material:
         new["material"] = material
-    current = text(merged.get("gcode_state"))
+    current = base.text(merged.get("gcode_state"))
     previous = state.get("gcode_state")
     new["gcode_state"] = current
     events: list[Emitted] = []
     if current in ACTIVE and previous not in ACTIVE:
         new["job_started"] = message.received_at.timestamp()
     elif previous in ACTIVE and current in END:
-        started = unix_time(new.pop("job_started", None)) or message.received_at
+        started = base.unix_time(new.pop("job_started", None)) or message.received_at
         events.append(
-            job_event(
+            base.job_event(
                 END[current],
                 started,
                 message.received_at,
                 f"job-{started.timestamp()!r}",
                 settings,
-                material=text(new.get("material")),
+                material=base.text(new.get("material")),
             )
         )
     return Decoded(events, new)
@@ -100,7 +90,7 @@ def _material(report: dict[str, Any]) -> str | None:
     tray_now = str(ams.get("tray_now", ""))
     if tray_now == EXTERNAL_TRAY:
         vt = report.get("vt_tray")
-        return text(vt.get("tray_type")) if isinstance(vt, dict) else None
+        return base.text(vt.get("tray_type")) if isinstance(vt, dict) else None
     if not tray_now.isdigit():
         return None
     index = int(tray_now)
@@ -114,5 +104,5 @@ def _material(report: dict[str, Any]) -> str | None:
             unit_id = int(str(unit.get("id", "0"))) if str(unit.get("id", "0")).isdigit() else 0
             tray_id = str(tray.get("id", ""))
             if tray_id.isdigit() and unit_id * 4 + int(tray_id) == index:
-                return text(tray.get("tray_type"))
+                return base.text(tray.get("tray_type"))
     return None

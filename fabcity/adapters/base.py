@@ -82,6 +82,14 @@ class Refused(ValueError):
     """A message the adapter cannot read: dead-lettered with this reason."""
 
 
+def under(message: Message, prefix: str) -> str:
+    """The rest of the message's topic below `prefix/`; refused when it lies elsewhere."""
+    head = prefix + "/"
+    if not message.topic.startswith(head):
+        raise Refused(f"topic {message.topic!r} is not under {head!r}")
+    return message.topic[len(head) :]
+
+
 def json_body(message: Message) -> Any:
     try:
         return orjson.loads(message.payload)

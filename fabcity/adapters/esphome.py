@@ -13,17 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fabcity.adapters.base import (
-    Decoded,
-    Device,
-    Message,
-    Refused,
-    availability,
-    json_object,
-    meter_delta,
-    number,
-    scale_change,
-)
+from fabcity.adapters import base
+from fabcity.adapters.base import Decoded, Device, Message, Refused
 from schemas.devices import ESPHomeSettings
 
 TO_KG = {"g": 0.001, "kg": 1.0}
@@ -51,16 +42,16 @@ def _config(message: Message) -> tuple[str, dict[str, Any]] | None:
     """The state topic and what is known of it, from a discovery config (None: deleted)."""
     if not message.payload.strip():
         return None
-    config = json_object(message)
-    base = config.get("~", "")
+    config = base.json_object(message)
+    tilde = config.get("~", "")
     state_topic = config.get("state_topic", config.get("stat_t"))
     if not isinstance(state_topic, str):
         raise Refused("discovery config without a state topic")
-    if isinstance(base, str) and base:
+    if isinstance(tilde, str) and tilde:
         if state_topic.startswith("~"):
-            state_topic = base + state_topic[1:]
+            state_topic = tilde + state_topic[1:]
         elif state_topic.endswith("~"):
-            state_topic = state_topic[:-1] + base
+            state_topic = state_topic[:-1] + tilde
     return state_topic, {
         "unit": config.get("unit_of_measurement", config.get("unit_of_meas")),
         "class": config.get("device_class", config.get("dev_cla")),
@@ -76,7 +67,7 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         word = message.payload.decode(errors="replace").strip()
         if word not in ("online", "offline"):
             raise Refused(f"unknown status {word!r}; expected online/offline")
-        return availability(state, word == "online", message)
+        return base.availability(state, word == "online", message)
     if topic.startswith(settings.discovery_prefix + "/") and topic.endswith("/config"):
         sensors = dict(state.get("sensors") or {})
         found = _config(message)
@@ -95,7 +86,7 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
             f"no unit known for {topic!r}: its discovery config on "
             f"{settings.discovery_prefix}/sensor/{_node(settings)}/…/config has not been seen"
         )
-    value = number(message.payload.decode(errors="replace"))
+    value = base.number(message.payload.decode(errors="replace"))
     if value is None:
         raise Refused(f"state {message.payload[:50]!r} is not a number")
     unit = str(known["unit"])
@@ -103,11 +94,11 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     remembered = new.get(topic)
     mine: dict[str, Any] = remembered if isinstance(remembered, dict) else {}
     if unit in TO_KG:
-        event, mine = scale_change(
+        event, mine = base.scale_change(
             mine, value * TO_KG[unit], message.received_at, settings.material, settings.direction
         )
     elif unit in TO_KWH and value >= 0:
-        event, mine = meter_delta(mine, value * TO_KWH[unit], message.received_at)
+        event, mine = base.meter_delta(mine, value * TO_KWH[unit], message.received_at)
     else:
         return Decoded([], new)  # temperatures, humidity, …: not counted
     new[topic] = mine

@@ -13,19 +13,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from fabcity.adapters.base import (
-    Decoded,
-    Device,
-    Emitted,
-    Message,
-    Refused,
-    availability,
-    job_event,
-    json_object,
-    number,
-    text,
-    unix_time,
-)
+from fabcity.adapters import base
+from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused
 from schemas.devices import MoonrakerSettings
 
 ACTIVE = {"printing", "paused"}
@@ -54,15 +43,12 @@ def identity(settings: MoonrakerSettings) -> str:
 def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decoded:
     settings = device.settings
     assert isinstance(settings, MoonrakerSettings)
-    head = settings.instance_name + "/"
-    if not message.topic.startswith(head):
-        raise Refused(f"topic {message.topic!r} is not under {head!r}")
-    rest = message.topic[len(head) :]
+    rest = base.under(message, settings.instance_name)
     if rest == "moonraker/status":
-        server = json_object(message).get("server")
+        server = base.json_object(message).get("server")
         if server not in ("online", "offline"):
             raise Refused(f"unknown server state {server!r}; expected online/offline")
-        return availability(state, server == "online", message)
+        return base.availability(state, server == "online", message)
     if rest == "moonraker/api/response":
         return _history(message, settings, state)
     new = dict(state)
@@ -70,7 +56,7 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         k: dict(v) for k, v in (state.get("objects") or {}).items() if isinstance(v, dict)
     }
     if rest == "klipper/status":
-        status = json_object(message).get("status")
+        status = base.json_object(message).get("status")
         if not isinstance(status, dict):
             raise Refused("klipper status without a `status` object")
         for name, fields in status.items():
@@ -81,7 +67,7 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         if len(parts) != 4:
             raise Refused(f"split status topic {message.topic!r} is not .../state/object/field")
         if parts[2] in KEPT:
-            objects.setdefault(parts[2], {})[parts[3]] = json_object(message).get("value")
+            objects.setdefault(parts[2], {})[parts[3]] = base.json_object(message).get("value")
     else:
         return Decoded([], new)
     new["objects"] = objects
@@ -93,23 +79,23 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     if current in ACTIVE and previous not in ACTIVE:
         new["job_started"] = message.received_at.timestamp()
     elif previous in ACTIVE and current in STATE_END:
-        started_at = number(new.pop("job_started", None))
+        started_at = base.number(new.pop("job_started", None))
         ended = message.received_at
-        total = number(stats.get("total_duration"))
+        total = base.number(stats.get("total_duration"))
         started = (
-            unix_time(started_at)
+            base.unix_time(started_at)
             if started_at is not None
             else ended - timedelta(seconds=total or 0)
         ) or ended
         if settings.jobs_from == "status":
             events.append(
-                job_event(
+                base.job_event(
                     STATE_END[current],
                     started,
                     ended,
                     f"job-{started.timestamp()!r}",
                     settings,
-                    length_mm=number(stats.get("filament_used")),
+                    length_mm=base.number(stats.get("filament_used")),
                 )
             )
     return Decoded(events, new)
@@ -123,7 +109,7 @@ def _history(message: Message, settings: MoonrakerSettings, state: Mapping[str, 
     """
     if settings.jobs_from != "history":
         return Decoded([], dict(state))
-    result = json_object(message).get("result")
+    result = base.json_object(message).get("result")
     if not isinstance(result, dict):
         return Decoded([], dict(state))  # another RPC's answer, or an error
     jobs = result.get("jobs")
@@ -134,26 +120,26 @@ def _history(message: Message, settings: MoonrakerSettings, state: Mapping[str, 
         if not isinstance(job, dict):
             continue
         status = HISTORY_END.get(str(job.get("status")))
-        started = unix_time(job.get("start_time"))
-        ended = unix_time(job.get("end_time"))
-        job_id = text(job.get("job_id"))
+        started = base.unix_time(job.get("start_time"))
+        ended = base.unix_time(job.get("end_time"))
+        job_id = base.text(job.get("job_id"))
         if status is None or started is None or ended is None or job_id is None:
             continue  # in progress, or not a job record
         meta = _dict(job.get("metadata"))
-        grams = number(meta.get("filament_weight_total")) if status == "completed" else None
+        grams = base.number(meta.get("filament_weight_total")) if status == "completed" else None
         energy = None
         for aux in job.get("auxiliary_data") or []:
             if isinstance(aux, dict) and str(aux.get("units", "")).lower() == "kwh":
-                energy = (energy or 0.0) + (number(aux.get("value")) or 0.0)
-        event = job_event(
+                energy = (energy or 0.0) + (base.number(aux.get("value")) or 0.0)
+        event = base.job_event(
             status,
             started,
             ended,
             f"history-{job_id}",
             settings,
-            length_mm=number(job.get("filament_used")),
+            length_mm=base.number(job.get("filament_used")),
             mass_kg=grams / 1000 if grams else None,
-            material=text(meta.get("filament_type")),
+            material=base.text(meta.get("filament_type")),
             energy_kwh=energy,
         )
         events.append(

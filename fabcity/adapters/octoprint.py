@@ -13,18 +13,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from fabcity.adapters.base import (
-    Decoded,
-    Device,
-    Message,
-    Refused,
-    availability,
-    job_event,
-    json_object,
-    number,
-    text,
-    unix_time,
-)
+from fabcity.adapters import base
+from fabcity.adapters.base import Decoded, Device, Message, Refused
 from schemas.devices import OctoPrintSettings
 
 # The plugin's base topic was `octoprint/` before it became `octoPrint/`: a device left on
@@ -60,17 +50,17 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         word = message.payload.decode(errors="replace").strip().lower()
         if word not in ("connected", "disconnected"):
             raise Refused(f"unknown availability {word!r}; expected connected/disconnected")
-        return availability(state, word == "connected", message)
+        return base.availability(state, word == "connected", message)
     if rest == "progress/printing":
-        return Decoded([], _progress(state, json_object(message)))
+        return Decoded([], _progress(state, base.json_object(message)))
     if not rest.startswith("event/"):
         return Decoded([], dict(state))  # temperatures, slicing progress, metadata: not counted
-    body = json_object(message)
+    body = base.json_object(message)
     name = rest.removeprefix("event/")
     new = dict(state)
-    when = unix_time(body.get("_timestamp")) or message.received_at
+    when = base.unix_time(body.get("_timestamp")) or message.received_at
     if name == "PrintStarted":
-        new.update(job_path=text(body.get("path")), job_started=when.timestamp(), progress=0)
+        new.update(job_path=base.text(body.get("path")), job_started=when.timestamp(), progress=0)
         new.pop("filament_mm", None)
         return Decoded([], new)
     status = END_STATUS.get(name)
@@ -80,25 +70,25 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     # `cancelled`: the job is counted from PrintCancelled alone.
     if name == "PrintFailed" and body.get("reason") == "cancelled":
         return Decoded([], new)
-    duration = number(body.get("time"))
+    duration = base.number(body.get("time"))
     if duration is not None and duration >= 0:
         started = when - timedelta(seconds=duration)
     elif new.get("job_started") is not None:
-        started = unix_time(new["job_started"]) or when
+        started = base.unix_time(new["job_started"]) or when
     else:
         started = when
-    length = number(new.get("filament_mm"))
+    length = base.number(new.get("filament_mm"))
     if length is not None and status != "completed":
-        length *= min(100.0, max(0.0, number(new.get("progress")) or 0.0)) / 100
+        length *= min(100.0, max(0.0, base.number(new.get("progress")) or 0.0)) / 100
     for key in ("job_path", "job_started", "filament_mm", "progress"):
         new.pop(key, None)
-    event = job_event(status, started, when, "job", settings, length_mm=length)
+    event = base.job_event(status, started, when, "job", settings, length_mm=length)
     return Decoded([event], new)
 
 
 def _progress(state: Mapping[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     new = dict(state)
-    progress = number(body.get("progress"))
+    progress = base.number(body.get("progress"))
     if progress is not None:
         new["progress"] = progress
     data = body.get("printer_data")
@@ -106,7 +96,9 @@ def _progress(state: Mapping[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         filament = ((data.get("job") or {}).get("filament")) or {}
         if isinstance(filament, dict):
             tools = [
-                number((t or {}).get("length")) for t in filament.values() if isinstance(t, dict)
+                base.number((t or {}).get("length"))
+                for t in filament.values()
+                if isinstance(t, dict)
             ]
             lengths = [t for t in tools if t is not None]
             if lengths:

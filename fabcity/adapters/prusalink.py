@@ -14,18 +14,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from fabcity.adapters.base import (
-    Decoded,
-    Device,
-    Emitted,
-    Message,
-    Refused,
-    availability,
-    job_event,
-    json_object,
-    number,
-    text,
-)
+from fabcity.adapters import base
+from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused
 from schemas.devices import PrusaLinkSettings
 
 ACTIVE = {"PRINTING", "PAUSED"}
@@ -49,15 +39,15 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     assert isinstance(settings, PrusaLinkSettings)
     if message.topic != topic(settings):
         raise Refused(f"{message.topic!r} is not this printer's address {topic(settings)!r}")
-    body = json_object(message)
+    body = base.json_object(message)
     if "error" in body:
-        return availability(state, False, message)
-    up = availability(state, True, message)
+        return base.availability(state, False, message)
+    up = base.availability(state, True, message)
     new = up.state
     job = body.get("job") if isinstance(body.get("job"), dict) else None
     status = _dict(body.get("status"))
     printer = _dict(status.get("printer"))
-    current = text((job or {}).get("state")) or text(printer.get("state"))
+    current = base.text((job or {}).get("state")) or base.text(printer.get("state"))
     previous = state.get("job_state")
     new["job_state"] = current
     events = list(up.events)
@@ -76,14 +66,14 @@ def _remember(job: dict[str, Any]) -> dict[str, Any]:
     meta = _dict(file.get("meta"))
     return {
         "id": job.get("id"),
-        "path": text(file.get("path")) or text(file.get("name")),
-        "file_time": number(file.get("m_timestamp")),
-        "time_printing": number(job.get("time_printing")),
-        "progress": number(job.get("progress")),
+        "path": base.text(file.get("path")) or base.text(file.get("name")),
+        "file_time": base.number(file.get("m_timestamp")),
+        "time_printing": base.number(job.get("time_printing")),
+        "progress": base.number(job.get("progress")),
         # Slicer estimates for the whole file; keys contain spaces and brackets.
-        "grams": number(meta.get("filament used [g]")),
-        "length_mm": number(meta.get("filament used [mm]")),
-        "material": text(meta.get("filament_type")),
+        "grams": base.number(meta.get("filament used [g]")),
+        "length_mm": base.number(meta.get("filament used [mm]")),
+        "material": base.text(meta.get("filament_type")),
     }
 
 
@@ -91,11 +81,13 @@ def _ended(
     status: str, job: dict[str, Any], message: Message, settings: PrusaLinkSettings
 ) -> Emitted:
     ended = message.received_at
-    started = ended - timedelta(seconds=number(job.get("time_printing")) or 0)
-    share = 1.0 if status == "completed" else min(1.0, (number(job.get("progress")) or 0) / 100)
-    length = number(job.get("length_mm"))
-    grams = number(job.get("grams"))
-    event = job_event(
+    started = ended - timedelta(seconds=base.number(job.get("time_printing")) or 0)
+    share = (
+        1.0 if status == "completed" else min(1.0, (base.number(job.get("progress")) or 0) / 100)
+    )
+    length = base.number(job.get("length_mm"))
+    grams = base.number(job.get("grams"))
+    event = base.job_event(
         status,
         started,
         ended,
@@ -103,7 +95,7 @@ def _ended(
         settings,
         length_mm=length * share if length is not None else None,
         mass_kg=grams * share / 1000 if grams is not None else None,
-        material=text(job.get("material")),
+        material=base.text(job.get("material")),
     )
     # Polls differ (temperatures, times), so the id comes from the job, not the message.
     ident = f"{job.get('id')}|{job.get('path')}|{job.get('file_time')}"

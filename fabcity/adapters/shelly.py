@@ -11,18 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fabcity.adapters.base import (
-    Decoded,
-    Device,
-    Emitted,
-    Message,
-    Refused,
-    availability,
-    json_object,
-    meter_delta,
-    number,
-    unix_time,
-)
+from fabcity.adapters import base
+from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused
 from schemas.devices import ShellySettings
 
 
@@ -45,36 +35,33 @@ def _counter_kwh(component: str, status: Any, settings: ShellySettings) -> float
     wh: float | None = None
     if settings.meter in ("switch", "pm1") and kind == settings.meter:
         aenergy = status.get("aenergy")
-        wh = number(aenergy.get("total")) if isinstance(aenergy, dict) else None
+        wh = base.number(aenergy.get("total")) if isinstance(aenergy, dict) else None
     elif settings.meter == "em" and kind == "emdata":
-        wh = number(status.get("total_act"))
+        wh = base.number(status.get("total_act"))
     return wh / 1000 if wh is not None and wh >= 0 else None
 
 
 def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decoded:
     settings = device.settings
     assert isinstance(settings, ShellySettings)
-    head = settings.topic_prefix + "/"
-    if not message.topic.startswith(head):
-        raise Refused(f"topic {message.topic!r} is not under {head!r}")
-    rest = message.topic[len(head) :]
+    rest = base.under(message, settings.topic_prefix)
     if rest == "online":
         word = message.payload.decode(errors="replace").strip()
         if word not in ("true", "false"):
             raise Refused(f"unknown availability {word!r}; expected true/false")
-        return availability(state, word == "true", message)
+        return base.availability(state, word == "true", message)
     components: dict[str, Any]
     when = message.received_at
     if rest.startswith("status/"):
-        components = {rest.removeprefix("status/"): json_object(message)}
+        components = {rest.removeprefix("status/"): base.json_object(message)}
     elif rest == "events/rpc":
-        body = json_object(message)
+        body = base.json_object(message)
         if body.get("method") not in ("NotifyStatus", "NotifyFullStatus"):
             return Decoded([], dict(state))
         params = body.get("params")
         if not isinstance(params, dict):
             raise Refused(f"{body.get('method')} without params")
-        when = unix_time(params.get("ts")) or when
+        when = base.unix_time(params.get("ts")) or when
         components = params
     else:
         return Decoded([], dict(state))
@@ -83,6 +70,6 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     for component, status in components.items():
         kwh = _counter_kwh(component, status, settings)
         if kwh is not None:
-            event, new = meter_delta(new, kwh, when)
+            event, new = base.meter_delta(new, kwh, when)
             events.extend([event] if event else [])
     return Decoded(events, new)

@@ -14,20 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fabcity.adapters import sparkplug_b
-from fabcity.adapters.base import (
-    Decoded,
-    Device,
-    Emitted,
-    Message,
-    Refused,
-    availability,
-    job_event,
-    meter_delta,
-    number,
-    scale_change,
-    unix_time,
-)
+from fabcity.adapters import base, sparkplug_b
+from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused
 from schemas.devices import SparkplugSettings
 
 NAMESPACE = "spBv1.0"
@@ -73,14 +61,14 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         new["bdseq"] = int(bdseq) if isinstance(bdseq, int | float) else None
         if is_node:
             new["aliases"] = _aliases(payload)
-            decoded = availability(new, True, message)
+            decoded = base.availability(new, True, message)
             return _metrics(message, payload, settings, decoded)
         return Decoded([], new)
     if kind == "NDEATH":
         bdseq = _metric_value(payload, "bdSeq")
         if bdseq is not None and new.get("bdseq") is not None and int(bdseq) != new["bdseq"]:
             return Decoded([], new)  # the will of an earlier session: the node is still up
-        return availability(new, False, message)
+        return base.availability(new, False, message)
     if kind == "NDATA":
         return (
             _metrics(message, payload, settings, Decoded([], new)) if is_node else Decoded([], new)
@@ -91,9 +79,9 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         return Decoded([], new)  # a device's message, seen by its node only for `seq`
     if kind == "DBIRTH":
         new["aliases"] = _aliases(payload)
-        return _metrics(message, payload, settings, availability(new, True, message))
+        return _metrics(message, payload, settings, base.availability(new, True, message))
     if kind == "DDEATH":
-        return availability(new, False, message)
+        return base.availability(new, False, message)
     return _metrics(message, payload, settings, Decoded([], new))
 
 
@@ -132,13 +120,17 @@ def _metrics(
             raise Refused(f"metric alias {metric.alias} is not in the last birth certificate")
         if metric.value is None:
             continue
-        when = unix_time(metric.timestamp) or unix_time(payload.timestamp) or message.received_at
+        when = (
+            base.unix_time(metric.timestamp)
+            or base.unix_time(payload.timestamp)
+            or message.received_at
+        )
         event: Emitted | None = None
-        value = number(metric.value)
+        value = base.number(metric.value)
         if name == settings.energy_metric and value is not None and value >= 0:
-            event, state = meter_delta(state, value * TO_KWH[settings.energy_unit], when)
+            event, state = base.meter_delta(state, value * TO_KWH[settings.energy_unit], when)
         elif name == settings.weight_metric and value is not None:
-            event, state = scale_change(
+            event, state = base.scale_change(
                 state,
                 value * TO_KG[settings.weight_unit],
                 when,
@@ -151,8 +143,8 @@ def _metrics(
                 state = {**state, "job_started": when.timestamp()}
             elif not metric.value and running:
                 state = dict(state)
-                started = unix_time(state.pop("job_started")) or when
-                event = job_event(
+                started = base.unix_time(state.pop("job_started")) or when
+                event = base.job_event(
                     "completed", started, when, f"job-{started.timestamp()!r}", settings
                 )
         if event is not None:

@@ -12,19 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from fabcity.adapters.base import (
-    Decoded,
-    Device,
-    Emitted,
-    Message,
-    Refused,
-    availability,
-    json_object,
-    local_time,
-    meter_delta,
-    number,
-    scale_change,
-)
+from fabcity.adapters import base
+from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused
 from schemas.devices import TasmotaSettings
 
 PREFIXES = ("tele", "stat")
@@ -64,14 +53,14 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         word = message.payload.decode(errors="replace").strip()
         if word not in ("Online", "Offline"):
             raise Refused(f"unknown LWT {word!r}; expected Online/Offline")
-        return availability(state, word == "Online", message)
+        return base.availability(state, word == "Online", message)
     if (prefix, command) not in (("tele", "SENSOR"), ("stat", "STATUS8"), ("stat", "STATUS10")):
         return Decoded([], dict(state))
-    body = json_object(message)
+    body = base.json_object(message)
     sensors = body.get("StatusSNS", body)
     if not isinstance(sensors, dict):
         raise Refused("StatusSNS is not an object")
-    when = local_time(sensors.get("Time"), device.timezone) or message.received_at
+    when = base.local_time(sensors.get("Time"), device.timezone) or message.received_at
     events: list[Emitted] = []
     new: dict[str, Any] = dict(state)
     energy = sensors.get("ENERGY")
@@ -79,14 +68,14 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         total = energy.get("Total")
         # Multi-channel meters send one counter per channel.
         values = total if isinstance(total, list) else [total]
-        numbers = [number(v) for v in values]
+        numbers = [base.number(v) for v in values]
         if numbers and all(n is not None and n >= 0 for n in numbers):
-            event, new = meter_delta(new, sum(n for n in numbers if n is not None), when)
+            event, new = base.meter_delta(new, sum(n for n in numbers if n is not None), when)
             events.extend([event] if event else [])
     scale = sensors.get("HX711")
     if isinstance(scale, dict):
-        weight = number(scale.get("Weight"))  # kg
+        weight = base.number(scale.get("Weight"))  # kg
         if weight is not None:
-            event, new = scale_change(new, weight, when, settings.material, settings.direction)
+            event, new = base.scale_change(new, weight, when, settings.material, settings.direction)
             events.extend([event] if event else [])
     return Decoded(events, new)

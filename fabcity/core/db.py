@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from fabcity.core.errors import NotFound
+
+T = TypeVar("T")
 
 
 def make_engine(url: str) -> Engine:
@@ -47,3 +51,11 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def get_or_not_found(session: Session, model: type[T], pk: int, detail: str) -> T:
+    """The row of `model` with id `pk`, or a NotFound that says `detail` (where to look)."""
+    row = session.get(model, pk)
+    if row is None:
+        raise NotFound(detail)
+    return row

@@ -7,9 +7,7 @@ from typing import Any
 
 
 class FabcityError(Exception):
-    status = 400
-    title = "Bad request"
-    slug = "bad-request"
+    status, title, slug = 400, "Bad request", "bad-request"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -17,38 +15,27 @@ class FabcityError(Exception):
 
 
 class NotFound(FabcityError):
-    status = 404
-    title = "Not found"
-    slug = "not-found"
+    status, title, slug = 404, "Not found", "not-found"
 
 
 class Conflict(FabcityError):
-    status = 409
-    title = "Already exists"
-    slug = "conflict"
+    status, title, slug = 409, "Already exists", "conflict"
 
 
 class Invalid(FabcityError):
-    status = 422
-    title = "Invalid input"
-    slug = "invalid"
+    status, title, slug = 422, "Invalid input", "invalid"
 
 
 class UnitError(Invalid):
-    title = "Unit cannot be converted"
-    slug = "unit"
+    title, slug = "Unit cannot be converted", "unit"
 
 
 class PayloadTooLarge(FabcityError):
-    status = 413
-    title = "Payload too large"
-    slug = "too-large"
+    status, title, slug = 413, "Payload too large", "too-large"
 
 
 class UnsupportedMediaType(FabcityError):
-    status = 415
-    title = "Unsupported media type"
-    slug = "media-type"
+    status, title, slug = 415, "Unsupported media type", "media-type"
 
 
 def one_line(errors: Iterable[Mapping[str, Any]], root: str = "event") -> str:

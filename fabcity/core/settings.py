@@ -105,11 +105,6 @@ class Settings(BaseSettings):
     bridge_batch_wait_ms: int = Field(
         default=50, ge=0, description="Longest wait to fill a batch before committing it."
     )
-    bridge_fault_exit_after_commit: bool = Field(
-        default=False,
-        description="Fault injection for tests: the bridge exits right after its first commit, "
-        "before acknowledging, to prove redelivered messages are stored once.",
-    )
 
     metrics_port: int | None = Field(
         default=None,

@@ -177,6 +177,17 @@ def read_period(session: Session, city_slug: str, first: date | None, last: date
     return Period(city, first, last, cells, ctx)
 
 
+def _start_of(row: Any, bucket: Bucket, first: date, zone: ZoneInfo) -> Start:
+    """The window a row of a grouped query falls in: its local hour, its day (or week, month,
+    year start), or the whole period."""
+    if bucket == "hour":
+        return _local_hour(row[0], row[1], zone)
+    if bucket == "period":
+        return first
+    start: Start = row[0]
+    return start
+
+
 def _local_hour(day: date, hour: int, zone: ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, hour, tzinfo=zone)
 
@@ -269,13 +280,7 @@ def _cells(
     width = len(window)
     cells: dict[Start, list[Cell]] = defaultdict(list)
     for row in session.execute(query):
-        start: Start
-        if bucket == "hour":
-            start = _local_hour(row[0], row[1], zone)
-        elif bucket == "period":
-            start = first
-        else:
-            start = row[0]
+        start = _start_of(row, bucket, first, zone)
         c = row[width:]
         # c: the cube's dimensions and measures, then site, device, dimension, category.
         cells[start].append(
@@ -321,13 +326,7 @@ def _coverage(
     events: dict[Start, int] = defaultdict(int)
     sites: dict[Start, int] = defaultdict(int)
     for row in session.execute(query):
-        start: Start
-        if bucket == "hour":
-            start = _local_hour(row[0], row[1], zone)
-        elif bucket == "period":
-            start = first
-        else:
-            start = row[0]
+        start = _start_of(row, bucket, first, zone)
         events[start] += int(row[-1])
         sites[start] += 1  # one row per site and window
     return {s: (events[s], sites[s]) for s in events}

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabcity.core import models
-from fabcity.core.errors import Invalid, NotFound
+from fabcity.core.db import get_or_not_found
+from fabcity.core.errors import Invalid
 from fabcity.registry import okh
 from fabcity.rollups import windows
 from schemas.api import Rejected
@@ -161,10 +162,9 @@ def import_many(
 
 
 def get(session: Session, design_id: int) -> models.Design:
-    design = session.get(models.Design, design_id)
-    if design is None:
-        raise NotFound(f"no design {design_id}; list them at /v1/designs")
-    return design
+    return get_or_not_found(
+        session, models.Design, design_id, f"no design {design_id}; list them at /v1/designs"
+    )
 
 
 def by_url(session: Session, url: str) -> models.Design | None:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabcity.core import models
+from fabcity.core.db import get_or_not_found
 from fabcity.core.errors import Invalid, NotFound
 from fabcity.registry import entries
 
@@ -167,10 +168,9 @@ def principal_of(key: models.ApiKey) -> Principal:
 
 
 def get(session: Session, key_id: int) -> models.ApiKey:
-    key = session.get(models.ApiKey, key_id)
-    if key is None:
-        raise NotFound(f"no key {key_id}; list them at /v1/keys")
-    return key
+    return get_or_not_found(
+        session, models.ApiKey, key_id, f"no key {key_id}; list them at /v1/keys"
+    )
 
 
 def list_keys(session: Session, include_revoked: bool = False) -> list[models.ApiKey]:

@@ -9,19 +9,16 @@ import base64
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Query, Response
 
 from fabcity.core import models
 from fabcity.core.db import transaction
 from fabcity.ingest import deadletters
 from fabcity.registry import keys
 from schemas import access
-from services.http.dependencies import Context, RowId, context
+from services.http.dependencies import AppState, AppStateDep, RowId, SessionDep
 
 router = APIRouter(prefix="/v1")
-
-Ctx = Annotated[Context, Depends(context)]
 
 
 # Keys ---------------------------------------------------------------------------------------
@@ -35,41 +32,36 @@ def _issued(issued: keys.Issued) -> access.IssuedKey:
 
 @router.get("/keys", response_model=list[access.Key], tags=["access"])
 def list_keys(
-    ctx: Ctx, revoked: Annotated[bool, Query(description="Also list revoked keys.")] = False
+    s: SessionDep, revoked: Annotated[bool, Query(description="Also list revoked keys.")] = False
 ) -> list[access.Key]:
-    with transaction(ctx.factory) as s:
-        return [access.Key.model_validate(k) for k in keys.list_keys(s, revoked)]
+    return [access.Key.model_validate(k) for k in keys.list_keys(s, revoked)]
 
 
 @router.post("/keys", response_model=access.IssuedKey, status_code=201, tags=["access"])
-def create_key(body: access.KeyIn, ctx: Ctx) -> access.IssuedKey:
+def create_key(body: access.KeyIn, s: SessionDep) -> access.IssuedKey:
     """Make a key. Its `secret` is in this answer only: only its hash is kept."""
-    with transaction(ctx.factory) as s:
-        return _issued(keys.create(s, body.role, body.city, body.site, body.device, body.name))
+    return _issued(keys.create(s, body.role, body.city, body.site, body.device, body.name))
 
 
 @router.get("/keys/{key_id}", response_model=access.Key, tags=["access"])
-def get_key(key_id: RowId, ctx: Ctx) -> access.Key:
-    with transaction(ctx.factory) as s:
-        return access.Key.model_validate(keys.get(s, key_id))
+def get_key(key_id: RowId, s: SessionDep) -> access.Key:
+    return access.Key.model_validate(keys.get(s, key_id))
 
 
 @router.delete("/keys/{key_id}", status_code=204, tags=["access"])
-def revoke_key(key_id: RowId, ctx: Ctx) -> Response:
+def revoke_key(key_id: RowId, s: SessionDep) -> Response:
     """Revoke a key: refused from the next request on (and by the broker from the next
     `fabcity broker-config`)."""
-    with transaction(ctx.factory) as s:
-        keys.revoke(s, key_id)
+    keys.revoke(s, key_id)
     return Response(status_code=204)
 
 
 @router.post(
     "/keys/{key_id}/rotate", response_model=access.IssuedKey, status_code=201, tags=["access"]
 )
-def rotate_key(key_id: RowId, ctx: Ctx) -> access.IssuedKey:
+def rotate_key(key_id: RowId, s: SessionDep) -> access.IssuedKey:
     """A new key with the same role and tenant; the old one is revoked."""
-    with transaction(ctx.factory) as s:
-        return _issued(keys.rotate(s, key_id))
+    return _issued(keys.rotate(s, key_id))
 
 
 # Dead letters -------------------------------------------------------------------------------
@@ -98,7 +90,7 @@ def _detail(letter: models.DeadLetter) -> access.DeadLetterDetail:
 
 @router.get("/dead-letters", response_model=list[access.DeadLetter], tags=["dead letters"])
 def list_dead_letters(
-    ctx: Ctx,
+    s: SessionDep,
     topic_prefix: Annotated[str | None, Query(max_length=1024)] = None,
     reason_contains: Annotated[str | None, Query(max_length=1000)] = None,
     received_before: datetime | None = None,
@@ -113,59 +105,57 @@ def list_dead_letters(
         received_before=received_before,
         received_after=received_after,
     )
-    with transaction(ctx.factory) as s:
-        found = deadletters.list_letters(s, wanted, limit, after_id)
-        return [access.DeadLetter.model_validate(_letter(letter)) for letter in found]
+    found = deadletters.list_letters(s, wanted, limit, after_id)
+    return [access.DeadLetter.model_validate(_letter(letter)) for letter in found]
 
 
 @router.get(
     "/dead-letters/{letter_id}", response_model=access.DeadLetterDetail, tags=["dead letters"]
 )
-def get_dead_letter(letter_id: RowId, ctx: Ctx) -> access.DeadLetterDetail:
-    with transaction(ctx.factory) as s:
-        return _detail(deadletters.get(s, letter_id))
+def get_dead_letter(letter_id: RowId, s: SessionDep) -> access.DeadLetterDetail:
+    return _detail(deadletters.get(s, letter_id))
 
 
-def replay(ctx: Context, ids: list[int]) -> access.ReplayResult:
-    """Run dead letters through the bridge's path again, a chunk per transaction."""
+def replay(state: AppState, ids: list[int]) -> access.ReplayResult:
+    """Run dead letters through the bridge's path again, a chunk per transaction.
+
+    Its own transactions, not the request's session: each chunk of 500 is committed as it is
+    done (a large replay never holds one long transaction), and the worker is nudged only once
+    the events are committed, so that it finds them."""
     total = access.ReplayResult(replayed=0, ingested=0, still_dead=0, events=0)
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        with transaction(ctx.factory) as s:
+        with transaction(state.factory) as s:
             done = deadletters.replay(
-                s, chunk, ctx.settings.mqtt_topic_prefix, ctx.settings.mqtt_max_payload_bytes
+                s, chunk, state.settings.mqtt_topic_prefix, state.settings.mqtt_max_payload_bytes
             )
         total.replayed += done.ingested + done.still_dead
         total.ingested += done.ingested
         total.still_dead += done.still_dead
         total.events += done.events
     if total.events:
-        ctx.dispatcher.nudge()
+        state.dispatcher.nudge()
     return total
+
+
+# The replays are plain `def`: FastAPI runs them in the threadpool, and `replay` keeps its
+# transactions (see there), so they take the app's state rather than SessionDep.
 
 
 @router.post(
     "/dead-letters/{letter_id}/replay", response_model=access.ReplayResult, tags=["dead letters"]
 )
-async def replay_dead_letter(letter_id: RowId, ctx: Ctx) -> access.ReplayResult:
+def replay_dead_letter(letter_id: RowId, state: AppStateDep) -> access.ReplayResult:
     """Run one dead letter through the routing and the ingest path again (after its device
     was registered, say). It is deleted if it now goes through, else kept with the new reason."""
-
-    def run() -> access.ReplayResult:
-        with transaction(ctx.factory) as s:
-            deadletters.get(s, letter_id)
-        return replay(ctx, [letter_id])
-
-    return await run_in_threadpool(run)
+    with transaction(state.factory) as s:
+        deadletters.get(s, letter_id)  # an unknown letter is a 404, not an empty replay
+    return replay(state, [letter_id])
 
 
 @router.post("/dead-letters/replay", response_model=access.ReplayResult, tags=["dead letters"])
-async def replay_dead_letters(wanted: access.DeadLetterFilter, ctx: Ctx) -> access.ReplayResult:
+def replay_dead_letters(wanted: access.DeadLetterFilter, state: AppStateDep) -> access.ReplayResult:
     """Replay every dead letter the filter names (`{}`: all of them), oldest first."""
-
-    def run() -> access.ReplayResult:
-        with transaction(ctx.factory) as s:
-            ids = deadletters.ids_matching(s, wanted)
-        return replay(ctx, ids)
-
-    return await run_in_threadpool(run)
+    with transaction(state.factory) as s:
+        ids = deadletters.ids_matching(s, wanted)
+    return replay(state, ids)

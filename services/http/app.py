@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 from fastapi import Depends, FastAPI
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from sqlalchemy import text
@@ -26,7 +25,7 @@ from services.http import (
     standards,
     statistics,
 )
-from services.http.dependencies import Context
+from services.http.dependencies import AppState, AppStateDep
 from services.http.problems import problem
 from workers.dispatch import CeleryDispatcher, Dispatcher, NoDispatch
 
@@ -50,7 +49,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         if owned:
-            app.state.ctx.factory.kw["bind"].dispose()
+            app.state.fabcity.factory.kw["bind"].dispose()
 
     app = FastAPI(
         title="fabcity",
@@ -62,7 +61,7 @@ def create_app(
     )
     if factory is None:
         factory = make_sessionmaker(make_engine(settings.database_url))
-    app.state.ctx = Context(settings, factory, dispatcher or dispatcher_for(settings))
+    app.state.fabcity = AppState(settings, factory, dispatcher or dispatcher_for(settings))
     problems.install(app)
     auth.install(app, settings, factory)
     app.include_router(access.router)
@@ -82,15 +81,13 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], response_model=None)
-    async def readyz() -> JSONResponse | dict[str, str]:
+    def readyz(state: AppStateDep) -> JSONResponse | dict[str, str]:
         """The database answers."""
-
-        def ping() -> None:
-            with app.state.ctx.factory() as session:
-                session.execute(text("SELECT 1"))
-
+        # Its own session, not SessionDep: a database that does not answer is this endpoint's
+        # answer (503 not-ready), not an error of the request.
         try:
-            await run_in_threadpool(ping)
+            with state.factory() as session:
+                session.execute(text("SELECT 1"))
         except Exception as exc:
             return problem(503, "Not ready", f"database: {exc.__class__.__name__}", "not-ready")
         return {"status": "ready"}

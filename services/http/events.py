@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
-from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
@@ -17,7 +16,7 @@ from fabcity.core.errors import FabcityError, PayloadTooLarge, UnsupportedMediaT
 from fabcity.ingest.service import ingest
 from schemas.api import IngestResult
 from schemas.events import CloudEvent
-from services.http.dependencies import Context, context, principal
+from services.http.dependencies import AppState, AppStateDep, PrincipalDep, RawBody, Sent
 from services.http.problems import problem
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -33,7 +32,7 @@ BATCH = "application/cloudevents-batch+json"
 _EVENT_TEXTS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def _parse(body: bytes, media_type: str, ctx: Context) -> tuple[list[Any], bool]:
+def _parse(body: bytes, media_type: str, state: AppState) -> tuple[list[Any], bool]:
     """The events in a body, and whether it was a batch."""
     if media_type not in (SINGLE, BATCH, "application/json"):
         raise UnsupportedMediaType(
@@ -60,9 +59,9 @@ def _parse(body: bytes, media_type: str, ctx: Context) -> tuple[list[Any], bool]
         if not batch and not isinstance(parsed, dict):
             raise FabcityError(f"{SINGLE} must be one JSON object; send arrays as {BATCH}")
         items = parsed if batch else [parsed]
-    if len(items) > ctx.settings.max_batch_events:
+    if len(items) > state.settings.max_batch_events:
         raise PayloadTooLarge(
-            f"{len(items)} events in one batch; at most {ctx.settings.max_batch_events}"
+            f"{len(items)} events in one batch; at most {state.settings.max_batch_events}"
         )
     return items, batch
 
@@ -91,19 +90,16 @@ def _is_array(body: bytes) -> bool:
         }
     },
 )
-async def post_events(request: Request, ctx: Context = Depends(context)) -> JSONResponse:
+def post_events(
+    sent: Annotated[Sent, Depends(RawBody())], state: AppStateDep, who: PrincipalDep
+) -> JSONResponse:
     """Store one event or a batch. Good events of a batch are stored; bad ones are reported
     by index. Repeats of a stored `(source, id)` are counted as duplicates, not stored again."""
-    # A declared length over the limit was refused before routing (services/auth.py); a
-    # chunked body is measured here.
-    limit = ctx.settings.max_body_bytes
-    body = await request.body()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"body of {len(body)} bytes; at most {limit}")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    items, batch = _parse(body, media_type, ctx)
+    # A plain `def`: FastAPI runs it in the threadpool, off the event loop. The body was read
+    # (and measured) by RawBody; its media type is judged by _parse.
+    items, batch = _parse(sent.body, sent.media_type, state)
     # A site or device key writes its own sources only: checked per event, in the ingest path.
-    result = await run_in_threadpool(_store, ctx, items, principal(request).source_scope)
+    result = _store(state, items, who.source_scope)
     INGESTED.labels("accepted").inc(result.accepted)
     INGESTED.labels("duplicate").inc(result.duplicates)
     INGESTED.labels("rejected").inc(len(result.rejected))
@@ -119,9 +115,12 @@ async def post_events(request: Request, ctx: Context = Depends(context)) -> JSON
     return JSONResponse(result.model_dump(), status_code=202)
 
 
-def _store(ctx: Context, items: list[Any], scope: str | None = None) -> IngestResult:
-    with transaction(ctx.factory) as session:
+def _store(state: AppState, items: list[Any], scope: str | None = None) -> IngestResult:
+    """Its own transaction rather than SessionDep: the worker is nudged only once the events
+    are committed, or it could look for them before they are there. The commit comes before
+    the 202 all the same."""
+    with transaction(state.factory) as session:
         outcome = ingest(session, items, scope=scope)
     if outcome.windows_marked:
-        ctx.dispatcher.nudge()
+        state.dispatcher.nudge()
     return outcome.result

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date
-from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.core import pagination
 from fabcity.core.calendar import Interval
 from fabcity.core.db import transaction
 from fabcity.core.errors import Invalid
@@ -25,13 +23,11 @@ from fabcity.read import exports, queries, sankey, summary
 from fabcity.read.metrics import GroupBy
 from fabcity.registry import entries
 from schemas import api, reports
-from services.http.dependencies import Context, context
-from services.http.registry import device_body
+from services.http.dependencies import AppStateDep, SessionDep
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", tags=["metrics"])
 
-Ctx = Annotated[Context, Depends(context)]
-T = TypeVar("T")
+Body = TypeVar("Body", bound=BaseModel)
 Names = Annotated[
     str | None, Query(description="Comma-separated metric names; a default set when absent.")
 ]
@@ -107,188 +103,185 @@ def csv_stream(
     )
 
 
-def _read(ctx: Context, read: Callable[[Session], T]) -> T:
-    with transaction(ctx.factory) as s:
-        return read(s)
+@dataclass(frozen=True)
+class Period:
+    """The days a read asks for; either end may be left to the defaults."""
+
+    first: date | None
+    last: date | None
 
 
-def _series(
-    ctx: Context,
-    city: str,
-    names: list[str],
-    first: date | None,
-    last: date | None,
-    interval: Interval,
-    group_by: GroupBy | None,
-) -> api.MetricsResponse:
-    with transaction(ctx.factory) as s:
-        return queries.metric_series(s, city, names, first, last, interval, group_by)
+@dataclass(frozen=True)
+class Series(Period):
+    """A period and the metrics asked for, as given: `wanted` parses them once every parameter
+    has passed validation, so that a bad parameter is reported as such first."""
+
+    names: str | None
+
+    def wanted(self) -> list[str]:
+        return queries.parse_names(self.names)
+
+
+# `async`: these only read parameters, so they need not take a worker thread.
+
+
+async def period(from_: From = None, to: To = None) -> Period:
+    return Period(from_, to)
+
+
+PeriodDep = Annotated[Period, Depends(period)]
+
+
+async def series(asked: PeriodDep, names: Names = None) -> Series:
+    return Series(asked.first, asked.last, names)
+
+
+SeriesDep = Annotated[Series, Depends(series)]
+
+
+def exported(
+    request: Request,
+    format: str | None,
+    body: Body,
+    columns: list[str],
+    rows: Callable[[Body], Iterator[list[object]]],
+    filename: str,
+) -> Response:
+    """A report as CSV when asked for, else as JSON with its ETag."""
+    if wants_csv(request, format):
+        return csv_stream(columns, rows(body), filename)
+    return cached(request, json_of(body))
 
 
 def _series_rows(
-    ctx: Context,
+    factory: sessionmaker[Session],
     city: str,
     names: list[str],
-    first: date | None,
-    last: date | None,
+    asked: Period,
     interval: Interval,
     group_by: GroupBy | None,
 ) -> Iterator[list[object]]:
-    """Rows of a series of any length: read a chunk of windows at a time, never all at once."""
-    spans = _read(ctx, lambda s: queries.chunks(s, city, first, last, interval))
+    """Rows of a series of any length: read a chunk of windows at a time, never all at once.
+
+    Each read is its own transaction, not the request's session: the rows are read while the
+    response streams, after the request's session has been committed and closed."""
+    with transaction(factory) as s:
+        spans = queries.chunks(s, city, asked.first, asked.last, interval)
     for a, b in spans:
-        yield from exports.metric_rows(_series(ctx, city, names, a, b, interval, group_by))
+        with transaction(factory) as s:
+            chunk = queries.metric_series(s, city, names, a, b, interval, group_by)
+        yield from exports.metric_rows(chunk)
 
 
-@router.get(
-    "/cities/{city}/metrics",
-    response_model=api.MetricsResponse,
-    responses=EXPORTS,
-    tags=["metrics"],
-)
-async def city_metrics(
+@router.get("/cities/{city}/metrics", response_model=api.MetricsResponse, responses=EXPORTS)
+def city_metrics(
     city: str,
     request: Request,
-    ctx: Ctx,
-    names: Names = None,
-    from_: From = None,
-    to: To = None,
+    s: SessionDep,
+    state: AppStateDep,
+    asked: SeriesDep,
     interval: Interval = "day",
     group_by: GroupBy | None = None,
     format: Format = None,
 ) -> Response:
     """Metric series per window. A value not recorded is null with a reason, never 0."""
-    wanted = queries.parse_names(names)
+    wanted = asked.wanted()
     if wants_csv(request, format):
         # Resolve the city now: an unknown one is a 404, not a CSV cut short.
-        await run_in_threadpool(_read, ctx, lambda s: entries.get_city(s, city))
-        rows = _series_rows(ctx, city, wanted, from_, to, interval, group_by)
+        entries.get_city(s, city)
+        rows = _series_rows(state.factory, city, wanted, asked, interval, group_by)
         return csv_stream(exports.METRIC_COLUMNS, rows, f"{city}-metrics")
-
-    def read() -> bytes:
-        return json_of(
-            _read(
-                ctx,
-                lambda s: queries.metric_series(s, city, wanted, from_, to, interval, group_by),
-            )
-        )
-
-    return cached(request, await run_in_threadpool(read))
+    body = queries.metric_series(s, city, wanted, asked.first, asked.last, interval, group_by)
+    return cached(request, json_of(body))
 
 
-def _summary(ctx: Context, city: str, first: date | None, last: date | None) -> reports.Summary:
-    body: reports.Summary = _read(
-        ctx, lambda s: summary.summarise(queries.read_period(s, city, first, last))
-    )
-    return body
-
-
-@router.get(
-    "/cities/{city}/summary",
-    response_model=reports.Summary,
-    responses=EXPORTS,
-    tags=["metrics"],
-)
-async def city_summary(
-    city: str, request: Request, ctx: Ctx, from_: From = None, to: To = None, format: Format = None
+@router.get("/cities/{city}/summary", response_model=reports.Summary, responses=EXPORTS)
+def city_summary(
+    city: str, request: Request, s: SessionDep, asked: PeriodDep, format: Format = None
 ) -> Response:
     """The headline figures of a period (the last 30 days when absent), each over the whole
     period, with their state; and the material accounts by MFA category."""
-    body = await run_in_threadpool(_summary, ctx, city, from_, to)
-    if wants_csv(request, format):
-        return csv_stream(exports.SUMMARY_COLUMNS, exports.summary_rows(body), f"{city}-summary")
-    return cached(request, json_of(body))
+    body = summary.summarise(queries.read_period(s, city, asked.first, asked.last))
+    columns = exports.SUMMARY_COLUMNS
+    return exported(request, format, body, columns, exports.summary_rows, f"{city}-summary")
 
 
-def _flows(ctx: Context, city: str, first: date | None, last: date | None) -> reports.Flows:
-    def read(s: Session) -> reports.Flows:
-        period = queries.read_period(s, city, first, last)
-        diagram = sankey.build(period.cells)
-        return reports.Flows(
-            city=period.city.slug,
-            from_=period.first,
-            to=period.last,
-            nodes=[reports.SankeyNode(id=n.id, label=n.label, kind=n.kind) for n in diagram.nodes],
-            links=[
-                reports.SankeyLink(
-                    source=link.source,
-                    target=link.target,
-                    value=round(link.amount / MICRO, 6),
-                    state=link.state,
-                )
-                for link in diagram.links
-            ],
-            unweighed_count=diagram.unweighed / MICRO,
-        )
-
-    body: reports.Flows = _read(ctx, read)
-    return body
+def _flows(s: Session, city: str, asked: Period) -> reports.Flows:
+    found = queries.read_period(s, city, asked.first, asked.last)
+    diagram = sankey.build(found.cells)
+    return reports.Flows(
+        city=found.city.slug,
+        from_=found.first,
+        to=found.last,
+        nodes=[reports.SankeyNode(id=n.id, label=n.label, kind=n.kind) for n in diagram.nodes],
+        links=[
+            reports.SankeyLink(
+                source=link.source,
+                target=link.target,
+                value=round(link.amount / MICRO, 6),
+                state=link.state,
+            )
+            for link in diagram.links
+        ],
+        unweighed_count=diagram.unweighed / MICRO,
+    )
 
 
-@router.get(
-    "/cities/{city}/flows", response_model=reports.Flows, responses=EXPORTS, tags=["metrics"]
-)
-async def city_flows(
-    city: str, request: Request, ctx: Ctx, from_: From = None, to: To = None, format: Format = None
+@router.get("/cities/{city}/flows", response_model=reports.Flows, responses=EXPORTS)
+def city_flows(
+    city: str, request: Request, s: SessionDep, asked: PeriodDep, format: Format = None
 ) -> Response:
     """Material flows of a period for a Sankey diagram, in kg. Every node balances: what comes
     in goes out, to products, waste, recovered material or the city's stock."""
-    body = await run_in_threadpool(_flows, ctx, city, from_, to)
-    if wants_csv(request, format):
-        return csv_stream(exports.FLOW_COLUMNS, exports.flow_rows(body), f"{city}-flows")
-    return cached(request, json_of(body))
+    body = _flows(s, city, asked)
+    return exported(request, format, body, exports.FLOW_COLUMNS, exports.flow_rows, f"{city}-flows")
 
 
-@router.get("/compare", response_model=reports.Comparison, responses=EXPORTS, tags=["metrics"])
-async def compare(
+@router.get("/compare", response_model=reports.Comparison, responses=EXPORTS)
+def compare(
     request: Request,
-    ctx: Ctx,
+    s: SessionDep,
+    state: AppStateDep,
     cities: Annotated[str, Query(description="Comma-separated city slugs, e.g. `a,b`.")],
-    names: Names = None,
-    from_: From = None,
-    to: To = None,
+    asked: SeriesDep,
     interval: Interval = "month",
     format: Format = None,
 ) -> Response:
     """The same metrics of several cities side by side, each in its own time zone."""
-    wanted = queries.parse_names(names)
+    wanted = asked.wanted()
     slugs = list(dict.fromkeys(c.strip() for c in cities.split(",") if c.strip()))
     if not slugs:
         raise Invalid("`cities` names no city; e.g. cities=barcelona,amsterdam")
     if len(slugs) > 20:
         raise Invalid(f"{len(slugs)} cities asked; compare at most 20 at once")
     for slug in slugs:
-        await run_in_threadpool(_read, ctx, partial(entries.get_city, slug=slug))
+        entries.get_city(s, slug)
     if wants_csv(request, format):
 
         def rows() -> Iterator[list[object]]:
             for slug in slugs:
-                yield from _series_rows(ctx, slug, wanted, from_, to, interval, None)
+                yield from _series_rows(state.factory, slug, wanted, asked, interval, None)
 
         return csv_stream(exports.METRIC_COLUMNS, rows(), "compare")
 
-    def read() -> bytes:
-        series = [_series(ctx, c, wanted, from_, to, interval, None) for c in slugs]
-        body = reports.Comparison(
-            names=wanted, interval=interval, from_=from_, to=to, cities=series
-        )
-        return json_of(body)
-
-    return cached(request, await run_in_threadpool(read))
+    each = [
+        queries.metric_series(s, c, wanted, asked.first, asked.last, interval, None) for c in slugs
+    ]
+    body = reports.Comparison(
+        names=wanted, interval=interval, from_=asked.first, to=asked.last, cities=each
+    )
+    return cached(request, json_of(body))
 
 
 @router.get(
     "/cities/{city}/ngsi-ld",
     responses={200: {"content": {LD_JSON: {}}}, 304: EXPORTS[304]},
-    tags=["metrics"],
 )
-async def city_ngsi_ld(
+def city_ngsi_ld(
     city: str,
     request: Request,
-    ctx: Ctx,
-    names: Names = None,
-    from_: From = None,
-    to: To = None,
+    s: SessionDep,
+    asked: SeriesDep,
     interval: Interval = "month",
     options: Annotated[
         Literal["keyValues"] | None,
@@ -297,33 +290,8 @@ async def city_ngsi_ld(
 ) -> Response:
     """The city's figures as NGSI-LD `KeyPerformanceIndicator` entities (FIWARE Smart Data
     Models), one per metric and window, for a context broker. Values not recorded have none."""
-    wanted = queries.parse_names(names)
-
-    def read(s: Session) -> bytes:
-        response = queries.metric_series(s, city, wanted, from_, to, interval, None)
-        organization = entries.get_city(s, city).name
-        entities = exports.kpi_entities(response, organization, options == "keyValues")
-        return orjson.dumps(entities)
-
-    return cached(request, await run_in_threadpool(_read, ctx, read), LD_JSON)
-
-
-Limit = Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)]
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
-
-
-@router.get("/cities/{city}/devices", response_model=reports.Page[api.Device], tags=["registry"])
-def city_devices(
-    city: str, ctx: Ctx, limit: Limit = pagination.DEFAULT_LIMIT, cursor: Cursor = None
-) -> reports.Page[api.Device]:
-    """Every device of a city with its online status and when it was last heard from."""
-    after = pagination.decode(cursor, 2)
-    with transaction(ctx.factory) as s:
-        c = entries.get_city(s, city)
-        found = entries.city_devices(s, c, (after[0], after[1]) if after else None, limit + 1)
-        items = [device_body(d, c.slug, site) for site, d in found[:limit]]
-        last = found[limit - 1] if len(found) > limit else None
-        return reports.Page(
-            items=items,
-            next_cursor=pagination.encode([last[0], last[1].slug]) if last else None,
-        )
+    wanted = asked.wanted()
+    response = queries.metric_series(s, city, wanted, asked.first, asked.last, interval, None)
+    organization = entries.get_city(s, city).name
+    entities = exports.kpi_entities(response, organization, options == "keyValues")
+    return cached(request, orjson.dumps(entities), LD_JSON)

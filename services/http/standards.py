@@ -8,40 +8,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
 from fabcity import webhooks
 from fabcity.core import models
-from fabcity.core.db import transaction
-from fabcity.core.errors import PayloadTooLarge, UnsupportedMediaType
 from fabcity.registry import designs, entries, okh, okw
 from schemas import standards
-from services.http.dependencies import Context, RowId, context
+from services.http.dependencies import RawBody, RowId, Sent, SessionDep
 from services.http.problems import problem
 
 write = APIRouter(prefix="/v1")
 read = APIRouter(prefix="/v1")
 
-Ctx = Annotated[Context, Depends(context)]
-
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 TOML_TYPES = ("application/toml", "text/toml", "text/x-toml")
 JSON_TYPES = ("application/json",)
 
-
-async def _body(request: Request, ctx: Context, allowed: tuple[str, ...]) -> tuple[bytes, str]:
-    limit = ctx.settings.max_body_bytes
-    body = await request.body()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"body of {len(body)} bytes; at most {limit}")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in allowed:
-        raise UnsupportedMediaType(
-            f"send one of {', '.join(allowed)}, not {media_type or 'no content type'}"
-        )
-    return body, media_type
+# The imports read their body themselves (YAML, TOML or JSON): the body is read by an async
+# dependency, so the endpoints can be plain `def` with the request's session, in the threadpool.
+OkwBody = Annotated[Sent, Depends(RawBody(*YAML_TYPES, *JSON_TYPES))]
+ManifestBody = Annotated[Sent, Depends(RawBody(*TOML_TYPES, *YAML_TYPES, *JSON_TYPES))]
 
 
 def _import_answer(result: standards.ImportResult, what: str) -> JSONResponse:
@@ -92,18 +79,12 @@ def _facility(site: models.Site, facility: models.Facility, city: str) -> standa
         }
     },
 )
-async def import_okw(city: str, request: Request, ctx: Ctx) -> JSONResponse:
+def import_okw(city: str, sent: OkwBody, s: SessionDep) -> JSONResponse:
     """Import Open Know-Where facility records (YAML, several documents allowed, or JSON; a
     record or a list). Each becomes a site; a record imported before updates its site. Bad
     records are reported by index, the others imported."""
-    body, media_type = await _body(request, ctx, (*YAML_TYPES, *JSON_TYPES))
-    records = okw.load_records(body, media_type)
-
-    def run() -> standards.ImportResult:
-        with transaction(ctx.factory) as s:
-            return okw.import_records(s, entries.get_city(s, city), records)
-
-    return _import_answer(await run_in_threadpool(run), "record")
+    records = okw.load_records(sent.body, sent.media_type)
+    return _import_answer(okw.import_records(s, entries.get_city(s, city), records), "record")
 
 
 @read.get(
@@ -111,12 +92,11 @@ async def import_okw(city: str, request: Request, ctx: Ctx) -> JSONResponse:
     response_model=list[standards.Facility],
     tags=["open standards"],
 )
-def list_facilities(city: str, ctx: Ctx) -> list[standards.Facility]:
+def list_facilities(city: str, s: SessionDep) -> list[standards.Facility]:
     """The sites imported from Open Know-Where, with their equipment, materials and
     provenance."""
-    with transaction(ctx.factory) as s:
-        c = entries.get_city(s, city)
-        return [_facility(site, f, c.slug) for site, f in okw.list_facilities(s, c)]
+    c = entries.get_city(s, city)
+    return [_facility(site, f, c.slug) for site, f in okw.list_facilities(s, c)]
 
 
 # Open Know-How ------------------------------------------------------------------------------
@@ -135,9 +115,9 @@ def list_facilities(city: str, ctx: Ctx) -> list[standards.Facility]:
         }
     },
 )
-async def import_design(
-    request: Request,
-    ctx: Ctx,
+def import_design(
+    sent: ManifestBody,
+    s: SessionDep,
     url: Annotated[
         str | None,
         Query(
@@ -149,33 +129,25 @@ async def import_design(
 ) -> JSONResponse:
     """Import an Open Know-How manifest: OKH-LOSH (TOML) or OKH v1 (YAML), or either as JSON.
     Importing the same URL again updates the design."""
-    body, media_type = await _body(request, ctx, (*TOML_TYPES, *YAML_TYPES, *JSON_TYPES))
-    doc = okh.load(body, media_type)
-
-    def run() -> tuple[standards.Design, bool]:
-        with transaction(ctx.factory) as s:
-            design, created = designs.import_manifest(s, doc, url)
-            return standards.Design.model_validate(design), created
-
-    design, created = await run_in_threadpool(run)
+    doc = okh.load(sent.body, sent.media_type)
+    found, created = designs.import_manifest(s, doc, url)
+    design = standards.Design.model_validate(found)
     return JSONResponse(design.model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @read.get("/designs", response_model=list[standards.Design], tags=["open standards"])
 def list_designs(
-    ctx: Ctx,
+    s: SessionDep,
     open_only: Annotated[
         bool, Query(alias="open", description="Only designs under open licences.")
     ] = False,
 ) -> list[standards.Design]:
-    with transaction(ctx.factory) as s:
-        return [standards.Design.model_validate(d) for d in designs.list_designs(s, open_only)]
+    return [standards.Design.model_validate(d) for d in designs.list_designs(s, open_only)]
 
 
 @read.get("/designs/{design_id}", response_model=standards.Design, tags=["open standards"])
-def get_design(design_id: RowId, ctx: Ctx) -> standards.Design:
-    with transaction(ctx.factory) as s:
-        return standards.Design.model_validate(designs.get(s, design_id))
+def get_design(design_id: RowId, s: SessionDep) -> standards.Design:
+    return standards.Design.model_validate(designs.get(s, design_id))
 
 
 # Subscriptions ------------------------------------------------------------------------------
@@ -187,26 +159,23 @@ def get_design(design_id: RowId, ctx: Ctx) -> standards.Design:
     status_code=201,
     tags=["subscriptions"],
 )
-def create_subscription(body: standards.SubscriptionIn, ctx: Ctx) -> standards.Subscription:
+def create_subscription(body: standards.SubscriptionIn, s: SessionDep) -> standards.Subscription:
     """Forward stored events (and `fabcity.metrics.updated` notices) to a webhook as
     CloudEvents, in order, retried with exponential backoff until the receiver answers 2xx."""
-    with transaction(ctx.factory) as s:
-        sub = webhooks.create(s, body)
-        return webhooks.describe(sub, webhooks.city_slugs(s))
+    sub = webhooks.create(s, body)
+    return webhooks.describe(sub, webhooks.city_slugs(s))
 
 
 @write.delete("/subscriptions/{subscription_id}", status_code=204, tags=["subscriptions"])
-def delete_subscription(subscription_id: RowId, ctx: Ctx) -> Response:
-    with transaction(ctx.factory) as s:
-        webhooks.remove(s, subscription_id)
+def delete_subscription(subscription_id: RowId, s: SessionDep) -> Response:
+    webhooks.remove(s, subscription_id)
     return Response(status_code=204)
 
 
 @read.get("/subscriptions", response_model=list[standards.Subscription], tags=["subscriptions"])
-def list_subscriptions(ctx: Ctx) -> list[standards.Subscription]:
-    with transaction(ctx.factory) as s:
-        slugs = webhooks.city_slugs(s)
-        return [webhooks.describe(sub, slugs) for sub in webhooks.list_all(s)]
+def list_subscriptions(s: SessionDep) -> list[standards.Subscription]:
+    slugs = webhooks.city_slugs(s)
+    return [webhooks.describe(sub, slugs) for sub in webhooks.list_all(s)]
 
 
 @read.get(
@@ -214,9 +183,8 @@ def list_subscriptions(ctx: Ctx) -> list[standards.Subscription]:
     response_model=standards.Subscription,
     tags=["subscriptions"],
 )
-def get_subscription(subscription_id: RowId, ctx: Ctx) -> standards.Subscription:
-    with transaction(ctx.factory) as s:
-        return webhooks.describe(webhooks.get(s, subscription_id), webhooks.city_slugs(s))
+def get_subscription(subscription_id: RowId, s: SessionDep) -> standards.Subscription:
+    return webhooks.describe(webhooks.get(s, subscription_id), webhooks.city_slugs(s))
 
 
 @read.get(
@@ -226,13 +194,11 @@ def get_subscription(subscription_id: RowId, ctx: Ctx) -> standards.Subscription
 )
 def list_deliveries(
     subscription_id: RowId,
-    ctx: Ctx,
+    s: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[standards.Delivery]:
     """The delivery log, newest first: each run delivered, and each failed attempt with its
     status and error."""
-    with transaction(ctx.factory) as s:
-        return [
-            standards.Delivery.model_validate(d)
-            for d in webhooks.deliveries(s, subscription_id, limit)
-        ]
+    return [
+        standards.Delivery.model_validate(d) for d in webhooks.deliveries(s, subscription_id, limit)
+    ]

@@ -6,12 +6,11 @@ from datetime import date
 
 import msgspec
 import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.core.db import make_engine, transaction
+from fabcity.core.db import transaction
 from fabcity.core.models import DirtyWindow, Event, Flow, FlowRollup, PendingRollup
-from fabcity.ingest import store
 from fabcity.ingest.service import ingest
 from fabcity.rollups import recompute
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
@@ -38,35 +37,6 @@ def test_event_stored_once_however_often_it_arrives(factory: sessionmaker[Sessio
         state = s.scalar(select(Flow.state).where(Flow.action == "consume"))
     assert consumed == 500_000  # millionths of a kg
     assert state == "reported"
-
-
-def test_a_batch_with_some_repeats_stores_the_new_ones_with_their_flows(
-    factory: sessionmaker[Session],
-) -> None:
-    # On PostgreSQL a batch is COPYed straight in; a repeat in it sends the batch through the
-    # stage instead, and the new events' flows must still point at their own events.
-    register(factory)
-    old = event([flow(quantity=1)], id="old")
-    with transaction(factory) as s:
-        ingest(s, [old])
-    new = [event([flow(quantity=n)], id=f"new-{n}") for n in (2, 3)]
-    with transaction(factory) as s:
-        mixed = ingest(s, [new[0], old, new[1]])
-        # A second batch in the same transaction sees none of the first one's rows.
-        later = ingest(s, [event([flow(quantity=4)], id="new-4"), old])
-    assert (mixed.result.accepted, mixed.result.duplicates) == (2, 1)
-    assert mixed.stored_indexes == [0, 2]
-    assert (later.result.accepted, later.result.duplicates) == (1, 1)
-    with transaction(factory) as s:
-        linked = s.execute(
-            select(Event.event_id, Flow.amount).join(Flow, Flow.event_pk == Event.id)
-        ).all()
-    assert sorted(linked) == [
-        ("new-2", 2_000_000),
-        ("new-3", 3_000_000),
-        ("new-4", 4_000_000),
-        ("old", 1_000_000),
-    ]
 
 
 def test_a_quantity_too_large_to_store_is_refused_not_raised(
@@ -251,31 +221,3 @@ def test_recompute_sums_flows_per_window_and_clears_the_marks(
             )
         )
     assert beyond == 11_000_000
-
-
-def test_the_binary_copy_names_each_column_in_its_own_type(pg_url: str) -> None:
-    # In binary COPY the server reads each field in its column's binary form; a migration that
-    # changes a column's type must change the list too. A NULL field carries no data, so the
-    # other tests would not notice a wrong type on a column they leave empty.
-    binary_form = {
-        "character varying": "text",
-        "json": "text",
-        "bigint": "int8",
-        "integer": "int4",
-        "boolean": "bool",
-        "timestamp with time zone": "timestamptz",
-    }
-    engine = make_engine(pg_url)
-    with engine.connect() as conn:
-        for name, columns, types in (store._EVENTS, store._FLOWS):
-            found = dict(
-                conn.execute(
-                    select(text("attname"), text("format_type(atttypid, NULL)"))
-                    .select_from(text("pg_attribute"))
-                    .where(text(f"attrelid = '{name}'::regclass AND attnum > 0"))
-                ).all()
-            )
-            assert sorted(columns) == sorted(c for c in found if c in columns)
-            for column, declared in zip(columns, types, strict=True):
-                assert binary_form.get(found[column], found[column]) == declared, column
-    engine.dispose()

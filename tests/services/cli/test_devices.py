@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from datetime import UTC, datetime
 
 import orjson
@@ -11,15 +9,8 @@ from sqlalchemy import func, select
 
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
 from fabcity.core.models import DeadLetter, Event
+from tests.services.cli.runner import assert_refused, fabcity
 from tests.support.city import CITY, SITE, register
-from tests.support.procs import FABCITY
-
-
-def fabcity(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FABCITY_DATABASE_URL": url, "COLUMNS": "200"}
-    return subprocess.run(
-        [FABCITY, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def test_register_a_printer_then_replay_what_it_sent_before(sqlite_url: str) -> None:
@@ -66,3 +57,18 @@ def test_register_a_printer_then_replay_what_it_sent_before(sqlite_url: str) -> 
         assert s.scalar(select(func.count()).select_from(DeadLetter)) == 0
         assert s.scalar(select(func.count()).select_from(Event)) == 1
     engine.dispose()
+
+
+def test_add_refuses_a_setting_that_is_not_key_value(sqlite_url: str) -> None:
+    done = fabcity(sqlite_url, "devices", "add", CITY, SITE, "mk3", "--set", "access_code")
+    assert_refused(done, 2, "--set 'access_code': write KEY=VALUE")
+
+
+def test_add_refuses_a_base_topic_its_adapter_has_no_place_for(sqlite_url: str) -> None:
+    done = fabcity(sqlite_url, "devices", "add", CITY, SITE, "mk3", "--base-topic", "octoPrint")
+    assert_refused(done, 2, "--base-topic does not apply to the fabcity adapter")
+
+
+def test_add_names_the_city_it_does_not_know(sqlite_url: str) -> None:
+    done = fabcity(sqlite_url, "devices", "add", "nowhere", SITE, "mk3")
+    assert_refused(done, 1, "no city 'nowhere'")

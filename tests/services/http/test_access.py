@@ -165,7 +165,7 @@ def test_dead_letters_are_listed_shown_and_replayed_once_their_cause_is_fixed(
 ) -> None:
     client = make_client()
     admin = admin_key(sessions)
-    prefix = client.app.state.ctx.settings.mqtt_topic_prefix  # type: ignore[attr-defined]
+    prefix = client.app.state.fabcity.settings.mqtt_topic_prefix  # type: ignore[attr-defined]
     good = event(flow("consume", "filament", 1, "kg", "city"), source=f"/{CITY}/{SITE}/late")
     with transaction(sessions) as s:
         s.add_all(

@@ -1,0 +1,263 @@
+"""The long-running `fabcity` processes: up, api, bridge, worker, beat; and migrate, simulate."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fabcity.core import gc_tuning
+from fabcity.core.logs import configure
+from fabcity.core.settings import get_settings
+from services.cli.common import console, database, fail
+
+# Nameless: the root app takes these commands as its own.
+app = typer.Typer()
+
+
+class Role(StrEnum):
+    both = "both"
+    ingest = "ingest"
+    query = "query"
+
+
+def _logging() -> None:
+    configure(get_settings().log_format)
+
+
+def _serve_metrics(port: int | None, registry: object = None) -> None:
+    if port is not None:
+        # lazy: prometheus_client picks its value class on import, after `worker` set its dir
+        from prometheus_client import REGISTRY, start_http_server
+
+        start_http_server(port, addr="0.0.0.0", registry=registry or REGISTRY)  # type: ignore[arg-type]
+
+
+def _until_stopped() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: what a supervising process waits on."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
+@app.command()
+def up(
+    api_port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8000,
+    mqtt_port: Annotated[int, typer.Option(help="Port of the embedded MQTT broker.")] = 1883,
+    data_dir: Annotated[Path, typer.Option(help="Where the SQLite file lives.")] = Path("data"),
+    simulate: Annotated[bool, typer.Option(help="Feed a simulated city.")] = True,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Everything in one process: SQLite, an MQTT broker, the bridge, the worker, the API and a
+    simulated city."""
+    # lazy: the embedded broker (amqtt) and the whole service add ~1 s to `fabcity --help`
+    from services.cli.embedded import Options, PortTaken, run
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        run(Options(host, api_port, mqtt_port, data_dir, simulate), console)
+    except PortTaken as exc:
+        fail(exc, 2)
+
+
+@app.command()
+def api(
+    role: Annotated[Role, typer.Option(help="Serve ingest, query, or both.")] = Role.both,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API."""
+    # lazy: uvicorn (~30 ms of `fabcity --help`) serves this command alone
+    import uvicorn
+
+    _logging()
+    uvicorn.run(
+        f"services.cli.processes:_{role.value}_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+def _app_for(role: str) -> object:
+    # lazy: the HTTP app (FastAPI, the database, every route) adds ~1 s to `fabcity --help`
+    from services.http.app import create_app
+
+    app = create_app(get_settings(), role)  # type: ignore[arg-type]
+    gc_tuning.tune()  # in each uvicorn worker: this runs where the app is made
+    return app
+
+
+# The factories uvicorn imports by name, one per role.
+def _both_app() -> object:
+    return _app_for("both")
+
+
+def _ingest_app() -> object:
+    return _app_for("ingest")
+
+
+def _query_app() -> object:
+    return _app_for("query")
+
+
+@app.command()
+def bridge(
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Bridge processes in the one shared-subscription group, each its own client "
+            "(client id + '-p{i}'). A process stores what one core can validate and write "
+            "(docs/benchmarks.md), so one process per core is how one host goes faster.",
+        ),
+    ] = 1,
+) -> None:
+    """Run the MQTT bridge against the configured broker (FABCITY_MQTT_*)."""
+    if processes > 1:
+        _supervise_bridges(processes)
+        return
+    # lazy: the bridge pulls in the HTTP app's dispatcher and paho (~0.8 s of `--help`)
+    from services.http.app import dispatcher_for
+    from services.mqtt.bridge import Bridge
+    from services.mqtt.links import start_links
+
+    _logging()
+    settings = get_settings()
+    _serve_metrics(settings.metrics_port)
+    with database() as factory:
+        b = Bridge(settings, factory, dispatcher_for(settings))
+        gc_tuning.tune()
+        b.start()
+        # Printers the bridge must go to: Bambu (each its own broker) and PrusaLink (HTTP).
+        links = start_links(factory, b.dispatcher)
+        _until_stopped().wait()
+        for link in links:
+            link.stop()
+        b.stop()
+
+
+def _supervise_bridges(processes: int) -> None:
+    """Run `processes` bridges as child processes; stop them all when stopped or one dies.
+
+    Keep the count stable across restarts: each child's persistent session (its client id)
+    holds the messages the broker gave it, and they are delivered when that id reconnects.
+    """
+    _logging()
+    log = logging.getLogger("fabcity.bridge")
+    settings = get_settings()
+    children: list[subprocess.Popen[bytes]] = []
+    for i in range(1, processes + 1):
+        env = {**os.environ, "FABCITY_MQTT_CLIENT_ID": f"{settings.mqtt_client_id}-p{i}"}
+        if i > 1:
+            # Device adapters keep per-device state: one process reads their topics.
+            env["FABCITY_BRIDGE_ADAPTERS"] = "false"
+        if settings.metrics_port is not None:
+            env["FABCITY_METRICS_PORT"] = str(settings.metrics_port + i)
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "services.cli.main", "bridge"], env=env)
+        )
+    stop = _until_stopped()
+    while not stop.wait(0.5):
+        if any(child.poll() is not None for child in children):
+            log.error("a bridge process exited; stopping the others")
+            break
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        child.wait()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+) -> None:
+    """Run a Celery worker that recomputes dirty windows."""
+    # Tasks run in prefork children: their counters meet in a shared directory, and the
+    # main process serves the sum (prometheus_client's multiprocess mode).
+    port = get_settings().metrics_port
+    if port is not None:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fabcity-prom-"))
+    # lazy: Celery (~0.4 s), and the tasks' counters must be made after the line above
+    from workers.celery_app import app as celery
+
+    _logging()
+    if port is not None:
+        # lazy: prometheus_client picks its value class on import, after the line above
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        _serve_metrics(port, registry)
+    celery.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}"])
+
+
+@app.command()
+def beat() -> None:
+    """Run Celery beat: sweeps dirty windows every FABCITY_RECOMPUTE_INTERVAL_S."""
+    # lazy: Celery and the tasks add ~0.4 s to `fabcity --help`
+    from workers.celery_app import app as celery
+
+    _logging()
+    celery.start(["beat", "--loglevel=INFO", "--schedule=/tmp/fabcity-beat-schedule"])
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database (FABCITY_DATABASE_URL) to the newest schema."""
+    # lazy: Alembic and the database stack add ~0.4 s to `fabcity --help`
+    from fabcity.migrations.upgrade import upgrade
+
+    url = get_settings().database_url
+    added = upgrade(url)
+    console.print(f"database at the newest schema; {added} default resources added")
+
+
+@app.command()
+def simulate(
+    api_url: Annotated[str, typer.Option("--api", help="Base URL of the API.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    mqtt_host: Annotated[str, typer.Option()] = "127.0.0.1",
+    mqtt_port: Annotated[int, typer.Option()] = 1883,
+    mqtt_protocol: Annotated[str, typer.Option(help="5 or 3.1.1")] = "5",
+    interval: Annotated[float, typer.Option(help="Seconds between ticks.")] = 2.0,
+    history_days: Annotated[int, typer.Option(help="Days of history to post first.")] = 14,
+    ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="FABCITY_API_KEY", help="An admin key, when the API asks for keys."),
+    ] = None,
+) -> None:
+    """Feed a simulated city into any running API and broker."""
+    # lazy: httpx and paho (~40 ms of `fabcity --help`) serve this command alone
+    from services.cli.simulate import Simulator
+
+    _logging()
+    sim = Simulator(api_url, mqtt_host, mqtt_port, mqtt_protocol=mqtt_protocol, api_key=api_key)
+    sim.setup()
+    sim.backfill(history_days)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        sim.run(interval, stop, ticks)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.close()
+    console.print(f"published {sim.published} events over MQTT, posted {sim.posted} over HTTP")

@@ -1,74 +1,51 @@
-"""Replaying dead letters: what was refused runs through the routing and the ingest path
-again (after a device was registered, say); what now goes through is deleted, what still
-cannot keeps its row with the new reason."""
+"""Dead letters: what could not become an event, kept with its reason.
+
+Every row is built here (`dead_letter`), whichever path refused the message, and read here by
+operators; `fabcity.ingest.replay` runs them through the ingest path again.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TypeVar
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, String, select
 from sqlalchemy.orm import Session
 
-from fabcity.adapters.base import Message
 from fabcity.core import models
 from fabcity.core.errors import NotFound
-from fabcity.ingest.intake import route
-from fabcity.ingest.service import ingest
-from fabcity.ingest.topics import MAX_PAYLOAD_BYTES, is_native, to_event
 from schemas.access import DeadLetterFilter
 
 T = TypeVar("T")
 
 
-@dataclass
-class Replayed:
-    ingested: int  # dead letters that went through and were deleted
-    still_dead: int
-    events: int  # events stored by the replay (duplicates not counted)
+def _topic_max_chars() -> int:
+    kind = models.DeadLetter.__table__.c["topic"].type
+    if not isinstance(kind, String) or kind.length is None:
+        raise TypeError("dead_letters.topic must be a string column of bounded length")
+    return kind.length
 
 
-def replay(
-    session: Session,
-    ids: list[int] | None,
-    native_prefix: str,
-    max_payload: int = MAX_PAYLOAD_BYTES,
-) -> Replayed:
-    """Replay the given dead letters (all of them when `ids` is None), oldest first. A letter
-    on a native topic is read as the bridge reads it (`topics.to_event`); any other goes
-    through the device adapters' routing."""
-    query = select(models.DeadLetter).order_by(models.DeadLetter.id)
-    if ids is not None:
-        query = query.where(models.DeadLetter.id.in_(ids))
-    letters = list(session.scalars(query))
-    reasons: dict[int, str] = {}
-    events: list[tuple[int, dict[str, Any]]] = []
-    device_letters: list[tuple[int, Message]] = []
-    for letter in letters:
-        topic = letter.topic or ""
-        if is_native(topic, native_prefix):
-            parsed = to_event(topic, letter.payload, native_prefix, letter.received_at, max_payload)
-            if parsed.event is None:
-                reasons[letter.id] = parsed.reason or "refused"
-            else:
-                events.append((letter.id, parsed.event))
-        else:
-            device_letters.append((letter.id, Message(topic, letter.payload, letter.received_at)))
-    routed = route(session, [m for _, m in device_letters])
-    by_message = {id(m): letter_id for letter_id, m in device_letters}
-    for message, reason in routed.dead:
-        reasons.setdefault(by_message[id(message)], reason)
-    events.extend((by_message[id(m)], e) for m, e in routed.events)
-    outcome = ingest(session, [e for _, e in events])
-    for rejected in outcome.result.rejected:
-        reasons.setdefault(events[rejected.index][0], rejected.error)
-    done = [letter.id for letter in letters if letter.id not in reasons]
-    for letter in letters:
-        if letter.id in reasons:
-            letter.reason = reasons[letter.id]
-    if done:
-        session.execute(delete(models.DeadLetter).where(models.DeadLetter.id.in_(done)))
-    return Replayed(len(done), len(reasons), outcome.result.accepted)
+# Read from the column, so the cut follows the schema.
+TOPIC_MAX_CHARS = _topic_max_chars()
+
+
+def dead_letter(
+    received_at: datetime, channel: str, topic: str, payload: bytes, reason: str
+) -> models.DeadLetter:
+    """The row for one refused message, for the caller to add to its transaction.
+
+    MQTT allows topics of 64 KiB; longer than the column, a topic would fail the whole batch
+    on PostgreSQL, and the broker would deliver the batch again and again. So the topic is cut
+    to what the column holds; the payload is kept whole, as received.
+    """
+    return models.DeadLetter(
+        received_at=received_at,
+        channel=channel,
+        topic=topic[:TOPIC_MAX_CHARS],
+        payload=payload,
+        reason=reason,
+    )
 
 
 # Reading dead letters -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused, St
 from fabcity.adapters.routing import ADAPTERS, Router
 from fabcity.core import models
 from fabcity.core.db import is_postgres
+from fabcity.ingest.deadletters import dead_letter
 from fabcity.ingest.service import ingest
 from fabcity.registry import entries
 from schemas.api import IngestResult
@@ -212,13 +213,6 @@ def store(session: Session, messages: Sequence[Incoming], channel: str = "mqtt")
     dead: list[tuple[Incoming, str]] = list(routed.dead)
     dead.extend((routed.events[r.index][0], r.error) for r in outcome.result.rejected)
     session.add_all(
-        models.DeadLetter(
-            received_at=m.received_at,
-            channel=channel,
-            topic=m.topic,
-            payload=m.payload,
-            reason=reason,
-        )
-        for m, reason in dead
+        dead_letter(m.received_at, channel, m.topic, m.payload, reason) for m, reason in dead
     )
     return Stored(outcome.result, dead, outcome.windows_marked)

@@ -25,7 +25,7 @@ def deadletters_replay(
     """Run dead letters through the routing and the ingest path again (say, after their
     device was registered); those that now go through are deleted."""
     # lazy: the ingest path and its database stack add ~0.4 s to `fabcity --help`
-    from fabcity.ingest.deadletters import replay
+    from fabcity.ingest.replay import replay
 
     if not id_ and not all_:
         fail("give --id N (repeatable) or --all", 2)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Response
 from fabcity.core import models
 from fabcity.core.db import transaction
 from fabcity.ingest import deadletters
+from fabcity.ingest import replay as replaying
 from fabcity.registry import keys
 from schemas import access
 from services.http.dependencies import AppState, AppStateDep, RowId, SessionDep
@@ -126,7 +127,7 @@ def replay(state: AppState, ids: list[int]) -> access.ReplayResult:
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         with transaction(state.factory) as s:
-            done = deadletters.replay(
+            done = replaying.replay(
                 s, chunk, state.settings.mqtt_topic_prefix, state.settings.mqtt_max_payload_bytes
             )
         total.replayed += done.ingested + done.still_dead

@@ -12,7 +12,6 @@ session); the events are keyed by `(source, id)`, so the repeat is stored once.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -29,13 +28,19 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import transaction
-from fabcity.core.models import DeadLetter
 from fabcity.core.settings import Settings
+from fabcity.ingest.deadletters import dead_letter
 from fabcity.ingest.service import ingest
 from fabcity.ingest.topics import to_event
 from services.mqtt import lanes
-from services.mqtt.batching import take_batch
-from services.mqtt.client import Client
+from services.mqtt.batching import take_batch, write_batches
+from services.mqtt.client import (
+    AT_LEAST_ONCE,
+    CREDENTIALS_REFUSED,
+    EXACTLY_ONCE,
+    TWO_BYTE_INTEGER_MAX,
+    Client,
+)
 from workers.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,15 @@ QUEUE_DEPTH = Gauge(
     "fabcity_bridge_queue_depth", "Messages received and not yet committed (at most the window)"
 )
 LAST_COMMIT = Gauge("fabcity_bridge_last_commit_timestamp", "Unix time of the last commit")
+
+# paho's reconnect backoff: from the first delay, doubling up to the longest.
+RECONNECT_FIRST_DELAY_S = 1
+RECONNECT_LONGEST_DELAY_S = 30
+# MQTT keepalive: paho pings a connection idle this long; the broker drops one silent for
+# 1.5 times it.
+KEEPALIVE_S = 30
+# How long `stop` waits for a writer to finish the batch it holds.
+WRITER_JOIN_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,9 @@ class Bridge:
         )
         if settings.mqtt_username:
             self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.reconnect_delay_set(
+            min_delay=RECONNECT_FIRST_DELAY_S, max_delay=RECONNECT_LONGEST_DELAY_S
+        )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -125,11 +141,13 @@ class Bridge:
             properties.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
             # The window of unacknowledged messages must exceed a batch, or the bridge would
             # stall at the broker's default of 20 per commit.
-            properties.ReceiveMaximum = min(65535, self.settings.mqtt_receive_maximum)
+            properties.ReceiveMaximum = min(
+                TWO_BYTE_INTEGER_MAX, self.settings.mqtt_receive_maximum
+            )
         self.client.connect_async(
             self.settings.mqtt_host,
             self.settings.mqtt_port,
-            keepalive=30,
+            keepalive=KEEPALIVE_S,
             clean_start=False if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
         )
@@ -143,7 +161,7 @@ class Bridge:
         self._stop.set()
         self.adapters.stop()
         for writer in self._writers:
-            writer.join(timeout=30)
+            writer.join(timeout=WRITER_JOIN_TIMEOUT_S)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -155,12 +173,12 @@ class Bridge:
         try:
             if reason.is_failure:
                 log.error("MQTT connect refused: %s", reason)
-                if reason.value in (134, 135):  # bad credentials / not authorized: stop retrying
+                if reason.value in CREDENTIALS_REFUSED:  # retrying cannot help: stop
                     self._stop.set()
                     client.disconnect()
                 return
             self._generation += 1
-            client.subscribe([(t, 1) for t in (self.topic, *self.adapter_topics)])
+            client.subscribe([(t, AT_LEAST_ONCE) for t in (self.topic, *self.adapter_topics)])
         except Exception:
             log.exception("on_connect failed")
 
@@ -210,27 +228,13 @@ class Bridge:
         )
 
     def _write_loop(self) -> None:
-        delay = 0.5
-        batch: list[Received] = []
-        while not self._stop.is_set() or batch:
-            if not batch:
-                batch = self._take_batch()
-                if not batch:
-                    if self._stop.is_set():
-                        return
-                    continue
-            try:
-                self._commit(batch)
-            except Exception:
-                # Nothing was acknowledged: keep the batch and try again.
-                log.exception("storing a batch of %d failed; retrying in %.1fs", len(batch), delay)
-                if self._stop.wait(delay):
-                    return
-                delay = min(delay * 2, 30)
-                continue
-            delay = 0.5
-            self._ack(batch)
-            batch = []
+        write_batches(
+            self._take_batch,
+            self._commit,
+            lambda batch, _: self._ack(batch),
+            self._stop,
+            "native messages",
+        )
 
     def _commit(self, batch: list[Received]) -> None:
         prefix = self.settings.mqtt_topic_prefix
@@ -243,22 +247,10 @@ class Bridge:
             outcome = ingest(session, [e for _, e in good])
             dead.extend((good[r.index][0], r.error) for r in outcome.result.rejected)
             session.add_all(
-                DeadLetter(
-                    received_at=m.received_at,
-                    channel="mqtt",
-                    # MQTT allows topics of 64 KiB; the column holds 1,024 characters, and a
-                    # longer value would fail the whole batch on PostgreSQL, again and again.
-                    topic=m.topic[:1024],
-                    payload=m.payload,
-                    reason=reason,
-                )
-                for m, reason in dead
+                dead_letter(m.received_at, "mqtt", m.topic, m.payload, reason) for m, reason in dead
             )
         BATCH_SECONDS.observe(time.perf_counter() - started)
         LAST_COMMIT.set_to_current_time()
-        if self.settings.bridge_fault_exit_after_commit:
-            log.warning("fault injection: exiting after commit, before acknowledging")
-            os._exit(3)
         with self._count_lock:
             self.stored += outcome.result.accepted
             self.dead_lettered += len(dead)
@@ -266,7 +258,7 @@ class Bridge:
         MESSAGES.labels("duplicate").inc(outcome.result.duplicates)
         MESSAGES.labels("dead_letter").inc(len(dead))
         for m, reason in dead:
-            log.warning("dead letter from %s: %s", m.topic, reason[:300])
+            log.warning("dead letter from %s: %s", m.topic, reason[: lanes.LOGGED_REASON_CHARS])
         if outcome.result.duplicates:
             # Expected after a restart (the broker redelivers what was not acknowledged).
             log.info(
@@ -283,7 +275,7 @@ class Bridge:
         # A packet id belongs to one connection: after a reconnect the broker redelivers (and
         # we store once); acking an old id could acknowledge a different message.
         current = [m for m in batch if m.generation == generation]
-        self.client.ack_many(m.mid for m in current if m.qos == 1)
+        self.client.ack_many(m.mid for m in current if m.qos == AT_LEAST_ONCE)
         for m in current:
-            if m.qos == 2:
+            if m.qos == EXACTLY_ONCE:
                 self.client.ack(m.mid, m.qos)

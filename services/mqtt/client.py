@@ -31,8 +31,29 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTTMessage
 from paho.mqtt.enums import MQTTErrorCode
 
+# MQTT packet types and flags (the first byte of a fixed header).
 PUBACK = 0x40
-CHUNK = 256 * 1024
+PUBLISH_QOS_BITS = 0x06
+PUBLISH_DUP_FLAG = 0x08
+PUBLISH_RETAIN_FLAG = 0x01
+# Lengths in a PUBLISH's variable header; a plain PUBACK holds the packet id and nothing
+# more, so its remaining length is `PACKET_ID_BYTES`.
+TOPIC_LENGTH_BYTES = 2
+PACKET_ID_BYTES = 2
+# Quality of service levels.
+AT_MOST_ONCE = 0
+AT_LEAST_ONCE = 1
+EXACTLY_ONCE = 2
+# CONNACK reason codes (MQTT 5; paho 2 reports a 3.1.1 refusal with the same numbers) after
+# which trying again cannot help.
+BAD_USERNAME_OR_PASSWORD = 134
+NOT_AUTHORIZED = 135
+CREDENTIALS_REFUSED = frozenset({BAD_USERNAME_OR_PASSWORD, NOT_AUTHORIZED})
+# The largest value of an MQTT 5 two-byte integer property (ReceiveMaximum, say).
+TWO_BYTE_INTEGER_MAX = 65535
+
+# What one `recv` asks for when the buffer is empty.
+READ_CHUNK_BYTES = 256 * 1024
 # How many buffered packets one `loop_read` handles before paho's loop gets to write (acks,
 # pings) again.
 MAX_PACKETS_PER_READ = 1000
@@ -52,7 +73,7 @@ class BufferedSocket:
         if available == 0:
             # Raises BlockingIOError when nothing is there, as a bare socket does; returns b""
             # when the peer closed, which paho reads as a lost connection.
-            data = self._sock.recv(max(size, CHUNK))
+            data = self._sock.recv(max(size, READ_CHUNK_BYTES))
             if len(data) <= size:
                 return data
             self._buffer, self._pos = data, 0
@@ -111,24 +132,24 @@ class Client(mqtt.Client):
     def _handle_publish(self) -> MQTTErrorCode:
         header = self._in_packet["command"]
         packet = self._in_packet["packet"]
-        qos = (header & 0x06) >> 1
-        if self._protocol != mqtt.MQTTv5 or qos > 1:
+        qos = (header & PUBLISH_QOS_BITS) >> 1
+        if self._protocol != mqtt.MQTTv5 or qos > AT_LEAST_ONCE:
             return super()._handle_publish()
         # Variable header: topic length (2 bytes), topic, packet id (QoS > 0), property length.
-        topic_end = 2 + int.from_bytes(packet[:2], "big")
-        end = topic_end + 2 if qos else topic_end
+        topic_end = TOPIC_LENGTH_BYTES + int.from_bytes(packet[:TOPIC_LENGTH_BYTES], "big")
+        end = topic_end + PACKET_ID_BYTES if qos else topic_end
         if len(packet) <= end or packet[end] != 0:
             # Properties present (or a malformed packet): paho decodes it, or refuses it.
             return super()._handle_publish()
         mid = int.from_bytes(packet[topic_end:end], "big") if qos else 0
-        message = MQTTMessage(mid=mid, topic=bytes(packet[2:topic_end]))
-        message.dup = bool(header & 0x08)
+        message = MQTTMessage(mid=mid, topic=bytes(packet[TOPIC_LENGTH_BYTES:topic_end]))
+        message.dup = bool(header & PUBLISH_DUP_FLAG)
         message.qos = qos
-        message.retain = bool(header & 0x01)
+        message.retain = bool(header & PUBLISH_RETAIN_FLAG)
         message.payload = bytes(packet[end + 1 :])
         message.timestamp = time.monotonic()
         self._handle_on_message(message)
-        if qos == 1 and not self._manual_ack:
+        if qos == AT_LEAST_ONCE and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
@@ -136,9 +157,9 @@ class Client(mqtt.Client):
         """PUBACK every QoS 1 message id in `mids`, as one write. Only with `manual_ack`."""
         if not self._manual_ack:
             return MQTTErrorCode.MQTT_ERR_SUCCESS
-        packet = b"".join(struct.pack("!BBH", PUBACK, 2, mid) for mid in mids)
+        packet = b"".join(struct.pack("!BBH", PUBACK, PACKET_ID_BYTES, mid) for mid in mids)
         if not packet:
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         # One queued write of many PUBACK packets: the wire format is the same as paho's own
         # `ack` (fixed header, length 2, packet id), which MQTT 5 reads as reason "success".
-        return self._packet_queue(PUBACK, packet, 0, 1)
+        return self._packet_queue(PUBACK, packet, mid=0, qos=AT_LEAST_ONCE)

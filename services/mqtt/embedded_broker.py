@@ -11,6 +11,11 @@ from amqtt.broker import Broker
 
 log = logging.getLogger(__name__)
 
+# How long `start` waits for the broker to listen.
+START_TIMEOUT_S = 15.0
+# How long `stop` waits for the broker's shutdown, then for its thread.
+STOP_TIMEOUT_S = 10
+
 
 class EmbeddedBroker:
     def __init__(self, host: str, port: int) -> None:
@@ -22,7 +27,7 @@ class EmbeddedBroker:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="mqtt-broker", daemon=True)
 
-    def start(self, timeout: float = 15) -> EmbeddedBroker:
+    def start(self, timeout: float = START_TIMEOUT_S) -> EmbeddedBroker:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise RuntimeError("the embedded MQTT broker did not start")
@@ -57,8 +62,8 @@ class EmbeddedBroker:
             return
         future = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)
         try:
-            future.result(timeout=10)
+            future.result(timeout=STOP_TIMEOUT_S)
         except Exception:
             log.warning("embedded broker did not shut down cleanly", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=STOP_TIMEOUT_S)

@@ -23,16 +23,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity.adapters.routing import minimal_filters, subscriptions
 from fabcity.core.db import transaction
 from fabcity.core.settings import Settings
-from fabcity.ingest.intake import Incoming, store
+from fabcity.ingest.intake import Incoming, Stored, store
 from fabcity.registry import entries
-from services.mqtt.batching import take_batch
+from services.mqtt.batching import take_batch, write_batches
+from services.mqtt.client import AT_LEAST_ONCE
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Incoming)
 
-LANE_BATCH = 500
+# A lane's batch: up to this many messages, gathered for at most this long after the first.
+LANE_BATCH_MESSAGES = 500
 LANE_WAIT_S = 0.02
+# How long `stop` waits for each of the lane's threads.
+THREAD_JOIN_TIMEOUT_S = 30
+# How much of a dead letter's reason goes to the log (the row keeps all of it).
+LOGGED_REASON_CHARS = 300
 
 
 def publish_properties(msg: mqtt.MQTTMessage) -> tuple[tuple[tuple[str, str], ...], str | None]:
@@ -107,7 +113,7 @@ class DeviceLane(Generic[M]):
                 new = self.refresh()
                 if new and client.is_connected():
                     log.info("subscribing to the topics of new devices: %s", ", ".join(new))
-                    client.subscribe([(f, 1) for f in new])
+                    client.subscribe([(f, AT_LEAST_ONCE) for f in new])
 
         self._threads = [
             threading.Thread(target=watch, name="bridge-device-topics", daemon=True),
@@ -119,39 +125,33 @@ class DeviceLane(Generic[M]):
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(timeout=THREAD_JOIN_TIMEOUT_S)
 
     # the writer --------------------------------------------------------------------------
 
     def _take(self) -> list[M]:
-        return take_batch(self._queue, LANE_BATCH, LANE_WAIT_S)
+        return take_batch(self._queue, LANE_BATCH_MESSAGES, LANE_WAIT_S)
 
     def _loop(self) -> None:
-        delay = 0.5
-        batch: list[M] = []
-        while not self._stop.is_set() or batch:
-            if not batch:
-                batch = self._take()
-                if not batch:
-                    continue
-            try:
-                with transaction(self.factory) as session:
-                    outcome = store(session, batch)
-            except Exception:
-                # Nothing was acknowledged: the same batch again, in the same order.
-                log.exception(
-                    "storing %d device messages failed; retrying in %.1fs", len(batch), delay
-                )
-                if self._stop.wait(delay):
-                    return
-                delay = min(delay * 2, 30)
-                continue
-            delay = 0.5
-            self._ack(batch)
-            self.stored += outcome.result.accepted
-            self.dead_lettered += len(outcome.dead)
-            for m, reason in outcome.dead:
-                log.warning("dead letter from %s: %s", m.topic, reason[:300])
-            if outcome.windows_marked:
-                self._nudge()
-            batch = []
+        write_batches(
+            self._take,
+            lambda batch: store_batch(self.factory, batch),
+            self._committed,
+            self._stop,
+            "device messages",
+        )
+
+    def _committed(self, batch: list[M], outcome: Stored) -> None:
+        self._ack(batch)
+        self.stored += outcome.result.accepted
+        self.dead_lettered += len(outcome.dead)
+        for m, reason in outcome.dead:
+            log.warning("dead letter from %s: %s", m.topic, reason[:LOGGED_REASON_CHARS])
+        if outcome.windows_marked:
+            self._nudge()
+
+
+def store_batch(factory: sessionmaker[Session], batch: list[M]) -> Stored:
+    """Device messages stored in one transaction of their own (the lane's, a printer link's)."""
+    with transaction(factory) as session:
+        return store(session, batch)

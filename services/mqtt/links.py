@@ -28,15 +28,41 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity.adapters import bambu, prusalink
 from fabcity.adapters.base import Device, Message
 from fabcity.core.db import transaction
-from fabcity.ingest.intake import store
+from fabcity.ingest.intake import Stored
 from fabcity.registry import entries
 from schemas.devices import BambuSettings, PrusaLinkSettings
+from services.mqtt.batching import FIRST_ITEM_WAIT_S, take_batch, write_batches
+from services.mqtt.client import AT_MOST_ONCE, CREDENTIALS_REFUSED
+from services.mqtt.lanes import store_batch
 from workers.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
 # Asks a Bambu printer for its full state; P1/A1 printers otherwise send only changes.
 PUSHALL = {"pushing": {"sequence_id": "0", "command": "pushall", "version": 1, "push_target": 1}}
+
+# A printer's refusal after which retrying cannot help (a wrong access code): the MQTT 5
+# codes, and MQTT 3.1.1's own numbers for the same two refusals.
+V311_BAD_USERNAME_OR_PASSWORD = 4
+V311_NOT_AUTHORIZED = 5
+REFUSED_FOR_GOOD = CREDENTIALS_REFUSED | {V311_BAD_USERNAME_OR_PASSWORD, V311_NOT_AUTHORIZED}
+# paho's reconnect backoff towards a printer: from the first delay, doubling up to the longest.
+RECONNECT_FIRST_DELAY_S = 1
+RECONNECT_LONGEST_DELAY_S = 60
+# MQTT keepalive: paho pings a connection idle this long; the printer drops one silent for
+# 1.5 times it.
+KEEPALIVE_S = 30
+# Messages per transaction: all that is queued, up to this many.
+BATCH_MESSAGES = 100
+# How long `stop` waits for a link's threads.
+THREAD_JOIN_TIMEOUT_S = 10
+# A PrusaLink answer that takes longer counts as the printer being offline.
+HTTP_TIMEOUT_S = 5
+# How much of a polling error is kept in the message.
+POLL_ERROR_CHARS = 500
+# Random hex digits in a Bambu client id: two clients with one id would keep disconnecting
+# each other.
+CLIENT_ID_SUFFIX_CHARS = 6
 
 
 class _Writer:
@@ -55,34 +81,29 @@ class _Writer:
 
     def stop(self) -> None:
         self.stopping.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=THREAD_JOIN_TIMEOUT_S)
 
     def _loop(self) -> None:
-        delay = 0.5
-        while not self.stopping.is_set() or not self.queue.empty():
-            try:
-                batch = [self.queue.get(timeout=0.2)]
-            except queue.Empty:
-                continue
-            while len(batch) < 100:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            while True:
-                try:
-                    with transaction(self.factory) as session:
-                        outcome = store(session, batch)
-                    break
-                except Exception:
-                    log.exception("storing %d device messages failed; retrying", len(batch))
-                    if self.stopping.wait(delay):
-                        return
-                    delay = min(delay * 2, 30)
-            delay = 0.5
-            self.stored += outcome.result.accepted
-            if outcome.windows_marked:
-                self.dispatcher.nudge()
+        # Nothing redelivers what a printer sent: what is queued when the link stops (its
+        # "offline", say) is still stored.
+        write_batches(
+            self._take,
+            lambda batch: store_batch(self.factory, batch),
+            self._committed,
+            self.stopping,
+            "device messages",
+            drain=True,
+        )
+
+    def _take(self) -> list[Message]:
+        # Once stopping, an empty queue means done: no waiting for a first message.
+        first_s = 0 if self.stopping.is_set() else FIRST_ITEM_WAIT_S
+        return take_batch(self.queue, BATCH_MESSAGES, 0, first_s)
+
+    def _committed(self, _batch: list[Message], outcome: Stored) -> None:
+        self.stored += outcome.result.accepted
+        if outcome.windows_marked:
+            self.dispatcher.nudge()
 
 
 class BambuLink:
@@ -99,7 +120,7 @@ class BambuLink:
         self.connected = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"fabcity-{settings.serial}-{uuid.uuid4().hex[:6]}",
+            client_id=f"fabcity-{settings.serial}-{uuid.uuid4().hex[:CLIENT_ID_SUFFIX_CHARS]}",
             protocol=mqtt.MQTTv311,
         )
         self.client.username_pw_set(settings.username, settings.access_code)
@@ -110,14 +131,18 @@ class BambuLink:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             self.client.tls_set_context(context)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=60)
+        self.client.reconnect_delay_set(
+            min_delay=RECONNECT_FIRST_DELAY_S, max_delay=RECONNECT_LONGEST_DELAY_S
+        )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
     def start(self) -> BambuLink:
         self.writer.start()
-        self.client.connect_async(str(self.settings.host), self.settings.port, keepalive=30)
+        self.client.connect_async(
+            str(self.settings.host), self.settings.port, keepalive=KEEPALIVE_S
+        )
         self.client.loop_start()
         return self
 
@@ -137,10 +162,10 @@ class BambuLink:
         try:
             if reason.is_failure:
                 log.error("printer %s refused the connection: %s", self.settings.serial, reason)
-                if reason.value in (134, 135, 4, 5):  # bad access code: stop retrying
+                if reason.value in REFUSED_FOR_GOOD:
                     client.disconnect()
                 return
-            client.subscribe(bambu.report_topic(self.settings), qos=0)
+            client.subscribe(bambu.report_topic(self.settings), qos=AT_MOST_ONCE)
             client.publish(f"device/{self.settings.serial}/request", orjson.dumps(PUSHALL))
             self._session("online")
             self.connected.set()
@@ -180,7 +205,7 @@ class PrusaLinkPoller:
             else None
         )
         self.http = httpx.Client(
-            base_url=settings.url.rstrip("/"), headers=headers, auth=auth, timeout=5
+            base_url=settings.url.rstrip("/"), headers=headers, auth=auth, timeout=HTTP_TIMEOUT_S
         )
         self._thread = threading.Thread(
             target=self._loop, name=f"prusalink-{device.id}", daemon=True
@@ -193,7 +218,7 @@ class PrusaLinkPoller:
 
     def stop(self) -> None:
         self.writer.stopping.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=THREAD_JOIN_TIMEOUT_S)
         self.writer.stop()
         self.http.close()
 
@@ -209,7 +234,7 @@ class PrusaLinkPoller:
                 "job": job.json() if job.status_code != 204 and job.content else None,
             }
         except (httpx.HTTPError, ValueError) as exc:
-            body = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            body = {"error": f"{type(exc).__name__}: {exc}"[:POLL_ERROR_CHARS]}
         return Message(prusalink.topic(self.settings), orjson.dumps(body), datetime.now(UTC))
 
     def _loop(self) -> None:

@@ -11,15 +11,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 FABCITY = str(Path(sys.executable).with_name("fabcity"))
+# `fabcity` whose bridge exits after its first commit, before acknowledging (see the module).
+FAULTY_BRIDGE = [sys.executable, "-m", "tests.support.faulty_bridge"]
 
 
 class Proc:
-    """A `fabcity` process whose output is collected line by line as it runs."""
+    """A `fabcity` process whose output is collected line by line as it runs.
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    `program` runs instead of `fabcity` (`FAULTY_BRIDGE`, say), with the same `args`.
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        program: list[str] | None = None,
+    ) -> None:
         self.lines: list[str] = []
         self.popen = subprocess.Popen(
-            [FABCITY, *args],
+            [*(program or [FABCITY]), *args],
             env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120", **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

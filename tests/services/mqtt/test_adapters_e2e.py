@@ -24,7 +24,7 @@ from fabcity.adapters import sparkplug_b as pb
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
 from fabcity.core.models import DeadLetter, Device, Event, Flow
 from fabcity.core.settings import Settings
-from fabcity.ingest.deadletters import replay
+from fabcity.ingest.replay import replay
 from fabcity.registry import entries
 from schemas import api
 from services.mqtt.bridge import Bridge

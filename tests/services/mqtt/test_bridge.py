@@ -19,7 +19,8 @@ from fabcity.read import queries
 from services.mqtt.bridge import Bridge
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
-from tests.support.procs import Proc, wait_until
+from tests.support.faulty_bridge import EXIT_AFTER_COMMIT
+from tests.support.procs import FAULTY_BRIDGE, Proc, wait_until
 from workers import jobs
 from workers.dispatch import NoDispatch
 
@@ -126,7 +127,7 @@ def test_a_message_redelivered_after_the_bridge_died_before_its_ack_counts_once(
     settings = settings_for(pg_url)
     client = publisher(settings)
     # This bridge commits its first batch and dies before acknowledging it.
-    doomed = Proc(["bridge"], bridge_env(settings, FABCITY_BRIDGE_FAULT_EXIT_AFTER_COMMIT="1"))
+    doomed = Proc(["bridge"], bridge_env(settings), program=FAULTY_BRIDGE)
     try:
         doomed.wait_for_output("subscribed to")
         first = event(
@@ -136,7 +137,7 @@ def test_a_message_redelivered_after_the_bridge_died_before_its_ack_counts_once(
             time=None,
         )
         publish(client, topic(settings), first)
-        assert doomed.popen.wait(20) == 3
+        assert doomed.popen.wait(20) == EXIT_AFTER_COMMIT
     finally:
         doomed.stop()
     assert stored(pg_factory) == 1

@@ -1,0 +1,104 @@
+"""The writers' one loop: a failed batch is kept and retried, acknowledged only once stored."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from services.mqtt.batching import (
+    RETRY_FIRST_DELAY_S,
+    RETRY_LONGEST_DELAY_S,
+    take_batch,
+    write_batches,
+)
+
+
+class Stop(threading.Event):
+    """A stop flag whose waits return at once and are written down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def batches(stop: threading.Event, *items: list[int]) -> Callable[[], list[int]]:
+    """A `take` that hands out the given batches, then sets `stop`."""
+    left = list(items)
+
+    def take() -> list[int]:
+        if left:
+            return left.pop(0)
+        stop.set()
+        return []
+
+    return take
+
+
+def test_a_failed_batch_is_retried_whole_with_doubling_delays_then_acknowledged() -> None:
+    stop = Stop()
+    failures = {"first": 8, "second": 1}
+    tried: list[list[int]] = []
+    acked: list[tuple[list[int], str]] = []
+
+    def commit(batch: list[int]) -> str:
+        tried.append(list(batch))
+        key = "first" if batch == [1, 2] else "second"
+        if failures[key]:
+            failures[key] -= 1
+            raise RuntimeError("database away")
+        return f"stored {len(batch)}"
+
+    write_batches(
+        batches(stop, [1, 2], [3]),
+        commit,
+        lambda batch, result: acked.append((batch, result)),
+        stop,
+        "test items",
+    )
+    assert tried == [[1, 2]] * 9 + [[3]] * 2
+    assert acked == [([1, 2], "stored 2"), ([3], "stored 1")]
+    longest = RETRY_LONGEST_DELAY_S
+    doubling = [RETRY_FIRST_DELAY_S * 2**n for n in range(8)]
+    # The delay doubles up to the longest, and starts over after a success.
+    assert stop.waits == [min(d, longest) for d in doubling] + [RETRY_FIRST_DELAY_S]
+
+
+def test_a_stop_during_a_retry_leaves_the_batch_unacknowledged() -> None:
+    stop = Stop()
+    acked: list[list[int]] = []
+
+    def commit(batch: list[int]) -> None:
+        stop.set()
+        raise RuntimeError("database away")
+
+    write_batches(lambda: [1], commit, lambda batch, _: acked.append(batch), stop, "test items")
+    assert acked == []
+    assert stop.waits == [RETRY_FIRST_DELAY_S]
+
+
+@pytest.mark.parametrize(("drain", "expected"), [(False, []), (True, [[1, 2], [3]])])
+def test_what_is_queued_at_the_stop_is_stored_only_when_draining(
+    drain: bool, expected: list[list[int]]
+) -> None:
+    source: queue.Queue[int] = queue.Queue()
+    for item in (1, 2, 3):
+        source.put(item)
+    stop = threading.Event()
+    stop.set()
+    stored: list[list[int]] = []
+    write_batches(
+        lambda: take_batch(source, 2, 0, first_s=0),
+        stored.append,
+        lambda _b, _r: None,
+        stop,
+        "test items",
+        drain=drain,
+    )
+    assert stored == expected

@@ -314,18 +314,8 @@ def record(
     if attempt.sent:
         delivered = out.ids[: attempt.sent]
         session.add(
-            models.Delivery(
-                subscription_id=sub.id,
-                attempted_at=now,
-                stream=out.stream,
-                first_id=delivered[0],
-                last_id=delivered[-1],
-                count=len(delivered),
-                attempt=sub.failures + 1,
-                status_code=attempt.status_code if attempt.ok else None,
-                ok=True,
-                error=None,
-                duration_ms=attempt.duration_ms,
+            _delivery(
+                sub, out, attempt, now, delivered, True, attempt.status_code if attempt.ok else None
             )
         )
         # Only from the cursor this run was read at: a sender whose lease ran out must not
@@ -338,27 +328,42 @@ def record(
         sub.leased_until = now + timedelta(seconds=lease_s)
     else:
         failed = out.ids[attempt.sent :]
-        session.add(
-            models.Delivery(
-                subscription_id=sub.id,
-                attempted_at=now,
-                stream=out.stream,
-                first_id=failed[0],
-                last_id=failed[-1] if out.mode == "batch" else failed[0],
-                count=len(failed) if out.mode == "batch" else 1,
-                attempt=sub.failures + 1,
-                status_code=attempt.status_code,
-                ok=False,
-                error=(attempt.error or "")[:2000] or None,
-                duration_ms=attempt.duration_ms,
-            )
-        )
+        # One at a time in single mode: the failure is the first id's alone.
+        tried = failed if out.mode == "batch" else failed[:1]
+        error = (attempt.error or "")[:2000] or None
+        session.add(_delivery(sub, out, attempt, now, tried, False, attempt.status_code, error))
         sub.failures += 1
         sub.next_attempt_at = now + timedelta(
             seconds=backoff(sub.failures, backoff_s, backoff_max_s)
         )
         sub.leased_until = None
     session.flush()
+
+
+def _delivery(
+    sub: models.Subscription,
+    out: Outgoing,
+    attempt: Attempt,
+    now: datetime,
+    ids: list[int],
+    ok: bool,
+    status_code: int | None,
+    error: str | None = None,
+) -> models.Delivery:
+    """The delivery log's row for the ids an attempt delivered, or failed to (`error`)."""
+    return models.Delivery(
+        subscription_id=sub.id,
+        attempted_at=now,
+        stream=out.stream,
+        first_id=ids[0],
+        last_id=ids[-1],
+        count=len(ids),
+        attempt=sub.failures + 1,
+        status_code=status_code,
+        ok=ok,
+        error=error,
+        duration_ms=attempt.duration_ms,
+    )
 
 
 def release(session: Session, subscription_id: int) -> None:

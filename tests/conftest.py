@@ -132,7 +132,7 @@ def settings_for(db_url: str, **overrides: object) -> Settings:
         "mqtt_client_id": f"fabcity-test-bridge-{tag}",
         "mqtt_share_group": f"test{tag}",
         "recompute_interval_s": 0.5,
-        # Keys are tested on their own (tests/services/test_access*.py); elsewhere every
+        # Keys are tested on their own (tests/services/http/test_access*.py); elsewhere every
         # caller is an admin, as in the embedded default.
         "auth": "off",
         **overrides,

@@ -13,7 +13,7 @@ from sqlalchemy import Select, String, select
 from sqlalchemy.orm import Session
 
 from fabcity.core import models
-from fabcity.core.errors import NotFound
+from fabcity.core.db import get_or_not_found
 from schemas.access import DeadLetterFilter
 
 T = TypeVar("T")
@@ -77,10 +77,8 @@ def list_letters(
 
 
 def get(session: Session, letter_id: int) -> models.DeadLetter:
-    letter = session.get(models.DeadLetter, letter_id)
-    if letter is None:
-        raise NotFound(f"no dead letter {letter_id}; list them at /v1/dead-letters")
-    return letter
+    detail = f"no dead letter {letter_id}; list them at /v1/dead-letters"
+    return get_or_not_found(session, models.DeadLetter, letter_id, detail)
 
 
 def ids_matching(session: Session, wanted: DeadLetterFilter) -> list[int]:

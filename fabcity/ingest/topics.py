@@ -26,10 +26,9 @@ class Parsed:
 
 def source_of(topic: str, prefix: str) -> str | None:
     """`{prefix}/{city}/{site}/{device}/events` to `/{city}/{site}/{device}`."""
-    head = prefix.rstrip("/") + "/"
-    if not topic.startswith(head):
+    if not is_native(topic, prefix):
         return None
-    parts = topic[len(head) :].split("/")
+    parts = topic[len(prefix.rstrip("/")) + 1 :].split("/")
     if len(parts) != 4 or parts[3] != "events" or not all(parts[:3]):
         return None
     return "/" + "/".join(parts[:3])

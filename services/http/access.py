@@ -1,6 +1,6 @@
 """Operators' endpoints: API keys (`/v1/keys`) and dead letters (`/v1/dead-letters`).
 
-Who may call them is said in services/auth.py (admins only).
+Who may call them is said in services/http/auth.py (admins only).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def create_app(
         summary="How far a city is from being a Fab City: locally productive, globally connected.",
         version="0.1.0",
         lifespan=lifespan,
-        # Who may call what: one check for every route, by the policy table in services/auth.py.
+        # Who may call what: one check for every route, by the policy table of services/http/auth.
         dependencies=[Depends(auth.authorize)],
     )
     if factory is None:

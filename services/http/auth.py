@@ -68,7 +68,7 @@ WRITE_EVENTS: Policy = Policy(frozenset({"admin", "site", "device"}))
 PUBLIC: Policy = Policy(frozenset(), public=True)
 
 # (method, path template) → policy. A route missing here is admin-only at run time, and fails
-# tests/services/test_access_matrix.py until it is added: decide who may call it.
+# tests/services/http/test_access_matrix.py until it is added: decide who may call it.
 POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,

@@ -24,6 +24,7 @@ from fabcity.adapters.routing import minimal_filters, subscriptions
 from fabcity.core.db import transaction
 from fabcity.core.settings import Settings
 from fabcity.ingest.intake import Incoming, Stored, store
+from fabcity.ingest.topics import is_native
 from fabcity.registry import entries
 from services.mqtt.batching import take_batch, write_batches
 from services.mqtt.client import AT_LEAST_ONCE
@@ -66,7 +67,6 @@ class DeviceLane(Generic[M]):
         self.enabled = settings.bridge_adapters
         self._ack = ack
         self._nudge = nudge
-        self._native = settings.mqtt_topic_prefix.rstrip("/") + "/"
         self._filters: list[str] = []
         self._queue: queue.Queue[M] = queue.Queue()
         self._stop = threading.Event()
@@ -95,7 +95,7 @@ class DeviceLane(Generic[M]):
         return new
 
     def takes(self, topic: str) -> bool:
-        return self.enabled and not topic.startswith(self._native)
+        return self.enabled and not is_native(topic, self.settings.mqtt_topic_prefix)
 
     def put(self, message: M) -> None:
         self._queue.put(message)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -15,38 +15,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
 from fabcity.core.models import DeadLetter, Event
 from fabcity.registry import keys
-from services.http.app import create_app
-from tests.conftest import settings_for
-from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from tests.support.city import CITY, DEVICE, SITE, event, flow
 from tests.support.procs import FABCITY
-from workers.dispatch import NoDispatch
 
 MakeClient = Callable[..., TestClient]
 
 
 @pytest.fixture
-def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(sqlite_url)
-    factory = make_sessionmaker(engine)
-    register(factory)
-    yield factory
-    engine.dispose()
-
-
-@pytest.fixture
-def make_client(sqlite_url: str, sessions: sessionmaker[Session]) -> Iterator[MakeClient]:
-    clients: list[TestClient] = []
+def make_client(make_client: MakeClient) -> MakeClient:
+    """The HTTP tests' clients (tests/services/http/conftest.py), with keys required unless a
+    test says otherwise."""
 
     def make(**overrides: object) -> TestClient:
-        settings = settings_for(sqlite_url, **{"auth": "required", **overrides})
-        client = TestClient(create_app(settings, "both", factory=sessions, dispatcher=NoDispatch()))
-        client.__enter__()
-        clients.append(client)
-        return client
+        return make_client(**{"auth": "required", **overrides})
 
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    return make
 
 
 def admin_key(sessions: sessionmaker[Session]) -> dict[str, str]:

@@ -134,7 +134,7 @@ def test_every_route_has_a_policy() -> None:
         and not auth.is_public_path(path)
         and (method, path) not in auth.POLICIES
     ]
-    assert not missing, f"decide who may call these (services/auth.py POLICIES): {missing}"
+    assert not missing, f"decide who may call these (services/http/auth.py POLICIES): {missing}"
     # Mounted apps (Prometheus' /metrics) bypass the route check: they must be public paths.
     mounts = [r.path for _, _, r in routes_of(app) if isinstance(r, Mount)]
     assert all(auth.is_public_path(p) for p in mounts), mounts

@@ -1,5 +1,5 @@
-"""The planners' read side through the API: summary, compare, flows, CSV, NGSI-LD, ETags and
-pages."""
+"""The planners' read side through the API: metric series (values, grouping, windows,
+refusals), summary, compare, flows, CSV, NGSI-LD, ETags and pages."""
 
 from __future__ import annotations
 
@@ -11,12 +11,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from fabcity.core import models
 from fabcity.core.db import transaction
+from tests.services.http.support import (
+    BATCH,
+    HUB,
+    LAB,
+    METRICS_URL,
+    PRINTER,
+    MakeClient,
+    Sessions,
+    assert_problem,
+    metrics,
+    post,
+    series,
+)
 from tests.support.api import CityClient, city_client, ingest
-from tests.support.city import CITY, DEVICE, SITE, event, flow
+from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, event, flow
+from workers.jobs import recompute_dirty_windows
 
 DAY, NEXT = "2026-03-10", "2026-03-11"
 PERIOD = {"from": DAY, "to": NEXT}
@@ -323,3 +338,249 @@ def test_the_dashboard_is_served_with_plotly_from_the_package(client: CityClient
     assert client.get("/dashboard/app.js").headers["content-type"].startswith("text/javascript")
     missing = client.get("/dashboard/secrets.txt")
     assert missing.status_code == 404 and missing.json()["type"].endswith("not-found")
+
+
+# Metric series, grouping, windows and refusals, read from flows ingested over HTTP ----------
+
+
+@pytest.fixture
+def api(make_client: MakeClient) -> TestClient:
+    """A client of the app on the test city (this module's `client` is a seeded city's)."""
+    return make_client()
+
+
+def _ingest_march_tenth(api: TestClient) -> None:
+    """On 2026-03-10 (Madrid): 2 kg filament from the city and 1000 g from beyond at the lab,
+    5 kWh of electricity, 4 parts made, 0.5 kg of plastic discarded; a device reports 0.5 kg
+    from the site at 00:15 local time (23:15 UTC the day before)."""
+    batch = [
+        event(
+            [
+                flow("consume", "filament", 2, "kg", "city"),
+                flow("consume", "filament", 1000, "g", "beyond"),
+                flow("consume", "electricity", 5, "kWh", "city"),
+                flow("produce", "part", 4, "count", "site"),
+                flow("discard", "plastic", 0.5, "kg", "city", fate="recycle"),
+            ],
+            time="2026-03-10T10:00:00+01:00",
+        ),
+        event(
+            flow("consume", "filament", 0.5, "kg", "site"),
+            source=PRINTER,
+            time="2026-03-09T23:15:00+00:00",
+        ),
+    ]
+    response = post(api, batch, BATCH)
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+
+
+class TestMetricValues:
+    """Metrics read from the rollups of ingested flows, and null with a reason without them."""
+
+    def test_metrics_are_computed_from_the_ingested_flows(
+        self, api: TestClient, sessions: Sessions
+    ) -> None:
+        _ingest_march_tenth(api)
+        # Two events at different hours of the same local day: two hourly windows.
+        assert recompute_dirty_windows(sessions, 100) == 2
+
+        body = metrics(api, "2026-03-10", "2026-03-10")
+
+        assert body["city"] == CITY
+        assert body["interval"] == "day"
+        assert body["timezone"] == "Europe/Madrid"
+        assert body["group_by"] is None
+        units = {s["name"]: s["unit"] for s in body["series"]}
+        assert units == {
+            "input_kg": "kg",
+            "local_input_share": "ratio",
+            "produced_count": "count",
+            "waste_kg": "kg",
+        }
+        [inputs] = series(body, "input_kg")
+        [share] = series(body, "local_input_share")
+        [made] = series(body, "produced_count")
+        [waste] = series(body, "waste_kg")
+        # 2 kg (city) + 1 kg (1000 g, beyond) + 0.5 kg (site); electricity is not material.
+        assert inputs["value"] == pytest.approx(3.5)
+        # (2 + 0.5) local of 3.5.
+        assert share["value"] == pytest.approx(2.5 / 3.5, abs=1e-9)
+        assert made["value"] == 4.0
+        assert waste["value"] == 0.5
+        # The lab's own report is `reported`, the printer's `measured`: the weakest wins.
+        assert inputs["state"] == "reported"
+        assert made["state"] == "reported"
+        assert inputs["reason"] is None
+        assert inputs["coverage"] == {"events": 2, "sites_reporting": 1, "sites_active": 2}
+
+    def test_two_kilograms_from_the_city_and_one_from_beyond(
+        self, api: TestClient, sessions: Sessions
+    ) -> None:
+        data = [
+            flow("consume", "filament", 2, "kg", "city"),
+            flow("consume", "filament", 1, "kg", "beyond"),
+        ]
+        assert post(api, event(data, source=PRINTER)).status_code == 202
+        recompute_dirty_windows(sessions, 100)
+
+        body = metrics(api, "2026-03-10", "2026-03-10", "input_kg,local_input_share")
+
+        [inputs] = series(body, "input_kg")
+        [share] = series(body, "local_input_share")
+        assert inputs["value"] == 3.0
+        assert share["value"] == pytest.approx(2 / 3, abs=1e-9)
+        assert share["state"] == "measured"
+
+    def test_a_day_without_events_is_null_with_a_reason_never_zero(
+        self, api: TestClient, sessions: Sessions
+    ) -> None:
+        _ingest_march_tenth(api)
+        recompute_dirty_windows(sessions, 100)
+
+        body = metrics(api, "2026-03-09", "2026-03-11")
+
+        for s in body["series"]:
+            points = s["points"]
+            assert [p["start"] for p in points] == ["2026-03-09", "2026-03-10", "2026-03-11"]
+            for empty in (points[0], points[2]):
+                assert empty["value"] is None, s["name"]
+                assert empty["state"] is None
+                assert empty["reason"]
+                assert empty["coverage"]["events"] == 0
+            assert points[1]["value"] is not None
+
+    def test_a_day_with_events_but_no_inputs_says_so(
+        self, api: TestClient, sessions: Sessions
+    ) -> None:
+        assert post(api, event(flow("produce", "part", 1, "count", "site"))).status_code == 202
+        recompute_dirty_windows(sessions, 100)
+
+        body = metrics(api, "2026-03-10", "2026-03-10", "input_kg,local_input_share")
+
+        for name in ("input_kg", "local_input_share"):
+            [point] = series(body, name)
+            assert point["value"] is None
+            assert point["reason"] == "no inputs recorded"
+            assert point["coverage"]["events"] == 1
+
+    def test_metrics_before_the_recompute_are_not_made_up(self, api: TestClient) -> None:
+        # The query reads rollups only; until the worker runs, there is nothing to report.
+        _ingest_march_tenth(api)
+        [point] = series(metrics(api, "2026-03-10", "2026-03-10"), "input_kg")
+        assert point["value"] is None
+        assert point["reason"]
+
+
+class TestMetricGrouping:
+    """`group_by`: one series per key."""
+
+    def test_group_by_ring_gives_one_series_per_ring(
+        self, api: TestClient, sessions: Sessions
+    ) -> None:
+        _ingest_march_tenth(api)
+        recompute_dirty_windows(sessions, 100)
+
+        body = metrics(api, "2026-03-10", "2026-03-10", "input_kg", group_by="ring")
+
+        assert body["group_by"] == "ring"
+        # Every ring that has a flow that day: beyond (filament), city (filament, electricity,
+        # plastic), site (parts, filament).
+        assert [s["key"] for s in body["series"]] == ["beyond", "city", "site"]
+        values = {s["key"]: s["points"][0]["value"] for s in body["series"]}
+        assert values == {"beyond": 1.0, "city": 2.0, "site": 0.5}
+        states = {s["key"]: s["points"][0]["state"] for s in body["series"]}
+        assert states == {"beyond": "reported", "city": "reported", "site": "measured"}
+
+    def test_group_by_site(self, api: TestClient, sessions: Sessions) -> None:
+        post(api, event(flow(quantity=1), source=LAB))
+        post(api, event(flow(quantity=2), source=HUB))
+        recompute_dirty_windows(sessions, 100)
+
+        body = metrics(api, "2026-03-10", "2026-03-10", "input_kg", group_by="site")
+
+        values = {s["key"]: s["points"][0]["value"] for s in body["series"]}
+        assert values == {OTHER_SITE: 2.0, SITE: 1.0}
+
+
+class TestMetricWindows:
+    """Windows longer than a day: sums of days, ratios of sums."""
+
+    def test_a_month_sums_its_days_and_takes_the_ratio_of_sums(
+        self, api: TestClient, sessions: Sessions
+    ) -> None:
+        # Day 1: 1 kg local of 1 (100 %); day 2: 1 kg local of 4 (25 %). The month: 2 of 5.
+        batch = [
+            event(flow(quantity=1, ring="city"), time="2026-03-02T12:00:00+01:00"),
+            event(flow(quantity=1, ring="city"), time="2026-03-20T12:00:00+01:00"),
+            event(flow(quantity=3, ring="beyond"), time="2026-03-20T12:00:00+01:00"),
+        ]
+        assert post(api, batch, BATCH).json()["accepted"] == 3
+        assert recompute_dirty_windows(sessions, 100) == 2
+
+        body = metrics(
+            api, "2026-03-01", "2026-04-30", "input_kg,local_input_share", interval="month"
+        )
+
+        inputs = series(body, "input_kg")
+        share = series(body, "local_input_share")
+        assert [p["start"] for p in inputs] == ["2026-03-01", "2026-04-01"]
+        assert inputs[0]["value"] == 5.0
+        assert share[0]["value"] == pytest.approx(0.4)
+        assert inputs[0]["coverage"]["events"] == 3
+        assert inputs[1]["value"] is None and share[1]["value"] is None
+
+    def test_a_window_is_the_same_whatever_day_of_it_the_range_starts_on(
+        self, api: TestClient, sessions: Sessions
+    ) -> None:
+        # 2 kg on 2 March and 3 kg on 20 March: March holds 5 kg. A point is labelled with the
+        # first day of its window, so a range from 15 March must either report all of March under
+        # `start: 2026-03-01`, or label the clipped window by the day it really starts on. A
+        # March value of 3 kg labelled 2026-03-01 contradicts the full-range answer.
+        batch = [
+            event(flow(quantity=2), time="2026-03-02T12:00:00+01:00"),
+            event(flow(quantity=3), time="2026-03-20T12:00:00+01:00"),
+        ]
+        assert post(api, batch, BATCH).json()["accepted"] == 2
+        recompute_dirty_windows(sessions, 100)
+
+        whole = series(
+            metrics(api, "2026-03-01", "2026-03-31", "input_kg", interval="month"), "input_kg"
+        )
+        assert [(p["start"], p["value"]) for p in whole] == [("2026-03-01", 5.0)]
+
+        [clipped] = series(
+            metrics(api, "2026-03-15", "2026-03-31", "input_kg", interval="month"), "input_kg"
+        )
+        assert (clipped["start"], clipped["value"]) in {("2026-03-01", 5.0), ("2026-03-15", 3.0)}
+
+
+class TestMetricQueryRefusals:
+    """A metrics query the API cannot answer: a problem, never a guess."""
+
+    def test_an_unknown_metric_name_is_a_422_problem(self, api: TestClient) -> None:
+        response = api.get(METRICS_URL, params={"names": "input_kg,happiness"})
+        body = assert_problem(response, 422)
+        assert "happiness" in body["detail"]
+        assert "input_kg" in body["detail"]  # the known names are listed
+
+    def test_from_after_to_is_a_422_problem(self, api: TestClient) -> None:
+        response = api.get(METRICS_URL, params={"from": "2026-03-11", "to": "2026-03-10"})
+        body = assert_problem(response, 422)
+        assert "2026-03-11" in body["detail"] and "2026-03-10" in body["detail"]
+
+    @pytest.mark.parametrize(
+        "params",
+        [{"interval": "minute"}, {"group_by": "colour"}, {"from": "10/03/2026"}],
+    )
+    def test_bad_query_parameters_are_422_problems(
+        self, api: TestClient, params: dict[str, str]
+    ) -> None:
+        assert_problem(api.get(METRICS_URL, params=params), 422)
+
+    def test_too_many_windows_are_refused(self, api: TestClient) -> None:
+        response = api.get(METRICS_URL, params={"from": "2020-01-01", "to": "2026-01-01"})
+        body = assert_problem(response, 422)
+        assert "interval" in body["detail"]
+
+    def test_metrics_of_an_unknown_city_is_a_404_problem(self, api: TestClient) -> None:
+        assert_problem(api.get("/v1/cities/atlantis/metrics"), 404)

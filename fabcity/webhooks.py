@@ -8,6 +8,12 @@ and advances the cursors only after the receiver said 2xx. A failure is logged i
 receiver gets every event once and in order once it recovers (a sender that dies between the
 2xx and the commit sends the run again: receivers dedupe on the CloudEvents `id`+`source`).
 
+An event the receiver refuses (a 4xx other than 408 and 429) would be refused forever and hold
+back everything behind it: after `PARK_AFTER` refusals in a row it is parked, logged as such,
+and delivery goes on past it. A batch it refuses is sent again one event at a time, so that
+only the refused event is parked. A metric-update notice waits until the events it reports
+(those stored before it) are delivered.
+
 Sending itself (HTTP) lives in `workers/`; this module decides what to send and records what
 happened.
 """
@@ -26,11 +32,18 @@ from fabcity.core import models
 from fabcity.core.db import get_or_not_found, is_postgres
 from fabcity.registry import entries
 from schemas import standards
-from schemas.standards import METRICS_UPDATED, SubscriptionIn
+from schemas.standards import METRICS_UPDATED, PARKED, SubscriptionIn
 
 EVENTS = "events"
 NOTICES = "notices"
 NOTICE_SOURCE = "/fabcity/metrics"
+# The last stored event when a notice was written: its events are those up to this one.
+# Kept in the notice's data for ordering, and left out of what is delivered.
+AFTER_EVENT = "after_event"
+# Refusals in a row of one event before it is parked.
+PARK_AFTER = 5
+# 4xx answers that say "not now" rather than "never": retried like a 5xx, never parked.
+_TRANSIENT = {408, 425, 429}
 
 
 # Subscriptions -------------------------------------------------------------------------------
@@ -137,12 +150,16 @@ def announce_recomputed(
         return 0
     everyone = None in wanting
     when = now or datetime.now(UTC)
+    # The recomputation read no event past this one (the highest visible now): the notice is
+    # delivered only after those events, so a receiver never hears of metrics before the
+    # events they were made of.
+    after = session.scalar(select(func.max(models.Event.id))) or 0
     rows = [
         {
             "city_id": city_id,
             "type": METRICS_UPDATED,
             "time": when,
-            "data": {"days": [d.isoformat() for d in sorted(days)]},
+            "data": {"days": [d.isoformat() for d in sorted(days)], AFTER_EVENT: after},
         }
         for city_id, days in sorted(by_city.items())
         if everyone or city_id in wanting
@@ -209,17 +226,15 @@ def pending(
     if sub is None:
         return None
     event_types = [t for t in sub.types if t != METRICS_UPDATED]
-    if not sub.types or event_types:
+    wants_events = not sub.types or bool(event_types)
+    if wants_events:
         query = (
             select(models.Event.id, models.Event.payload, models.Event.time)
             .where(models.Event.id > sub.event_cursor)
             .order_by(models.Event.id)
-            .limit(sub.batch_size)
+            .limit(_run_size(session, sub, EVENTS))
         )
-        if sub.city_id is not None:
-            query = query.where(models.Event.city_id == sub.city_id)
-        if event_types:
-            query = query.where(models.Event.type.in_(event_types))
+        query = _owed(query, sub, event_types)
         if is_postgres(session) and settle_s > 0:
             # Ids come from a sequence, so a transaction can commit a lower id after a higher
             # one became visible; waiting until received events settle keeps the cursor from
@@ -242,11 +257,26 @@ def pending(
             .join(models.City, models.City.id == models.Notice.city_id)
             .where(models.Notice.id > sub.notice_cursor)
             .order_by(models.Notice.id)
-            .limit(sub.batch_size)
+            .limit(_run_size(session, sub, NOTICES))
         )
         if sub.city_id is not None:
             nquery = nquery.where(models.Notice.city_id == sub.city_id)
-        notices = session.execute(nquery).tuples().all()
+        notices = list(session.execute(nquery).tuples().all())
+        if wants_events and notices:
+            # Events still owed (settling, or not yet sent) come before the notices that
+            # report them: only the notices written before the first of them go now.
+            owed = session.scalar(
+                _owed(
+                    select(func.min(models.Event.id)).where(models.Event.id > sub.event_cursor),
+                    sub,
+                    event_types,
+                )
+            )
+            if owed is not None:
+                ready = 0
+                while ready < len(notices) and _after(notices[ready][0]) < owed:
+                    ready += 1
+                notices = notices[:ready]
         if notices:
             return Outgoing(
                 sub.id,
@@ -258,6 +288,51 @@ def pending(
                 [notice_cloudevent(n, slug) for n, slug in notices],
             )
     return None
+
+
+def _owed(query: Any, sub: models.Subscription, event_types: list[str]) -> Any:
+    """`query` of events narrowed to those the subscription follows."""
+    if sub.city_id is not None:
+        query = query.where(models.Event.city_id == sub.city_id)
+    if event_types:
+        query = query.where(models.Event.type.in_(event_types))
+    return query
+
+
+def _after(notice: models.Notice) -> int:
+    after = notice.data.get(AFTER_EVENT, 0)
+    return after if isinstance(after, int) else 0
+
+
+def _run_size(session: Session, sub: models.Subscription, stream: str) -> int:
+    """How many to send in the next run: one at a time while a batch that the receiver
+    refused is not yet behind the cursor, so that what it refuses is found and parked alone
+    and the rest is delivered."""
+    if sub.mode == "batch" and _refused_ahead(session, sub, stream):
+        return 1
+    return sub.batch_size
+
+
+def _refused_ahead(session: Session, sub: models.Subscription, stream: str) -> bool:
+    last = session.execute(
+        select(models.Delivery.last_id, models.Delivery.status_code, models.Delivery.error)
+        .where(
+            models.Delivery.subscription_id == sub.id,
+            models.Delivery.stream == stream,
+            models.Delivery.ok.is_(False),
+        )
+        .order_by(models.Delivery.id.desc())
+        .limit(1)
+    ).first()
+    if last is None or not refused(last.status_code) or (last.error or "").startswith(PARKED):
+        return False
+    cursor = sub.event_cursor if stream == EVENTS else sub.notice_cursor
+    return bool(last.last_id > cursor)
+
+
+def refused(status_code: int | None) -> bool:
+    """Whether the receiver said it will never take what was sent (a 4xx but "not now")."""
+    return status_code is not None and 400 <= status_code < 500 and status_code not in _TRANSIENT
 
 
 def as_cloudevent(payload: dict[str, Any], time: datetime) -> dict[str, Any]:
@@ -277,7 +352,7 @@ def notice_cloudevent(notice: models.Notice, city: str) -> dict[str, Any]:
         "time": _rfc3339(notice.time),
         "subject": city,
         "datacontenttype": "application/json",
-        "data": {"city": city, **notice.data},
+        "data": {"city": city, **{k: v for k, v in notice.data.items() if k != AFTER_EVENT}},
     }
 
 
@@ -331,6 +406,21 @@ def record(
         # One at a time in single mode: the failure is the first id's alone.
         tried = failed if out.mode == "batch" else failed[:1]
         error = (attempt.error or "")[:2000] or None
+        if _to_park(session, sub, out.stream, tried, attempt.status_code):
+            parked = f"{PARKED} after {PARK_AFTER} refusals in a row: {error or 'refused'}"
+            session.add(
+                _delivery(sub, out, attempt, now, tried, False, attempt.status_code, parked)
+            )
+            # As above: only from where this sender left it.
+            reached = out.ids[attempt.sent - 1] if attempt.sent else out.cursor
+            if getattr(sub, cursor_column) == reached:
+                setattr(sub, cursor_column, tried[0])
+            # Due again at once, for the next sweep: what follows the parked event is owed.
+            sub.failures = 0
+            sub.next_attempt_at = None
+            sub.leased_until = None
+            session.flush()
+            return
         session.add(_delivery(sub, out, attempt, now, tried, False, attempt.status_code, error))
         sub.failures += 1
         sub.next_attempt_at = now + timedelta(
@@ -338,6 +428,27 @@ def record(
         )
         sub.leased_until = None
     session.flush()
+
+
+def _to_park(
+    session: Session,
+    sub: models.Subscription,
+    stream: str,
+    tried: list[int],
+    status_code: int | None,
+) -> bool:
+    """Whether this refusal of one event is its `PARK_AFTER`th in a row."""
+    if len(tried) != 1 or not refused(status_code) or sub.failures < PARK_AFTER - 1:
+        return False
+    before = session.execute(
+        select(models.Delivery.ok, models.Delivery.status_code, models.Delivery.first_id)
+        .where(models.Delivery.subscription_id == sub.id, models.Delivery.stream == stream)
+        .order_by(models.Delivery.id.desc())
+        .limit(PARK_AFTER - 1)
+    ).all()
+    return len(before) == PARK_AFTER - 1 and all(
+        not row.ok and refused(row.status_code) and row.first_id == tried[0] for row in before
+    )
 
 
 def _delivery(

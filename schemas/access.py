@@ -58,12 +58,15 @@ class DeadLetter(BaseModel):
     channel: str
     topic: str | None
     reason: str
-    size: int = Field(description="Payload bytes.")
+    size: int = Field(description="Payload bytes received.")
+    sha256: str = Field(description="SHA-256 of the whole payload, hex.")
+    kept: int = Field(description="Payload bytes kept: `size` unless the payload was cut short.")
+    truncated: bool = Field(description="Only the first `kept` bytes were kept: not replayable.")
 
 
 class DeadLetterDetail(DeadLetter):
-    payload: str = Field(description="The payload as text (invalid UTF-8 replaced).")
-    payload_base64: str = Field(description="The payload's exact bytes.")
+    payload: str = Field(description="The payload kept, as text (invalid UTF-8 replaced).")
+    payload_base64: str = Field(description="The payload kept, its exact bytes.")
 
 
 class DeadLetterFilter(BaseModel):

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 Slug = Annotated[
     str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 ]
+# A name shown to people, as given to the API: no control characters (a NUL cannot even be
+# stored in PostgreSQL). Answers do not check it: names imported from Open Know-Where came by
+# another way, and a stored name is shown as it is.
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class Rejected(BaseModel):
@@ -50,21 +54,28 @@ class CityIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slug: Slug
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     country: Annotated[str, Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2.")]
-    timezone: Annotated[str, Field(description="IANA time zone, e.g. `Europe/Barcelona`.")] = "UTC"
+    # The longest IANA name has 32 characters; a name is also a file path to the time zone
+    # database, so a long one failed as "file name too long".
+    timezone: Annotated[
+        str,
+        Field(min_length=1, max_length=64, description="IANA time zone, e.g. `Europe/Barcelona`."),
+    ] = "UTC"
     population: Annotated[int, Field(ge=0)] | None = None
 
 
 class City(CityIn):
     model_config = ConfigDict(extra="ignore", from_attributes=True)
 
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
 
 class SiteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slug: Slug
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     kind: SiteKind = SiteKind.fablab
     latitude: Annotated[float, Field(ge=-90, le=90)] | None = None
     longitude: Annotated[float, Field(ge=-180, le=180)] | None = None
@@ -73,6 +84,8 @@ class SiteIn(BaseModel):
 class Site(SiteIn):
     model_config = ConfigDict(extra="ignore", from_attributes=True)
 
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
     city: Slug
 
 
@@ -80,7 +93,7 @@ class DeviceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slug: Slug
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     kind: Annotated[str, Field(min_length=1, max_length=50)] = "printer"
     adapter: Annotated[str, Field(min_length=1, max_length=50)] = Field(
         default="fabcity",
@@ -97,6 +110,8 @@ class DeviceIn(BaseModel):
 
 class Device(DeviceIn):
     model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
 
     city: Slug
     site: Slug

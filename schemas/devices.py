@@ -14,11 +14,41 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.events import Fate, Ring
 
+# What no topic a device is registered with may hold: the wildcards (`#` and `+`, which would
+# let its broker rules cover other devices' topics), and control characters (NUL, and the
+# newlines that wrote lines of their own into the broker's access rules). Nor may one start
+# with `$`, which names the broker's own topics (`$SYS`, `$share`, `$CONTROL`).
+_NOT_IN_TOPICS = r"#+\x00-\x1f\x7f-\x9f\u2028\u2029"
 # An MQTT topic level or prefix: no wildcards, no empty levels at the ends.
 TopicPrefix = Annotated[
-    str, Field(min_length=1, max_length=200, pattern=r"^[^#+/](?:[^#+]*[^#+/])?$")
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=rf"^[^/${_NOT_IN_TOPICS}](?:[^{_NOT_IN_TOPICS}]*[^/{_NOT_IN_TOPICS}])?$",
+    ),
 ]
-TopicLevel = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^#+/]+$")]
+TopicLevel = Annotated[
+    str,
+    Field(min_length=1, max_length=100, pattern=rf"^[^/${_NOT_IN_TOPICS}][^/{_NOT_IN_TOPICS}]*$"),
+]
+# Tasmota's FullTopic: a topic that may end in `/`, with `%prefix%` and `%topic%` in it.
+FullTopic = Annotated[
+    str,
+    Field(min_length=1, max_length=200, pattern=rf"^[^/${_NOT_IN_TOPICS}][^{_NOT_IN_TOPICS}]*$"),
+]
+
+
+# What a scale's reading means. `weighing`: each settled weight is an amount (an intake or a
+# waste scale, where items are put on and taken off). `remaining`: the weight is what is left
+# (a spool or a bin stands on it), so a decrease is the amount used and an increase a refill.
+ScaleMode = Annotated[
+    Literal["weighing", "remaining"],
+    Field(
+        description="`weighing`: each settled weight is an amount weighed. `remaining`: the "
+        "scale holds a spool or a bin; a decrease is material used, an increase a refill."
+    ),
+]
 
 
 class _Settings(BaseModel):
@@ -92,7 +122,7 @@ class BambuSettings(Filament):
 
 class TasmotaSettings(_Settings):
     topic: TopicLevel = Field(description="The device's `%topic%`, e.g. `plug-lasercutter`.")
-    full_topic: str = Field(
+    full_topic: FullTopic = Field(
         default="%prefix%/%topic%/",
         description="Tasmota's FullTopic, with `%prefix%` and `%topic%`.",
     )
@@ -102,6 +132,7 @@ class TasmotaSettings(_Settings):
     direction: Literal["in", "out"] = Field(
         default="in", description="For a scale: material coming in or going out."
     )
+    scale: ScaleMode = "weighing"
 
     @field_validator("full_topic")
     @classmethod
@@ -133,6 +164,7 @@ class ESPHomeSettings(_Settings):
     )
     material: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     direction: Literal["in", "out"] = "in"
+    scale: ScaleMode = "weighing"
 
 
 class SparkplugSettings(_Settings):
@@ -156,6 +188,7 @@ class SparkplugSettings(_Settings):
     )
     material: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     direction: Literal["in", "out"] = "in"
+    scale: ScaleMode = "weighing"
 
 
 class CloudEventsSettings(_Settings):
@@ -166,9 +199,11 @@ class CloudEventsSettings(_Settings):
 
 
 class PrusaLinkSettings(Filament):
-    url: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^https?://")] = Field(
-        description="The printer's PrusaLink address, e.g. `http://192.168.1.40`."
-    )
+    # It also names the poller's messages (`prusalink:{url}`), and so a topic of the device's
+    # broker rules: no spaces, control characters or wildcards.
+    url: Annotated[
+        str, Field(min_length=1, max_length=500, pattern=rf"^https?://[^\s{_NOT_IN_TOPICS}]+$")
+    ] = Field(description="The printer's PrusaLink address, e.g. `http://192.168.1.40`.")
     api_key: str | None = Field(default=None, description="`X-Api-Key` (older firmware).")
     username: str | None = Field(default=None, description="HTTP Digest user.")
     password: str | None = None

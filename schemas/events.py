@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -69,14 +75,37 @@ class DesignRef(BaseModel):
 
     url: str = Field(min_length=1, max_length=2048, description="OKH manifest URL.")
     licence: str | None = Field(default=None, max_length=200, description="SPDX licence id.")
-    mass_kg: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    mass_kg: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
 
 
 # Stored as integers in millionths of the canonical unit (64-bit): 10^9 units per value keeps
 # every value, and sums of thousands of them, in range.
 MAX_QUANTITY = 1e9
-Quantity = Annotated[float, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False)]
+# Strict: a number is a JSON number. Lax pydantic would read `true` as 1 and "12" as 12.
+Quantity = Annotated[float, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False, strict=True)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
+# Strict as well: lax pydantic reads 1, "yes" and "on" as true.
+Flag = Annotated[bool, Field(strict=True)]
+
+# An RFC 3339 date-time (section 5.6), as CloudEvents requires for `time`: full date, `T` (or
+# `t`, or a space), hours, minutes and seconds, an optional fraction, and `Z` or an offset.
+# A time without its offset passes here, to be refused by `AwareDatetime`, which says so.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?\Z")
+
+
+def _rfc3339(value: object) -> object:
+    """Pydantic alone also reads a number, or a string of digits, as Unix time: a sender's
+    `1700000000` in seconds and one in milliseconds would land decades apart, silently."""
+    if isinstance(value, datetime):  # made in Python (adapters, tests), not read from JSON
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time string with an offset, e.g. 2026-11-27T10:00:00+01:00"
+        )
+    return value
+
+
+Time = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 class FlowData(BaseModel):
@@ -93,7 +122,7 @@ class FlowData(BaseModel):
     )
     material: Name | None = Field(default=None, description="Finer material, e.g. `PLA`.")
     fate: Fate | None = Field(default=None, description="For `discard`: what became of it.")
-    recycled: bool | None = Field(default=None, description="Input made of secondary material.")
+    recycled: Flag | None = Field(default=None, description="Input made of secondary material.")
     design: DesignRef | None = Field(
         default=None, description="The open design this flow made, cited or published."
     )
@@ -122,19 +151,30 @@ class JobStatus(StrEnum):
     cancelled = "cancelled"
 
 
+# The figures of a machine job that may be estimates (`MachineJobData.modelled`).
+ModelledFigure = Literal["started", "mass_kg", "length_mm", "energy_kwh"]
+
+
 class MachineJobData(BaseModel):
     """A machine job that ended."""
 
     model_config = ConfigDict(extra="forbid")
 
     status: JobStatus
-    started: AwareDatetime
-    ended: AwareDatetime
+    started: Time
+    ended: Time
     material: Name | None = None
     mass_kg: Quantity | None = None
     length_mm: Quantity | None = None
     energy_kwh: Quantity | None = None
     design: DesignRef | None = None
+    modelled: list[ModelledFigure] | None = Field(
+        default=None,
+        max_length=4,
+        description="Figures that are estimates rather than what the machine measured: "
+        "`mass_kg` from a slicer's G-code, `started` from when a message arrived. Flows made "
+        "from them are `modelled`.",
+    )
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> MachineJobData:
@@ -161,7 +201,9 @@ class MeterReadingData(BaseModel):
 class ScaleReadingData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    net_kg: Annotated[float, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY, allow_inf_nan=False)]
+    net_kg: Annotated[
+        float, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY, allow_inf_nan=False, strict=True)
+    ]
     material: Name | None = None
     direction: Literal["in", "out"]
 
@@ -169,7 +211,7 @@ class ScaleReadingData(BaseModel):
 class DeviceStatusData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    online: bool
+    online: Flag
 
 
 _FLOW_LIST: TypeAdapter[list[FlowData]] = TypeAdapter(
@@ -199,6 +241,62 @@ def validate_data(type_: EventType, data: Any) -> Any:
         raise ValidationError.from_exception_data(exc.title, errors) from None
 
 
+# Attribute names as CloudEvents 1.0 allows them: lower-case ASCII letters and digits, at most
+# 20 characters. Receivers that validate with the CloudEvents SDKs refuse any other name, so an
+# event that carries one must be refused here rather than stored and forwarded.
+ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}\Z")
+# Members of a structured event that are neither attributes nor extensions.
+_DATA_MEMBERS = frozenset({"data", "data_base64"})
+# A JSON media type, with its parameters: `application/json; charset=utf-8`, `text/json`,
+# `application/vnd.example+json`. fabcity events carry JSON data and nothing else.
+_JSON_MEDIA = re.compile(r"(application|text)/([a-z0-9!#$&^_.-]+\+)?json\s*(;.*)?\Z", re.I)
+_CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^;\"\s]+)", re.I)
+
+
+def is_json_media(media_type: str) -> bool:
+    """Whether data of this content type is JSON text that fabcity can read (UTF-8)."""
+    if not _JSON_MEDIA.match(media_type.strip()):
+        return False
+    charset = _CHARSET.search(media_type)
+    return charset is None or charset.group(1).lower() in ("utf-8", "utf8")
+
+
+def decode_data_base64(raw: dict[str, Any]) -> dict[str, Any]:
+    """A structured event with `data_base64` (as the SDKs write bytes data) as the same event
+    with its `data` read as JSON, the way it is stored. Raises ValueError, saying why."""
+    if "data_base64" not in raw:
+        return raw
+    encoded = raw["data_base64"]
+    if "data" in raw:
+        raise ValueError("an event carries `data` or `data_base64`, not both")
+    if not isinstance(encoded, str):
+        raise ValueError("`data_base64` must be a base64 string")
+    media = raw.get("datacontenttype")
+    if isinstance(media, str) and not is_json_media(media):
+        raise ValueError(f"data of content type {media!r}; fabcity events carry JSON data")
+    try:
+        text = base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"`data_base64` is not base64: {exc}") from None
+    try:
+        data = orjson.loads(text) if text else None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"`data_base64` does not hold JSON: {exc}") from None
+    out = {k: v for k, v in raw.items() if k != "data_base64"}
+    out["data"] = data
+    return out
+
+
+def extension_errors(names: Iterable[str]) -> list[str]:
+    """What is wrong with these attribute names, one sentence each."""
+    return [
+        f"extension attribute {name!r}: names are lower-case letters a-z and digits 0-9, "
+        "at most 20 characters"
+        for name in names
+        if name not in _DATA_MEMBERS and not ATTRIBUTE_NAME.match(name)
+    ]
+
+
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 event in structured JSON mode.
 
@@ -213,16 +311,37 @@ class CloudEvent(BaseModel):
     id: Annotated[str, Field(min_length=1, max_length=256)]
     source: Annotated[str, Field(min_length=1, max_length=512)]
     type: EventType
-    time: AwareDatetime | None = Field(
+    time: Time | None = Field(
         default=None, description="When it happened (RFC 3339 with offset); receive time if absent."
     )
     subject: Annotated[str, Field(max_length=512)] | None = None
-    datacontenttype: Literal["application/json"] | None = None
+    datacontenttype: Annotated[str, Field(max_length=200)] | None = Field(
+        default=None,
+        description="A JSON media type, parameters allowed (`application/json; charset=utf-8`).",
+    )
     dataschema: Annotated[str, Field(max_length=2048)] | None = None
     data: Any = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _data_from_base64(cls, value: Any) -> Any:
+        return decode_data_base64(value) if isinstance(value, dict) else value
+
+    @field_validator("datacontenttype")
+    @classmethod
+    def _json_data(cls, value: str | None) -> str | None:
+        if value is not None and not is_json_media(value):
+            raise ValueError(
+                f"data of content type {value!r}; fabcity events carry JSON "
+                "(application/json, with an optional charset=utf-8)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _data_matches_type(self) -> CloudEvent:
+        errors = extension_errors(self.model_extra or {})
+        if errors:
+            raise ValueError("; ".join(errors))
         self.data = validate_data(self.type, self.data)
         return self
 

@@ -56,8 +56,9 @@ class FastFlow(msgspec.Struct, forbid_unknown_fields=True):
     job: _Name | None = None
 
 
-class FastFlowEvent(msgspec.Struct):
-    """A `fabcity.flow` CloudEvent; unknown attributes are extensions, kept in the payload."""
+class FastFlowEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """A `fabcity.flow` CloudEvent without extensions: an event with extension attributes (or
+    `data_base64`) goes to the models, which check the attributes' names."""
 
     specversion: Literal["1.0"]
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from schemas.api import Rejected, Site, Slug
 from schemas.events import EventType
@@ -21,18 +29,26 @@ Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 # Open Know-Where ------------------------------------------------------------------------------
 
 
+class Material(BaseModel):
+    material_type: str
+    resource: str | None = Field(
+        default=None, description="The resource it is (`PLA` is `filament`); null if none."
+    )
+    manufacturer: str | None = None
+    supplier_location: str | None = Field(
+        default=None, description="Where the supplier is, as the record gives it, on one line."
+    )
+    supplier_latitude: float | None = Field(default=None, description="The supplier's place.")
+    supplier_longitude: float | None = None
+
+
 class Equipment(BaseModel):
     equipment_type: str
     manufacturer: str | None = None
     model: str | None = None
     manufacturing_process: list[str] = Field(default_factory=list)
-
-
-class Material(BaseModel):
-    material_type: str
-    manufacturer: str | None = None
-    supplier_location: str | None = Field(
-        default=None, description="Where the supplier is, as the record gives it."
+    materials_worked: list[Material] = Field(
+        default_factory=list, description="The materials it can work."
     )
 
 
@@ -42,7 +58,8 @@ class Facility(Site):
     okw_id: str = Field(description="The record's stable key: its id or URL, else `name:{slug}`.")
     status: str | None = Field(description="`active`, `planned`, `temporary_closure`, `closed`.")
     access_type: str | None = Field(
-        description="`public`, `restricted`, `restricted_with_public_hours`, `membership`."
+        description="`public`, `restricted`, `restricted_with_public_hours`, `shared_space`, "
+        "`membership`."
     )
     address: dict[str, Any] | None
     equipment: list[Equipment]
@@ -51,12 +68,28 @@ class Facility(Site):
     verified_at: datetime | None = Field(description="When it was last verified.")
     imported_at: datetime
 
+    @computed_field(  # type: ignore[prop-decorator]
+        description="The resources the site works: of its materials and its equipment's."
+    )
+    @property
+    def resources(self) -> list[str]:
+        worked = [m for e in self.equipment for m in e.materials_worked]
+        return sorted({m.resource for m in (*self.materials, *worked) if m.resource})
+
 
 class ImportedRecord(BaseModel):
     index: int = Field(description="Position of the record in the document (0 for one).")
     key: str = Field(description="What re-imports are matched on.")
     id: str = Field(description="The site slug (OKW) or the design id (OKH).")
-    created: bool = Field(description="False when an earlier import was updated.")
+    created: bool = Field(description="False when an earlier import, or a site, was updated.")
+    matched: Literal["id", "name and location", "name"] | None = Field(
+        default=None,
+        description="What an OKW record was matched to its site on: its `id` (or URL), its "
+        "name and location, or its name alone (no coordinates to compare); null if new.",
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="What was left out of the record, and why."
+    )
 
 
 class ImportResult(BaseModel):
@@ -119,9 +152,17 @@ class Design(BaseModel):
     url: str = Field(description="The manifest URL; flows name the design by it.")
     title: str
     version: str | None
-    licence: str | None = Field(description="SPDX licence expression (the hardware licence).")
+    licence: str | None = Field(
+        description="SPDX licence expression of the hardware licence; null when it maps to none."
+    )
+    licence_text: str | None = Field(
+        default=None, description="The hardware licence as the manifest wrote it."
+    )
     licensor: str | None
-    is_open: bool = Field(description="Every licence given is an open hardware or source one.")
+    is_open: bool | None = Field(
+        description="Every licence given is an open hardware or source one; null (unknown) when "
+        "the manifest gives none, or one that maps to no SPDX licence."
+    )
     oshwa_uid: str | None = Field(description="OSHWA certification id, e.g. `US002173`.")
     mass_kg: float | None = Field(description="Mass of one product; the parts' sum if not given.")
     parts: list[DesignPart]
@@ -131,6 +172,14 @@ class Design(BaseModel):
 
 
 # Subscriptions ---------------------------------------------------------------------------------
+
+
+DeliveryMode = Literal["structured", "batch", "binary"]
+"""How a webhook receives CloudEvents: the HTTP binding's content modes."""
+
+PARKED = "parked"
+"""How the delivery log's error of a parked event begins: the receiver refused it (4xx) time
+after time, and the subscription went on past it."""
 
 
 class SubscriptionIn(BaseModel):
@@ -143,10 +192,11 @@ class SubscriptionIn(BaseModel):
         description="Event types to forward (`fabcity.flow`, …, and `fabcity.metrics.updated` "
         "for metric updates); all if empty.",
     )
-    mode: Literal["structured", "batch"] = Field(
+    mode: DeliveryMode = Field(
         default="structured",
         description="`structured`: one event per request (`application/cloudevents+json`); "
-        "`batch`: a JSON array (`application/cloudevents-batch+json`).",
+        "`batch`: a JSON array (`application/cloudevents-batch+json`); `binary`: one event per "
+        "request, its attributes in `ce-*` headers and its `data` the body.",
     )
     batch_size: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=100, description="Most events in one batch request."
@@ -171,7 +221,7 @@ class Subscription(BaseModel):
     url: str
     city: str | None
     types: list[str]
-    mode: Literal["structured", "batch"]
+    mode: DeliveryMode
     batch_size: int
     event_cursor: int = Field(description="The last event delivered (its number).")
     failures: int = Field(description="Failed attempts in a row; 0 when healthy.")
@@ -193,3 +243,11 @@ class Delivery(BaseModel):
     ok: bool
     error: str | None
     duration_ms: float
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="The receiver refused these events (4xx) again and again: they were "
+        "skipped so that what follows them is delivered. The error says why."
+    )
+    @property
+    def parked(self) -> bool:
+        return self.error is not None and self.error.startswith(PARKED)

@@ -8,6 +8,7 @@ default, would only show up when the stack is started. These tests catch that ea
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,48 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 
 INFRA_SERVICES = ("postgres", "redis", "mosquitto")
-APP_SERVICES = ("migrate", "ingest-api", "query-api", "bridge", "worker", "beat")
-CLI_COMMANDS = ("api", "migrate", "bridge", "worker", "beat", "up", "simulate")
+APP_SERVICES = ("migrate", "broker-config", "ingest-api", "query-api", "bridge", "worker", "beat")
+CLI_COMMANDS = ("api", "migrate", "bridge", "worker", "beat", "up", "simulate", "broker-config")
 
 # Mosquitto's default of 1000 queued messages per client dropped 16-33 % of 200,000 QoS 1
 # messages for a slow subscriber; 1,000,000 dropped none.
 MIN_QUEUED_MESSAGES = 1_000_000
 
 
+# A crash (SIGKILL) loses what the broker took since its last save: at most this many changes.
+MAX_AUTOSAVE_CHANGES = 1000
+
+
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """What `docker compose config` makes of a value: `${NAME:-default}`, `${NAME}`, `$$`."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(3)
+        return env.get(name) or (default or "")
+
+    return re.sub(r"\$\$|\$\{(\w+)(:-([^}]*))?\}", one, value)
+
+
+def published(service: dict[str, Any], env: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of a service's short-syntax `ports`."""
+    out = []
+    for entry in service.get("ports", []):
+        parts = interpolate(str(entry), env).split(":")
+        if len(parts) == 2:  # "HOST:CONTAINER": every interface
+            parts = ["0.0.0.0", *parts]
+        assert len(parts) == 3, entry
+        out.append((parts[0], parts[1], parts[2]))
+    return out
+
+
+def option_value(args: list[str], option: str) -> str:
+    assert option in args, f"{option} missing from {args}"
+    return args[args.index(option) + 1]
 
 
 def load_compose() -> dict[str, Any]:
@@ -194,19 +228,82 @@ def test_healthy_dependencies_have_healthchecks() -> None:
 
 def test_api_services_publish_their_ports() -> None:
     services = compose_services()
-    assert services["ingest-api"]["ports"] == ["8000:8000"]
-    assert services["query-api"]["ports"] == ["8001:8000"]
+    assert [p[1:] for p in published(services["ingest-api"], {})] == [("8000", "8000")]
+    assert [p[1:] for p in published(services["query-api"], {})] == [("8001", "8000")]
     for name in ("ingest-api", "query-api"):
         test = services[name]["healthcheck"]["test"]
         assert "/healthz" in " ".join(test)
 
 
-def test_mosquitto_mounts_the_repository_config() -> None:
-    mosquitto = compose_services()["mosquitto"]
-    mounts = [str(volume).split(":") for volume in mosquitto["volumes"]]
-    config_mounts = [m for m in mounts if m[1] == "/mosquitto/config/mosquitto.conf"]
-    assert len(config_mounts) == 1
-    assert (ROOT / config_mounts[0][0]).resolve() == MOSQUITTO_CONF
+def test_ports_are_on_loopback_unless_asked_otherwise() -> None:
+    """An open broker or API on every interface is one `docker compose up` away from the
+    network; the operator opens them by setting FABCITY_BIND."""
+    services = compose_services()
+    ports = [(n, p) for n, service in services.items() for p in published(service, {})]
+    assert {n for n, _ in ports} >= {"mosquitto", "ingest-api", "query-api"}
+    for name, (host, _, _) in ports:
+        assert host == "127.0.0.1", f"{name} publishes a port on {host}"
+    for name, service in services.items():
+        for host, _, _ in published(service, {"FABCITY_BIND": "192.0.2.7"}):
+            assert host == "192.0.2.7", f"{name} ignores FABCITY_BIND"
+    assert ("127.0.0.1", "1883", "1883") in published(services["mosquitto"], {})
+
+
+def test_mosquitto_runs_the_configuration_broker_config_writes() -> None:
+    services = compose_services()
+    mosquitto, writer = services["mosquitto"], services["broker-config"]
+    args = service_args(writer)
+    assert args[0] == "broker-config"
+    out = option_value(args, "--out")
+    # The shipped file is broker-config's base; the broker runs what broker-config made of it.
+    base_mounts = [str(v).split(":") for v in writer["volumes"]]
+    base = option_value(args, "--base")
+    assert [m[0] for m in base_mounts if m[1] == base] == ["./deploy/mosquitto/mosquitto.conf"]
+    assert (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").resolve() == MOSQUITTO_CONF
+    assert mosquitto["command"][-2:] == ["-c", f"{out}/mosquitto.conf"]
+    # One volume, written by broker-config, read by the broker.
+    volume = [m[0] for m in base_mounts if m[1] == out]
+    assert len(volume) == 1
+    assert f"{volume[0]}:{out}:ro" in mosquitto["volumes"]
+    assert volume[0] in load_compose()["volumes"]
+    assert mosquitto["depends_on"]["broker-config"]["condition"] == (
+        "service_completed_successfully"
+    )
+    # The eclipse-mosquitto image's plugin.
+    assert mosquitto["image"].startswith("eclipse-mosquitto:2")
+    assert option_value(args, "--plugin") == "/usr/lib/mosquitto_dynamic_security.so"
+
+
+def test_mosquitto_healthcheck_logs_in() -> None:
+    from fabcity.registry.broker_access import HEALTH_TOPIC, HEALTH_USER
+    from services.cli.broker import HEALTH_PASSWORD_FILE
+
+    services = compose_services()
+    out = option_value(service_args(services["broker-config"]), "--out")
+    test = services["mosquitto"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    command = shlex.split(interpolate(test[1], {}))
+    assert command[0] == "mosquitto_sub"
+    assert option_value(command, "-u") == HEALTH_USER
+    assert option_value(command, "-P") == f"$(cat {out}/{HEALTH_PASSWORD_FILE})"
+    assert option_value(command, "-t") == HEALTH_TOPIC
+
+
+def test_bridge_logs_in_with_what_broker_config_wrote() -> None:
+    services = compose_services()
+    out = option_value(service_args(services["broker-config"]), "--out")
+    bridge = services["bridge"]
+    assert bridge["environment"]["FABCITY_SECRETS_DIR"] == f"{out}/bridge-1"
+    assert any(str(v).split(":")[1] == out for v in bridge["volumes"])
+    # Credentials come from files, never from the compose file.
+    for name, service in services.items():
+        environment = service.get("environment") or {}
+        assert "FABCITY_MQTT_PASSWORD" not in environment, name
+
+
+def test_no_service_admits_anonymous_mqtt() -> None:
+    assert "allow_anonymous true" not in COMPOSE_FILE.read_text(encoding="utf-8")
+    assert mosquitto_options()["allow_anonymous"] == ["false"]
 
 
 # --- CLI commands used by the deployment ---------------------------------------------------------
@@ -287,3 +384,11 @@ def test_mosquitto_listens_and_persists() -> None:
     assert options["persistence"] == ["true"]
     assert options["persistence_location"] == ["/mosquitto/data/"]
     assert options["max_packet_size"] == ["1048576"]
+
+
+def test_mosquitto_bounds_what_a_crash_loses() -> None:
+    """Mosquitto saves its database only at autosave: time-based (1800 s by default), a SIGKILL
+    lost everything queued since (tests/security/test_broker.py measures the bound)."""
+    options = mosquitto_options()
+    assert options["autosave_on_changes"] == ["true"]
+    assert 0 < int(options["autosave_interval"][0]) <= MAX_AUTOSAVE_CHANGES

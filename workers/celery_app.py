@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
+from kombu.transport import redis as kombu_redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core import gc_tuning
@@ -17,12 +18,56 @@ RECOMPUTE = "fabcity.recompute_dirty_windows"
 DELIVER_WEBHOOKS = "fabcity.deliver_webhooks"
 # Webhooks are swept this often; a failed delivery waits for its backoff on top.
 WEBHOOK_SWEEP_S = 1.0
+# A Redis that does not answer within this is treated as gone (the worker reconnects, a sender
+# gives up); longer than the worker's 1 s BRPOP, which waits on the socket by design.
+REDIS_TIMEOUT_S = 5.0
+
+
+class _QoS(kombu_redis.QoS):
+    """Unacknowledged messages stay in Redis when a channel closes; Redis hands them out again
+    after the visibility timeout.
+
+    Putting them back on close is what kombu does by default, and on a lost connection (with a
+    nudge held for its countdown, or a task running) Celery 5.7 closes the channel a second
+    time after clearing the transport's client, and the restore then fails with "'NoneType'
+    object has no attribute 'hostname'": an unrecoverable error that ends the worker. Nothing
+    is lost without the restore: every task here only asks for a sweep that runs anyway, and
+    a late redelivery recomputes what is already right."""
+
+    restore_at_shutdown = False
+
+
+class _Channel(kombu_redis.Channel):
+    QoS = _QoS
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport, without the restore on close (see `_QoS`)."""
+
+    Channel = _Channel
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app for `settings`: the worker's, or a light one that only sends tasks."""
     celery = Celery("fabcity", broker=settings.redis_url)
     celery.conf.update(
+        broker_transport=f"{__name__}:RedisTransport",
+        # The worker outlives any Redis outage: it reconnects for as long as it takes (the
+        # default gives up after 100 tries, and the worker exits).
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        # Without timeouts a frozen Redis (or a half-open connection to a lost host) holds a
+        # worker, a beat or a sender forever; with them it is a connection error, then a retry.
+        broker_transport_options={
+            "global_keyprefix": settings.redis_prefix,
+            "socket_timeout": REDIS_TIMEOUT_S,
+            "socket_connect_timeout": REDIS_TIMEOUT_S,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        },
+        # A task running when Redis drops finishes its database work (its ack is lost, and
+        # Redis hands it out once more later: a recompute of what is already right).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_queue=f"{settings.redis_prefix}recompute",
         # A task is acknowledged after it ran, so a worker killed mid-task leaves it for
         # another; recomputing a window twice is harmless (it is rebuilt from stored flows).
@@ -31,7 +76,6 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"global_keyprefix": settings.redis_prefix},
         beat_schedule={
             "sweep-dirty-windows": {
                 "task": RECOMPUTE,

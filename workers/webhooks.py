@@ -6,9 +6,12 @@ transaction, posted, and recorded in another, so a slow receiver never holds up 
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -23,6 +26,10 @@ log = logging.getLogger(__name__)
 
 SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
+JSON = "application/json"
+# Header values in binary mode are percent-encoded, all but printable ASCII other than space,
+# `"` and `%` (the CloudEvents HTTP binding, 3.1.3.2).
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 # How many runs one subscription may send per sweep before the others get their turn.
 RUNS_PER_SWEEP = 20
 
@@ -104,16 +111,21 @@ def _deliver(
 
 
 def post(http: httpx.Client, out: webhooks.Outgoing, deadline_s: float) -> webhooks.Attempt:
-    """POST a run in the subscription's mode; structured mode stops at the first failure."""
+    """POST a run in the subscription's mode; structured and binary mode (one event per
+    request) stop at the first failure."""
     started = time.perf_counter()
     status: int | None = None
     if out.mode == "batch":
-        status, error = _post(http, out.url, orjson.dumps(out.events), BATCH)
+        status, error = _post(http, out.url, orjson.dumps(out.events), {"content-type": BATCH})
         ok = error is None
         return webhooks.Attempt(len(out.events) if ok else 0, ok, status, error, _ms(started))
     sent = 0
     for event in out.events:
-        status, error = _post(http, out.url, orjson.dumps(event), SINGLE)
+        if out.mode == "binary":
+            headers, body = binary(event)
+            status, error = _post(http, out.url, body, headers)
+        else:
+            status, error = _post(http, out.url, orjson.dumps(event), {"content-type": SINGLE})
         if error is not None:
             return webhooks.Attempt(sent, False, status, error, _ms(started))
         sent += 1
@@ -122,12 +134,32 @@ def post(http: httpx.Client, out: webhooks.Outgoing, deadline_s: float) -> webho
     return webhooks.Attempt(sent, True, status, None, _ms(started))
 
 
+def binary(event: dict[str, Any]) -> tuple[dict[str, str], bytes]:
+    """A structured event in HTTP binary mode: its attributes as `ce-*` headers, its
+    `datacontenttype` the Content-Type, its data the body."""
+    headers = {"content-type": str(event.get("datacontenttype") or JSON)}
+    for name, value in event.items():
+        if name in ("data", "data_base64", "datacontenttype") or value is None:
+            continue
+        # Attribute values are strings, numbers or booleans; JSON writes the last two as
+        # CloudEvents' canonical string forms do (`true`, `12`).
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        headers[f"ce-{name}"] = quote(text, safe=_HEADER_SAFE)
+    if "data_base64" in event:
+        body = base64.b64decode(event["data_base64"])
+    elif event.get("data") is None:
+        body = b""
+    else:
+        body = orjson.dumps(event["data"])
+    return headers, body
+
+
 def _post(
-    http: httpx.Client, url: str, body: bytes, media_type: str
+    http: httpx.Client, url: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int | None, str | None]:
     """The status code, and what went wrong (None for a 2xx)."""
     try:
-        response = http.post(url, content=body, headers={"content-type": media_type})
+        response = http.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         return None, f"{exc.__class__.__name__}: {exc}"
     if 200 <= response.status_code < 300:

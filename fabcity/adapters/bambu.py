@@ -2,8 +2,9 @@
 
 X1 printers push the whole `print` object; P1 and A1 push only the keys that changed, so the
 keys a job needs are merged into the remembered state. Many numbers arrive as strings. The
-reports carry no time: the receive time is used. Jobs end on the `gcode_state` change from
-running to FINISH (completed) or FAILED (failed; Bambu reports a stopped print this way too).
+reports carry no time: the receive time is used, and a job's start is `modelled`. Jobs end on
+the `gcode_state` change from running to FINISH (completed) or FAILED (failed; Bambu reports a
+stopped print this way too).
 
 The printer has no will message: availability is the bridge's session with the printer,
 which the per-printer client reports as `online`/`offline` on `device/{serial}/session`.
@@ -77,6 +78,8 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
                 f"job-{started.timestamp()!r}",
                 settings,
                 material=base.text(new.get("material")),
+                # Both ends are receive times: the reports carry neither a time nor a duration.
+                modelled=["started"],
             )
         )
     return Decoded(events, new)

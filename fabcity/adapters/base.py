@@ -11,7 +11,7 @@ first delivery left and the events it yields are duplicates or nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -224,6 +224,63 @@ def meter_delta(
 EMPTY_SCALE_KG = 0.005
 
 
+# In `remaining` mode, a change smaller than this is load-cell drift, not material used: the
+# level stays where it was, so a slow use still counts once it adds up to more than this.
+SCALE_DRIFT_KG = 0.002
+
+
+def scale_reading(
+    state: Mapping[str, Any],
+    weight_kg: float,
+    when: datetime,
+    material: str | None,
+    direction: str,
+    mode: str,
+) -> tuple[Emitted | None, State]:
+    """A scale's weight as a `fabcity.scale.reading`, read as its `scale` setting says."""
+    if mode == "remaining":
+        return scale_level(state, weight_kg, when, material, direction)
+    return scale_change(state, weight_kg, when, material, direction)
+
+
+def scale_level(
+    state: Mapping[str, Any],
+    level_kg: float,
+    when: datetime,
+    material: str | None,
+    direction: str,
+) -> tuple[Emitted | None, State]:
+    """A scale under a spool or a bin: its weight is what is left, so what was used is the
+    decrease since the remembered level.
+
+    An increase is a refill (a new spool, a topped-up bin): like a meter reset, it moves the
+    level up and counts nothing, never a negative. The first reading only sets the level. A
+    reading older than the remembered one (a replayed dead letter) is skipped. An empty
+    scale is a spool or a bin lifted off, not used up: the level is kept for when it returns.
+    """
+    new = dict(state)
+    previous = state.get("level")
+    stamp = when.timestamp()
+    if isinstance(previous, dict) and stamp < float(previous.get("at", 0)):
+        return None, new
+    if level_kg < EMPTY_SCALE_KG:
+        return None, new
+    last = number(previous.get("kg")) if isinstance(previous, dict) else None
+    if last is not None and abs(level_kg - last) < SCALE_DRIFT_KG:
+        # Kept at the old level (and time): drift is ignored, and use adds up until it shows.
+        return None, new
+    new["level"] = {"kg": level_kg, "at": stamp}
+    if last is None or level_kg > last:
+        return None, new
+    used = round(last - level_kg, 9)
+    count = int(state.get("uses", 0)) + 1
+    new["uses"] = count
+    data: dict[str, Any] = {"net_kg": used, "direction": direction}
+    if material:
+        data["material"] = material
+    return Emitted(EventType.scale_reading, data, when, key=f"used-{count}"), new
+
+
 def scale_change(
     state: Mapping[str, Any],
     net_kg: float,
@@ -262,11 +319,14 @@ def job_event(
     mass_kg: float | None = None,
     material: str | None = None,
     energy_kwh: float | None = None,
+    modelled: Sequence[str] = (),
 ) -> Emitted:
     """A `fabcity.machine.job` that ended.
 
     Only what the source reports: a mass from a length and the loaded filament is modelled
-    by the flows derivation, which labels it so.
+    by the flows derivation, which labels it so. `modelled` names the figures that are
+    estimates (a slicer's filament weight, a start taken from a receive time), so that the
+    flows made from them are labelled `modelled`, not `measured`.
     """
     started = min(started, ended)  # clocks disagree by a little: never end before the start
     data: dict[str, Any] = {"status": status, "started": iso(started), "ended": iso(ended)}
@@ -279,4 +339,7 @@ def job_event(
         data["mass_kg"] = round(mass_kg, 6)
     if energy_kwh is not None and energy_kwh > 0:
         data["energy_kwh"] = round(energy_kwh, 6)
+    estimates = sorted({f for f in modelled if f in data})  # only figures the job states
+    if estimates:
+        data["modelled"] = estimates
     return Emitted(EventType.machine_job, data, ended, key=key)

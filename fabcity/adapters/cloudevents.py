@@ -22,7 +22,7 @@ import orjson
 
 from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused
 from schemas.devices import CloudEventsSettings
-from schemas.events import EventType
+from schemas.events import ATTRIBUTE_NAME, EventType, decode_data_base64
 
 STRUCTURED = "application/cloudevents"
 CORE = {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema"}
@@ -56,6 +56,10 @@ def _attributes(message: Message) -> tuple[dict[str, Any], Any]:
     if structured:
         if not isinstance(body, dict):
             raise Refused("a structured CloudEvent must be a JSON object")
+        try:
+            body = decode_data_base64(body)  # as the SDKs write bytes data
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
         return {k: v for k, v in body.items() if k != "data"}, body.get("data")
     if content_type and "json" not in content_type:
         raise Refused(f"data of content type {content_type!r}; fabcity events carry JSON")
@@ -86,10 +90,12 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
             raise Refused(f"time {attributes['time']!r} is not RFC 3339") from exc
         if when.tzinfo is None:
             raise Refused(f"time {attributes['time']!r} has no offset")
+    # User properties that cannot name a CloudEvents attribute are the sender's own, not
+    # extensions: they are left out rather than forwarded to receivers that would refuse them.
     extensions: dict[str, Any] = {
         k: v
         for k, v in attributes.items()
-        if k not in CORE and k.isalnum() and k.islower() and k != "data"
+        if k not in CORE and k != "data" and ATTRIBUTE_NAME.match(k)
     }
     if isinstance(attributes.get("source"), str):
         extensions["devicesource"] = attributes["source"]

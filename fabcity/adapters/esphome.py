@@ -5,7 +5,8 @@
 A state is a bare number; what it means comes from the discovery config of its state topic
 (`unit_of_measurement`, `device_class`, abbreviated keys and the `~` base allowed). The
 configs are retained, so they arrive as soon as the bridge subscribes, and are remembered
-per device. Weights (g, kg) become scale readings; energy (Wh, kWh) meter deltas.
+per device. Weights (g, kg) become scale readings (each weighing, or the use a spool scale's
+decrease shows: the `scale` setting); energy (Wh, kWh) meter deltas.
 """
 
 from __future__ import annotations
@@ -94,8 +95,13 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     remembered = new.get(topic)
     mine: dict[str, Any] = remembered if isinstance(remembered, dict) else {}
     if unit in TO_KG:
-        event, mine = base.scale_change(
-            mine, value * TO_KG[unit], message.received_at, settings.material, settings.direction
+        event, mine = base.scale_reading(
+            mine,
+            value * TO_KG[unit],
+            message.received_at,
+            settings.material,
+            settings.direction,
+            settings.scale,
         )
     elif unit in TO_KWH and value >= 0:
         event, mine = base.meter_delta(mine, value * TO_KWH[unit], message.received_at)

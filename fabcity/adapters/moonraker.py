@@ -3,8 +3,13 @@ or `{instance}/klipper/state/{object}/{field}` (split), availability on
 `{instance}/moonraker/status`, job history in JSON-RPC answers on
 `{instance}/moonraker/api/response`.
 
-`eventtime` is Klipper's monotonic clock, not unix time: status-derived events take the
-receive time. History entries carry unix `start_time`/`end_time` and are the better record.
+`eventtime` is Klipper's monotonic clock, not unix time: a job's end takes the receive
+time. Its length is `print_stats.total_duration`, which the messages carry: a start taken
+from when the start message arrived would be wrong whenever messages arrive late, all at
+once (a backlog at the broker, a bridge restart). Only when no duration was ever sent is the
+start the receive time, and the job says so (`modelled`). History entries carry unix
+`start_time`/`end_time` and are the better record; their filament weight is the slicer's
+estimate.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     objects: dict[str, dict[str, Any]] = {
         k: dict(v) for k, v in (state.get("objects") or {}).items() if isinstance(v, dict)
     }
+    sent: set[str] = set()  # the print_stats fields this message carries
     if rest == "klipper/status":
         status = base.json_object(message).get("status")
         if not isinstance(status, dict):
@@ -62,12 +68,14 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
         for name, fields in status.items():
             if name in KEPT and isinstance(fields, dict):
                 objects.setdefault(name, {}).update(fields)
+                sent.update(fields)
     elif rest.startswith("klipper/state/"):
         parts = rest.split("/")
         if len(parts) != 4:
             raise Refused(f"split status topic {message.topic!r} is not .../state/object/field")
         if parts[2] in KEPT:
             objects.setdefault(parts[2], {})[parts[3]] = base.json_object(message).get("value")
+            sent.add(parts[3])
     else:
         return Decoded([], new)
     new["objects"] = objects
@@ -78,24 +86,34 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     events: list[Emitted] = []
     if current in ACTIVE and previous not in ACTIVE:
         new["job_started"] = message.received_at.timestamp()
+        if "total_duration" not in sent:
+            # The previous job's figure stays in print_stats until this job's first update:
+            # it must not become this job's length.
+            stats.pop("total_duration", None)
     elif previous in ACTIVE and current in STATE_END:
-        started_at = base.number(new.pop("job_started", None))
+        received_start = base.unix_time(new.pop("job_started", None))
         ended = message.received_at
         total = base.number(stats.get("total_duration"))
-        started = (
-            base.unix_time(started_at)
-            if started_at is not None
-            else ended - timedelta(seconds=total or 0)
-        ) or ended
+        modelled: list[str] = []
+        if total is not None and total >= 0:
+            started = ended - timedelta(seconds=total)
+        elif received_start is not None:
+            started, modelled = received_start, ["started"]
+        else:
+            started = ended  # neither: no machine time is counted rather than a guess
         if settings.jobs_from == "status":
+            # The id names the job by when its start was seen, so that it stays the same
+            # however the duration is read.
+            key = (received_start or started).timestamp()
             events.append(
                 base.job_event(
                     STATE_END[current],
                     started,
                     ended,
-                    f"job-{started.timestamp()!r}",
+                    f"job-{key!r}",
                     settings,
                     length_mm=base.number(stats.get("filament_used")),
+                    modelled=modelled,
                 )
             )
     return Decoded(events, new)
@@ -141,6 +159,8 @@ def _history(message: Message, settings: MoonrakerSettings, state: Mapping[str, 
             mass_kg=grams / 1000 if grams else None,
             material=base.text(meta.get("filament_type")),
             energy_kwh=energy,
+            # The slicer's figure for the file, not a weighing.
+            modelled=["mass_kg"],
         )
         events.append(
             Emitted(event.type, event.data, event.time, event.key, id=f"moonraker-job-{job_id}")

@@ -58,10 +58,15 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     body = base.json_object(message)
     name = rest.removeprefix("event/")
     new = dict(state)
-    when = base.unix_time(body.get("_timestamp")) or message.received_at
+    stamped = base.unix_time(body.get("_timestamp"))
+    when = stamped or message.received_at
     if name == "PrintStarted":
         new.update(job_path=base.text(body.get("path")), job_started=when.timestamp(), progress=0)
         new.pop("filament_mm", None)
+        if stamped is None:
+            new["job_started_received"] = True
+        else:
+            new.pop("job_started_received", None)
         return Decoded([], new)
     status = END_STATUS.get(name)
     if status is None:
@@ -71,18 +76,25 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     if name == "PrintFailed" and body.get("reason") == "cancelled":
         return Decoded([], new)
     duration = base.number(body.get("time"))
+    # The length is OctoPrint's analysis of the G-code: an estimate, not the extruder's count.
+    modelled = ["length_mm"]
     if duration is not None and duration >= 0:
         started = when - timedelta(seconds=duration)
     elif new.get("job_started") is not None:
         started = base.unix_time(new["job_started"]) or when
+        if stamped is None or new.get("job_started_received"):
+            # A receive time at either end: late or bunched deliveries would show in it.
+            modelled.append("started")
     else:
         started = when
     length = base.number(new.get("filament_mm"))
     if length is not None and status != "completed":
         length *= min(100.0, max(0.0, base.number(new.get("progress")) or 0.0)) / 100
-    for key in ("job_path", "job_started", "filament_mm", "progress"):
+    for key in ("job_path", "job_started", "job_started_received", "filament_mm", "progress"):
         new.pop(key, None)
-    event = base.job_event(status, started, when, "job", settings, length_mm=length)
+    event = base.job_event(
+        status, started, when, "job", settings, length_mm=length, modelled=modelled
+    )
     return Decoded([event], new)
 
 

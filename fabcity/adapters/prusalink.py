@@ -96,6 +96,8 @@ def _ended(
         length_mm=length * share if length is not None else None,
         mass_kg=grams * share / 1000 if grams is not None else None,
         material=base.text(job.get("material")),
+        # `filament used [g]`/`[mm]` are the slicer's estimates for the file.
+        modelled=["mass_kg", "length_mm"],
     )
     # Polls differ (temperatures, times), so the id comes from the job, not the message.
     ident = f"{job.get('id')}|{job.get('path')}|{job.get('file_time')}"

@@ -60,6 +60,12 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(filter_levels) == len(topic_levels)
 
 
+def not_from_devices(topic: str) -> bool:
+    """Whether a topic the bridge reads carries no device's message (a Sparkplug host
+    application's STATE): left alone, neither an event nor a refusal."""
+    return sparkplug.host_state(topic)
+
+
 def device_filters(device: Device) -> list[str]:
     spec = ADAPTERS.get(device.adapter)
     return spec.filters(device.settings) if spec else []

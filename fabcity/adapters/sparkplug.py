@@ -25,6 +25,17 @@ TO_KWH = {"Wh": 0.001, "kWh": 1.0}
 TO_KG = {"g": 0.001, "kg": 1.0}
 
 
+def host_state(topic: str) -> bool:
+    """A Sparkplug host application's birth or death, `spBv1.0/STATE/<host_id>`.
+
+    Hosts (SCADA systems, historians, and this platform's peers) publish them, retained, on
+    the namespace a `spBv1.0/#` subscription reads. They say whether a host is online, not
+    what a machine did: no device sends them, so they are not a device's message to refuse.
+    """
+    parts = topic.split("/")
+    return len(parts) == 3 and parts[0] == NAMESPACE and parts[1] == "STATE"
+
+
 def filters(settings: SparkplugSettings) -> list[str]:
     node = f"{NAMESPACE}/{settings.group_id}/+/{settings.edge_node_id}"
     return [node, f"{node}/{settings.device_id or '+'}"]
@@ -130,12 +141,13 @@ def _metrics(
         if name == settings.energy_metric and value is not None and value >= 0:
             event, state = base.meter_delta(state, value * TO_KWH[settings.energy_unit], when)
         elif name == settings.weight_metric and value is not None:
-            event, state = base.scale_change(
+            event, state = base.scale_reading(
                 state,
                 value * TO_KG[settings.weight_unit],
                 when,
                 settings.material,
                 settings.direction,
+                settings.scale,
             )
         elif name == settings.job_active_metric and isinstance(metric.value, bool):
             running = state.get("job_started") is not None

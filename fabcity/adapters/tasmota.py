@@ -76,6 +76,8 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     if isinstance(scale, dict):
         weight = base.number(scale.get("Weight"))  # kg
         if weight is not None:
-            event, new = base.scale_change(new, weight, when, settings.material, settings.direction)
+            event, new = base.scale_reading(
+                new, weight, when, settings.material, settings.direction, settings.scale
+            )
             events.extend([event] if event else [])
     return Decoded(events, new)

@@ -11,6 +11,12 @@ from zoneinfo import ZoneInfo
 
 Interval = Literal["hour", "day", "week", "month", "year"]
 
+# The days a period may name. A window reaches at most a year past either end of a period,
+# and local midnight at most a day past it in UTC: a year of room on either side keeps every
+# window start, window end and UTC instant a `date` or `datetime` can hold.
+FIRST_DAY = date(2, 1, 1)
+LAST_DAY = date(9998, 12, 31)
+
 
 def window_start(day: date, interval: Interval) -> date:
     """First day of the window holding `day` (weeks start on Monday, ISO 8601)."""
@@ -41,6 +47,19 @@ def window_starts(first: date, last: date, interval: Interval) -> list[date]:
         starts.append(day)
         day = next_start(day, interval)
     return starts
+
+
+def count_windows(first: date, last: date, interval: Interval) -> int:
+    """How many windows `window_starts(first, last, interval)` holds (24 for each day of
+    hours), from the dates alone: a count that costs nothing however long the period."""
+    if interval in ("day", "hour"):
+        days = (last - first).days + 1
+        return days * 24 if interval == "hour" else days
+    if interval == "week":
+        return (window_start(last, "week") - window_start(first, "week")).days // 7 + 1
+    if interval == "month":
+        return (last.year - first.year) * 12 + last.month - first.month + 1
+    return last.year - first.year + 1
 
 
 def hours_between(start: date, end: date, zone: ZoneInfo) -> float:

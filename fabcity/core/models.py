@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime
 from typing import Any
 
@@ -221,7 +222,7 @@ class _FlowCube:
     fate: Mapped[str] = mapped_column(String(16), primary_key=True)
     recycled: Mapped[bool] = mapped_column(Boolean, primary_key=True)
     design: Mapped[str] = mapped_column(
-        String(12), primary_key=True, doc="'' none, 'open', 'closed' or 'unregistered'."
+        String(12), primary_key=True, doc="'' none, 'open', 'closed', 'unregistered' or 'unknown'."
     )
     state: Mapped[str] = mapped_column(String(10), primary_key=True)
     amount: Mapped[int] = mapped_column(BigInteger)
@@ -286,7 +287,11 @@ class CityStatistics(Base):
 
 
 class DeadLetter(Base):
-    """What could not become an event, with the reason, kept for an operator to replay."""
+    """What could not become an event, with the reason, kept for an operator to replay.
+
+    `payload` holds at most a bounded prefix of what was received (a refused message may be
+    as large as the broker allows); `payload_size` and `payload_sha256` describe the whole.
+    """
 
     __tablename__ = "dead_letters"
 
@@ -294,8 +299,27 @@ class DeadLetter(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     channel: Mapped[str] = mapped_column(String(16))
     topic: Mapped[str | None] = mapped_column(String(1024))
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes] = mapped_column(LargeBinary, doc="The payload, or its first bytes.")
+    # Both default to the payload's when a row is made with the whole payload (only
+    # `fabcity.ingest.deadletters.dead_letter` cuts it, and it sets them).
+    payload_size: Mapped[int] = mapped_column(
+        BigInteger,
+        default=lambda ctx: len(ctx.get_current_parameters()["payload"]),
+        doc="Bytes received.",
+    )
+    # Indexed: a refused message seen again (a retained one after each restart) is found by it.
+    payload_sha256: Mapped[str] = mapped_column(
+        String(64),
+        default=lambda ctx: hashlib.sha256(ctx.get_current_parameters()["payload"]).hexdigest(),
+        index=True,
+        doc="SHA-256 of the whole payload, hex.",
+    )
     reason: Mapped[str] = mapped_column(Text)
+
+    @property
+    def truncated(self) -> bool:
+        """Only a prefix was kept: the letter cannot be replayed."""
+        return self.payload_size > len(self.payload)
 
 
 class Design(Base):
@@ -311,10 +335,17 @@ class Design(Base):
     url: Mapped[str] = mapped_column(String(2048), unique=True, doc="The manifest's URL.")
     title: Mapped[str] = mapped_column(String(300))
     version: Mapped[str | None] = mapped_column(String(100))
-    licence: Mapped[str | None] = mapped_column(String(200), doc="SPDX licence expression.")
+    licence: Mapped[str | None] = mapped_column(
+        String(200), doc="SPDX licence expression of the hardware; null when none maps."
+    )
+    licence_text: Mapped[str | None] = mapped_column(
+        String(500), doc="The hardware licence as the manifest wrote it."
+    )
     licensor: Mapped[str | None] = mapped_column(String(300))
-    is_open: Mapped[bool] = mapped_column(
-        Boolean, doc="Every licence of the design is an open hardware or open source licence."
+    is_open: Mapped[bool | None] = mapped_column(
+        Boolean,
+        doc="Every licence of the design is an open hardware or open source licence; null "
+        "when a licence is missing or cannot be read.",
     )
     oshwa_uid: Mapped[str | None] = mapped_column(
         String(32), doc="OSHWA certification id, e.g. `US002173`."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -126,6 +127,85 @@ class Settings(BaseSettings):
         "dead-lettered. The broker's own `max_packet_size` (1 MiB in deploy/mosquitto) is the "
         "hard limit before it.",
     )
+    dead_letter_payload_bytes: int = Field(
+        default=256 * 1024,
+        gt=0,
+        description="How much of a refused payload a dead letter keeps; its full size and "
+        "SHA-256 are kept too. A letter cut short cannot be replayed: at least "
+        "`mqtt_max_payload_bytes` keeps every payload that could become an event replayable; "
+        "more than `dead_letter_bytes_per_device` and the largest are never kept.",
+    )
+    dead_letter_period_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="The period of the dead-letter quotas below. They are counted in each "
+        "bridge process, from its start; a letter over one is not stored (the message is "
+        "still acknowledged: it could never become an event) and is counted in "
+        "`fabcity_dead_letters_total` instead.",
+    )
+    dead_letters_per_device: int = Field(
+        default=100, gt=0, description="Dead letters kept per device topic per period."
+    )
+    dead_letter_bytes_per_device: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="Payload bytes kept per device per period."
+    )
+    dead_letters_per_city: int = Field(
+        default=1000,
+        gt=0,
+        description="Dead letters kept per city per period (topics outside the native tree "
+        "share one such budget).",
+    )
+    dead_letter_bytes_per_city: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="Payload bytes kept per city per period."
+    )
+    dead_letters_per_bridge: int = Field(
+        default=10_000,
+        gt=0,
+        description="Dead letters one bridge keeps per period, whatever their topics: city and "
+        "device names in topics are the sender's choice, so this bounds the rest.",
+    )
+    dead_letter_bytes_per_bridge: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Payload bytes one bridge keeps per period."
+    )
+
+    # Quantities are stored as 64-bit millionths of their canonical unit: 9.2e12 units in any
+    # stored sum. A year has at most 8,784 local hours, so a city's hours capped at 1e9 keep
+    # every hour, day, month and year sum inside it.
+    max_flow_quantity: float = Field(
+        default=1e6,
+        gt=0,
+        le=1e9,
+        description="Most one flow may carry, in its resource's canonical unit (kg, kWh, "
+        "count, h, m3), after unit conversion. A larger one refuses its event.",
+    )
+    max_event_quantity: float = Field(
+        default=1e7,
+        gt=0,
+        le=1e9,
+        description="Most the flows of one event may carry together (canonical units).",
+    )
+    max_batch_quantity: float = Field(
+        default=1e8,
+        gt=0,
+        le=1e9,
+        description="Most the flows of one batch (an HTTP request, a bridge commit) may bring "
+        "one city together; the events past it are refused, to be sent in another batch.",
+    )
+    max_meter_kw: float = Field(
+        default=1000.0,
+        gt=0,
+        description="Most power a cumulative energy counter may show between two readings "
+        "(kW): a rise past it over their interval (a forged or replaced meter) is not counted "
+        "as use. Counters are read at intervals the sender chooses, so only a rate bounds "
+        "what a run of readings and resets may add.",
+    )
+    max_window_quantity: float = Field(
+        default=1e9,
+        gt=0,
+        le=1e9,
+        description="Most the flows of one city in one local hour may carry together; events "
+        "that would take an hour past it are refused.",
+    )
 
     auth: Literal["required", "off"] = Field(
         default="required",
@@ -147,6 +227,18 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(
         default=200, gt=0, description="Requests a key may make at once above its rate."
     )
+    auth_failure_burst: int = Field(
+        default=20,
+        gt=0,
+        description="Failed key lookups (unknown, revoked or mistyped keys) one client address "
+        "may make at once; past them every key from it is refused with 429 for a while.",
+    )
+    auth_failure_per_min: float = Field(
+        default=10.0,
+        ge=0,
+        description="Failed key lookups per minute per client address once its burst is spent "
+        "(0: no limit). Shared through Redis like `rate_limit_per_s`.",
+    )
 
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, description="How long a webhook receiver may take to answer."
@@ -167,4 +259,9 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    # Containers may get credentials as files, one per setting and named as its variable
+    # (`fabcity_mqtt_password`), in the directory FABCITY_SECRETS_DIR names (`fabcity
+    # broker-config` writes them): unlike a variable, a file is not shown by `docker inspect`
+    # nor inherited by child processes. Variables still win.
+    secrets_dir = os.environ.get("FABCITY_SECRETS_DIR")
+    return Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()

@@ -4,6 +4,9 @@
 - A machine job that ended becomes the material it consumed (mass from the event, or length ×
   filament cross-section × density, then `modelled`), a part produced when it completed, the
   machine hours it used, and the energy it drew. A failed or cancelled job's material is waste.
+  A figure the job names in `modelled` (a slicer's filament weight, a start taken from a
+  receive time) gives `modelled` flows: `measured` is what a machine counted (its clock, its
+  extruder, its meter) or a scale weighed, never an estimate.
 - An energy meter's delta is electricity consumed; a cumulative counter becomes the difference
   to the device's previous reading (see `counter_delta`; the stateful part is in `meters`).
 - A scale's reading is material in (consumed) or out (discarded).
@@ -225,8 +228,9 @@ def job_flows(
         state="measured",
     )
     flows: list[DerivedFlow] = []
+    estimates = set(job.modelled or ())
     resource = _material_resource(device, material, resources)
-    mass, state = job.mass_kg, "measured"
+    mass, state = job.mass_kg, "modelled" if "mass_kg" in estimates else "measured"
     if mass is None and job.length_mm is not None and resource == "filament":
         density = settings.get("density_g_cm3") or DENSITY_G_CM3.get(
             (material or "").lower(), DEFAULT_DENSITY
@@ -260,10 +264,14 @@ def job_flows(
                 ring="site",
                 recycled=False,
                 design_url=None,
+                state="modelled" if "started" in estimates else "measured",
             )
         )
     if job.energy_kwh:
-        flows.append(electricity(job.energy_kwh, device)._replace(job=job_id))
+        energy = electricity(job.energy_kwh, device)._replace(job=job_id)
+        if "energy_kwh" in estimates:
+            energy = energy._replace(state="modelled")
+        flows.append(energy)
     return flows
 
 

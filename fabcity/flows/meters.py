@@ -8,6 +8,8 @@ device's readings in the same order with the same function, so both ways agree.
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text, tuple_
@@ -15,8 +17,11 @@ from sqlalchemy.orm import Session
 
 from fabcity.core.db import is_postgres
 from fabcity.core.models import Device, Event, Flow
+from fabcity.core.settings import get_settings
 from fabcity.flows.derive import DerivedFlow, DeviceInfo, counter_delta, electricity
 from fabcity.rollups.windows import Window
+
+log = logging.getLogger(__name__)
 
 LOCK_SPACE = 0x0FAB_3E7E  # advisory locks of meters, keyed by device id
 _TOTAL = Event.payload[("data", "energy_kwh_total")].as_float()
@@ -88,14 +93,16 @@ def settle(session: Session, new_readings: list[int]) -> set[Window]:
         )
     )
     flows = []
+    max_kw = _max_kw()
     for row in affected.values():
         previous = session.execute(
-            select(_TOTAL)
+            select(_TOTAL, Event.time)
             .where(_IS_COUNTER, Event.device_id == row.device_id, _key(row))
             .order_by(Event.time.desc(), Event.source.desc(), Event.event_id.desc())
             .limit(1)
-        ).scalar()
-        flows.extend(_flows(row, previous, devices[row.device_id]))
+        ).first()
+        total, time = (previous[0], previous[1]) if previous is not None else (None, None)
+        flows.extend(_flows(row, total, time, devices[row.device_id], max_kw))
     _insert(session, flows)
     return {(r.city_id, r.day, r.hour) for r in affected.values()}
 
@@ -115,11 +122,13 @@ def rebuild(session: Session, city_id: int | None = None) -> int:
     rows = session.execute(query).all()
     devices = _devices(session, {r.device_id for r in rows})
     flows: list[dict[str, Any]] = []
-    previous: tuple[int, float] | None = None
+    previous: tuple[int, float, datetime] | None = None
+    max_kw = _max_kw()
     for row in rows:
-        total = previous[1] if previous is not None and previous[0] == row.device_id else None
-        flows.extend(_flows(row, total, devices[row.device_id]))
-        previous = (row.device_id, row[-1])
+        same = previous is not None and previous[0] == row.device_id
+        total, time = (previous[1], previous[2]) if previous is not None and same else (None, None)
+        flows.extend(_flows(row, total, time, devices[row.device_id], max_kw))
+        previous = (row.device_id, row[-1], row.time)
     _insert(session, flows)
     return len(rows)
 
@@ -138,9 +147,38 @@ def _devices(session: Session, ids: set[int]) -> dict[int, DeviceInfo]:
     return {i: DeviceInfo(i, kind, dict(settings or {})) for i, kind, settings in found}
 
 
-def _flows(row: Any, previous_total: float | None, device: DeviceInfo) -> list[dict[str, Any]]:
+def _max_kw() -> float:
+    return get_settings().max_meter_kw
+
+
+# A reading's interval is at least this long: two readings of one instant may still differ by
+# the rounding of a counter's last digit.
+_MIN_INTERVAL_H = 1 / 3600
+
+
+def _flows(
+    row: Any,
+    previous_total: float | None,
+    previous_time: datetime | None,
+    device: DeviceInfo,
+    max_kw: float,
+) -> list[dict[str, Any]]:
     delta = counter_delta(previous_total, row[-1])
     if delta is None or delta <= 0:
+        return []
+    assert previous_time is not None  # a delta has a previous reading
+    hours = max((row.time - previous_time).total_seconds() / 3600, _MIN_INTERVAL_H)
+    if delta > max_kw * hours:
+        # A counter that reads a reset and then a huge total, again and again, would add
+        # without bound (each reading is under the ingest bounds; their sum is not). A rise
+        # faster than any fab lab's supply is a meter replaced or a forged reading: the event
+        # stays stored, its use is not counted, and the log says so. Settling and rebuilding
+        # both pass here, so they agree.
+        log.warning(
+            "energy counter rose faster than %s kW; not counted as use",
+            max_kw,
+            extra={"device_id": row.device_id, "event_pk": row.id, "kwh": delta},
+        )
         return []
     flow: DerivedFlow = electricity(delta, device)
     return [

@@ -20,10 +20,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused, State, iso
-from fabcity.adapters.routing import ADAPTERS, Router
+from fabcity.adapters.routing import ADAPTERS, Router, not_from_devices
 from fabcity.core import models
 from fabcity.core.db import is_postgres
-from fabcity.ingest.deadletters import dead_letter
+from fabcity.ingest.deadletters import Keeper, Kept
 from fabcity.ingest.service import ingest
 from fabcity.registry import entries
 from schemas.api import IngestResult
@@ -113,7 +113,8 @@ def route(session: Session, messages: Sequence[M], router: Router | None = None)
     online: dict[int, bool] = {}
     for incoming, devices in zip(messages, targets, strict=True):
         if not devices:
-            out.dead.append((incoming, no_device(incoming.topic)))
+            if not not_from_devices(incoming.topic):
+                out.dead.append((incoming, no_device(incoming.topic)))
             continue
         message = as_message(incoming)
         for device in devices:
@@ -203,16 +204,21 @@ class Stored:
     result: IngestResult
     dead: list[tuple[Incoming, str]]
     windows_marked: int
+    kept: Kept = field(default_factory=Kept)  # which of `dead` became rows, and why not
 
 
-def store(session: Session, messages: Sequence[Incoming], channel: str = "mqtt") -> Stored:
+def store(
+    session: Session,
+    messages: Sequence[Incoming],
+    channel: str = "mqtt",
+    keeper: Keeper | None = None,
+) -> Stored:
     """Route, ingest and dead-letter device messages: for sources outside the MQTT bridge
-    (the Bambu printer clients, the PrusaLink poller) and for replays."""
+    (the Bambu printer clients, the PrusaLink poller) and for replays. `keeper` says how
+    much of what is refused is kept (by default: a bounded prefix, no repeats, no quota)."""
     routed = route(session, messages)
     outcome = ingest(session, [e for _, e in routed.events])
     dead: list[tuple[Incoming, str]] = list(routed.dead)
     dead.extend((routed.events[r.index][0], r.error) for r in outcome.result.rejected)
-    session.add_all(
-        dead_letter(m.received_at, channel, m.topic, m.payload, reason) for m, reason in dead
-    )
-    return Stored(outcome.result, dead, outcome.windows_marked)
+    kept = (keeper or Keeper()).keep(session, channel, dead)
+    return Stored(outcome.result, dead, outcome.windows_marked, kept)

@@ -1,10 +1,12 @@
 """Replaying dead letters: what was refused runs through the routing and the ingest path
 again (after a device was registered, say); what now goes through is deleted, what still
-cannot keeps its row with the new reason."""
+cannot keeps its row with the new reason. A letter whose payload was cut short is not
+replayed: its reason says so."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -12,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from fabcity.adapters.base import Message
 from fabcity.core import models
+from fabcity.ingest.deadletters import not_replayable
 from fabcity.ingest.intake import route
 from fabcity.ingest.service import ingest
 from fabcity.ingest.topics import MAX_PAYLOAD_BYTES, is_native, to_event
@@ -22,6 +25,7 @@ class Replayed:
     ingested: int  # dead letters that went through and were deleted
     still_dead: int
     events: int  # events stored by the replay (duplicates not counted)
+    cut: int = 0  # of the still dead, those not run at all: their payload was cut short
 
 
 def replay(
@@ -38,18 +42,31 @@ def replay(
         query = query.where(models.DeadLetter.id.in_(ids))
     letters = list(session.scalars(query))
     reasons: dict[int, str] = {}
+    not_replayed = 0
     events: list[tuple[int, dict[str, Any]]] = []
     device_letters: list[tuple[int, Message]] = []
     for letter in letters:
         topic = letter.topic or ""
-        if is_native(topic, native_prefix):
-            parsed = to_event(topic, letter.payload, native_prefix, letter.received_at, max_payload)
+        # SQLite gives back the naive UTC time it stored; an event's time needs its zone.
+        received_at = letter.received_at
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=UTC)
+        cut = not_replayable(letter)
+        if cut is not None:
+            # Its first bytes could parse into an event the whole payload never was. The
+            # reason it was refused stays first: it is the one that matters.
+            reasons[letter.id] = (
+                letter.reason if cut in letter.reason else f"{letter.reason}; {cut}"
+            )
+            not_replayed += 1
+        elif is_native(topic, native_prefix):
+            parsed = to_event(topic, letter.payload, native_prefix, received_at, max_payload)
             if parsed.event is None:
                 reasons[letter.id] = parsed.reason or "refused"
             else:
                 events.append((letter.id, parsed.event))
         else:
-            device_letters.append((letter.id, Message(topic, letter.payload, letter.received_at)))
+            device_letters.append((letter.id, Message(topic, letter.payload, received_at)))
     routed = route(session, [m for _, m in device_letters])
     by_message = {id(m): letter_id for letter_id, m in device_letters}
     for message, reason in routed.dead:
@@ -64,4 +81,4 @@ def replay(
             letter.reason = reasons[letter.id]
     if done:
         session.execute(delete(models.DeadLetter).where(models.DeadLetter.id.in_(done)))
-    return Replayed(len(done), len(reasons), outcome.result.accepted)
+    return Replayed(len(done), len(reasons), outcome.result.accepted, not_replayed)

@@ -27,13 +27,14 @@ from sqlalchemy.orm import Session
 from fabcity.core.errors import Invalid, one_line
 from fabcity.flows import meters
 from fabcity.flows.derive import derive
+from fabcity.ingest.bounds import Bounds, check_batch, check_event
 from fabcity.ingest.origins import OriginResolver
 from fabcity.ingest.store import Ready, slices, store
 from fabcity.registry import entries
 from fabcity.registry.keys import within
 from fabcity.rollups import pending, windows
 from schemas.api import IngestResult, Rejected
-from schemas.events import DeviceStatusData, EventType, MeterReadingData
+from schemas.events import DeviceStatusData, EventType, MeterReadingData, decode_data_base64
 from schemas.fast import Read, read, read_fast_json
 
 
@@ -49,11 +50,15 @@ def prepare(
     session: Session,
     received_at: datetime,
     scope: str | None = None,
+    bounds: Bounds | None = None,
 ) -> tuple[list[Ready], list[Rejected]]:
     """Validate and normalise; nothing is written. An item is an event as a dict, or as its
     JSON text (`msgspec.Raw`: the HTTP API hands a batch's events over unparsed). With a
     `scope` (a source prefix: the credentials' site or device), an event whose source lies
-    outside it is refused."""
+    outside it is refused. Events past the `bounds` (`fabcity.ingest.bounds`; the settings'
+    by default) are refused."""
+    bounds = bounds or Bounds.default()
+    totals: dict[int, int] = {}
     read_items, rejected = _read_all(items)
     resolver = OriginResolver(session)
     resolver.prime({event.source for _, event, _ in read_items})
@@ -68,6 +73,8 @@ def prepare(
                 )
             origin = resolver.resolve(event.source)
             flows = derive(event, resources, origin.device)
+            if flows:
+                totals[index] = check_event(flows, event.type is EventType.flow, bounds)
             zone = zones.get(origin.timezone) or zones.setdefault(
                 origin.timezone, ZoneInfo(origin.timezone)
             )
@@ -83,6 +90,9 @@ def prepare(
         )  # fmt: skip
         key = (event.source, event.id)
         ready.append(Ready(index, key, event, origin, when, day, hour, flows, row))
+    if totals:
+        ready, past = check_batch(session, ready, totals, bounds)
+        rejected.extend(past)
     rejected.sort(key=lambda r: r.index)
     return ready, rejected
 
@@ -108,6 +118,12 @@ def _read_all(items: Sequence[Any]) -> tuple[list[tuple[int, Read, str]], list[R
                 text = ""
             if not isinstance(raw, dict):
                 raise Invalid("an event must be a JSON object")
+            if "data_base64" in raw:
+                # Stored with its `data` decoded, where what reads stored events finds it.
+                try:
+                    raw, text = decode_data_base64(raw), ""
+                except ValueError as exc:
+                    raise Invalid(str(exc)) from None
             try:
                 event = read(raw)
             except ValidationError as exc:
@@ -168,11 +184,12 @@ def ingest(
     items: Sequence[Any],
     received_at: datetime | None = None,
     scope: str | None = None,
+    bounds: Bounds | None = None,
 ) -> IngestOutcome:
     """Store the good events of `items` once each; report duplicates and refusals by index.
-    `scope`: see `prepare`."""
+    `scope`, `bounds`: see `prepare`."""
     received_at = received_at or datetime.now(UTC)
-    ready, rejected = prepare(items, session, received_at, scope)
+    ready, rejected = prepare(items, session, received_at, scope, bounds)
 
     # A repeat inside one batch is a duplicate as much as a repeat of a stored event.
     unique: dict[tuple[str, str], Ready] = {}

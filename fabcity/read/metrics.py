@@ -37,7 +37,7 @@ class Cell:
     ring: str
     fate: str
     recycled: bool
-    design: str  # '' none, 'open', 'closed', 'unregistered'
+    design: str  # '' none, 'open', 'closed', 'unregistered', 'unknown' (licence)
     state: str
     amount: int  # millionths of the canonical unit
     design_mass: int  # millionths of kg, modelled from designs
@@ -160,9 +160,10 @@ def repaired_count(cells: Sequence[Cell], _: WindowFacts) -> Value:
 
 
 def open_design_share(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    """Things made from a design reference whose licence is open (or not yet registered)."""
+    """Things made from a design reference whose licence is open (or not yet registered, or
+    not known: a design is not counted closed for a licence we could not read)."""
     made = _made(cells)
-    part = _sum(c for c in made if c.design in ("open", "unregistered"))
+    part = _sum(c for c in made if c.design in ("open", "unregistered", "unknown"))
     return _ratio(part, _sum(made), (c.state for c in made), "no production recorded")
 
 

@@ -32,6 +32,9 @@ from fabcity.registry import entries
 from schemas import api
 
 MAX_WINDOWS = 2000
+# An export streams span by span, so it may go far past MAX_WINDOWS; but not without end: ten
+# years of hours, or 270 of days, per city.
+MAX_EXPORT_WINDOWS = 100_000
 DEFAULT_DAYS = 30
 
 Start = date | datetime
@@ -52,11 +55,25 @@ def today_in(timezone: str) -> date:
 
 def resolve_period(city: models.City, first: date | None, last: date | None) -> tuple[date, date]:
     """[first, last] with the defaults: up to today in the city, the last 30 days."""
+    for name, day in (("from", first), ("to", last)):
+        if day is not None and not calendar.FIRST_DAY <= day <= calendar.LAST_DAY:
+            raise Invalid(
+                f"`{name}` ({day}) is outside the days that can be read, "
+                f"{calendar.FIRST_DAY} to {calendar.LAST_DAY}"
+            )
     last = last or today_in(city.timezone)
-    first = first or last - timedelta(days=DEFAULT_DAYS - 1)
+    first = first or max(last - timedelta(days=DEFAULT_DAYS - 1), calendar.FIRST_DAY)
     if first > last:
         raise Invalid(f"`from` ({first}) is after `to` ({last})")
     return first, last
+
+
+def _check_count(first: date, last: date, interval: Interval, most: int, advice: str) -> None:
+    """Refuse a period of more than `most` windows, counted from the dates before any window
+    is built: 500 years of hours would be 4.4 million of them."""
+    count = calendar.count_windows(first, last, interval)
+    if count > most:
+        raise Invalid(f"{count} windows asked; at most {most}: {advice}")
 
 
 def metric_series(
@@ -72,6 +89,7 @@ def metric_series(
     city = entries.get_city(session, city_slug)
     zone = ZoneInfo(city.timezone)
     first, last = resolve_period(city, first, last)
+    _check_count(first, last, interval, MAX_WINDOWS, "widen the interval, or export CSV")
     days = calendar.window_starts(first, last, interval)
     # A window is read whole, even where it reaches outside [first, last].
     read_from, read_to = days[0], calendar.next_start(days[-1], interval) - timedelta(days=1)
@@ -81,8 +99,6 @@ def metric_series(
         else list(days)
     )
     starts = sorted(set(starts))
-    if len(starts) > MAX_WINDOWS:
-        raise Invalid(f"{len(starts)} windows asked; at most {MAX_WINDOWS}: widen the interval")
 
     cells = _cells(session, city.id, read_from, read_to, interval, zone)
     coverage = _coverage(session, city.id, read_from, read_to, interval, zone)
@@ -120,9 +136,11 @@ def chunks(
     session: Session, city_slug: str, first: date | None, last: date | None, interval: Interval
 ) -> list[tuple[date, date]]:
     """[first, last] cut on window boundaries into spans of at most a few hundred windows,
-    so an export of any length is read a span at a time (and `MAX_WINDOWS` never applies)."""
+    so a long export is read a span at a time (`MAX_EXPORT_WINDOWS` applies, not
+    `MAX_WINDOWS`)."""
     city = entries.get_city(session, city_slug)
     first, last = resolve_period(city, first, last)
+    _check_count(first, last, interval, MAX_EXPORT_WINDOWS, "export a shorter period")
     starts = calendar.window_starts(first, last, interval)
     step = 31 if interval == "hour" else 366  # days of 24 windows, or windows
     spans = []

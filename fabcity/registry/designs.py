@@ -3,7 +3,8 @@
 A design counts as open when every licence its manifest gives (hardware, documentation,
 software) is an open hardware or open source licence. Non-commercial and no-derivatives
 licences (CC-BY-NC-*, CC-BY-ND-*) are not: others could not make and sell or adapt the thing,
-which is what OSHWA's definition of open hardware asks.
+which is what OSHWA's definition of open hardware asks. A design whose manifest gives no
+licence, or one that maps to no SPDX licence, is neither: its openness is unknown (null).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+from license_expression import AND, OR, LicenseWithExceptionSymbol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -44,66 +47,85 @@ OPEN_LICENCES: tuple[str, ...] = (
     r"ZLIB",
 )
 _OPEN = re.compile("|".join(f"(?:{p})" for p in OPEN_LICENCES), re.IGNORECASE)
-_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+# Licences that say in words that the design is closed. Anything else that maps to no SPDX
+# licence is unknown, not closed: a licence we cannot read may well be an open one.
+_CLOSED_WORDS = re.compile(
+    r"^(proprietary|all rights reserved|closed( source)?)\.?$", re.IGNORECASE
+)
 
 
 def is_open_licence(expression: str) -> bool:
     """Whether an SPDX licence expression leaves the design open: `A OR B` is open when one
-    of them is, `A AND B` when both are; `WITH` exceptions do not change the answer."""
-    tokens = _TOKEN.findall(expression)
-    try:
-        value, rest = _any_of(tokens)
-    except IndexError:
+    of them is, `A AND B` when both are; `WITH` exceptions do not change the answer. An
+    expression that cannot be read is not open."""
+    parsed = okh.parse_expression(expression)
+    return parsed is not None and _open(parsed)
+
+
+def _open(node: Any) -> bool:
+    if isinstance(node, LicenseWithExceptionSymbol):
+        node = node.license_symbol
+    if isinstance(node, OR):
+        return any(_open(arg) for arg in node.args)
+    if isinstance(node, AND):
+        return all(_open(arg) for arg in node.args)
+    return _OPEN.fullmatch(str(node.key).removesuffix("+")) is not None
+
+
+def licence_verdict(licence: okh.Licence) -> bool | None:
+    """Open (True), closed (False), or unknown (None) when it maps to no SPDX licence and
+    does not say it is closed."""
+    if licence.spdx is not None:
+        return is_open_licence(licence.spdx)
+    if _CLOSED_WORDS.match(licence.given.strip()):
         return False
-    return value and not rest
+    return None
 
 
-def _any_of(tokens: list[str]) -> tuple[bool, list[str]]:
-    value, tokens = _all_of(tokens)
-    while tokens and tokens[0].upper() == "OR":
-        other, tokens = _all_of(tokens[1:])
-        value = value or other
-    return value, tokens
-
-
-def _all_of(tokens: list[str]) -> tuple[bool, list[str]]:
-    value, tokens = _one(tokens)
-    while tokens and tokens[0].upper() == "AND":
-        other, tokens = _one(tokens[1:])
-        value = value and other
-    return value, tokens
-
-
-def _one(tokens: list[str]) -> tuple[bool, list[str]]:
-    head, tokens = tokens[0], tokens[1:]
-    if head == "(":
-        value, tokens = _any_of(tokens)
-        if not tokens or tokens[0] != ")":
-            raise IndexError("unbalanced parenthesis")
-        tokens = tokens[1:]
-    else:
-        value = _OPEN.fullmatch(head.rstrip("+")) is not None
-    if tokens and tokens[0].upper() == "WITH":
-        tokens = tokens[2:] if len(tokens) > 1 else []
-    return value, tokens
-
-
-def all_open(licences: Sequence[str]) -> bool:
-    return bool(licences) and all(is_open_licence(licence) for licence in licences)
+def openness(licences: Sequence[okh.Licence]) -> bool | None:
+    """Whether a design is open: every licence it gives must be. One closed licence closes
+    it; otherwise one unknown licence, or none at all, leaves it unknown (None)."""
+    verdicts = [licence_verdict(licence) for licence in licences]
+    if False in verdicts:
+        return False
+    if not verdicts or None in verdicts:
+        return None
+    return True
 
 
 # The repository ------------------------------------------------------------------------------
+
+
+# A URL is whole without spaces or control characters: one with them is not a URL a browser
+# or a client would follow as given.
+_NOT_IN_URLS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+
+
+def manifest_url(url: str) -> str:
+    """The URL a manifest is published at, checked: `http` or `https` with a host. The
+    dashboard and clients follow it as a link, so `javascript:alert(1)` (or `data:`, `file:`)
+    would run or read what the person never meant to."""
+    url = url.strip()
+    if not url:
+        raise Invalid("a design needs the URL its manifest is published at")
+    if len(url) > 2048:
+        raise Invalid("the manifest URL is longer than 2048 characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed IPv6 bracket, say
+        raise Invalid(f"the manifest URL is not a URL: {exc}") from exc
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise Invalid(f"the manifest URL must be http(s)://host/…, not {url[:80]!r}")
+    if _NOT_IN_URLS.search(url):
+        raise Invalid("the manifest URL holds spaces or control characters; percent-encode them")
+    return url
 
 
 def upsert(
     session: Session, url: str, manifest: okh.Manifest, now: datetime | None = None
 ) -> tuple[models.Design, bool]:
     """The design at `url`, created or updated from its manifest; and whether it was created."""
-    url = url.strip()
-    if not url:
-        raise Invalid("a design needs the URL its manifest is published at")
-    if len(url) > 2048:
-        raise Invalid("the manifest URL is longer than 2048 characters")
+    url = manifest_url(url)
     design = session.scalar(select(models.Design).where(models.Design.url == url))
     created = design is None
     if design is None:
@@ -111,9 +133,16 @@ def upsert(
         session.add(design)
     design.title = manifest.title
     design.version = manifest.version
-    design.licence = manifest.licence[:200] if manifest.licence else None
+    licences = okh.licences_of(manifest)
+    # The hardware licence as SPDX, and as the manifest wrote it.
+    hardware = licences[0] if licences else None
+    # An expression too long for the column is not cut short (a cut one says something
+    # else); the licence text keeps it.
+    spdx = hardware.spdx if hardware else None
+    design.licence = spdx if spdx and len(spdx) <= 200 else None
+    design.licence_text = hardware.given[:500] if hardware else None
     design.licensor = manifest.licensor
-    design.is_open = all_open(manifest.licences)
+    design.is_open = openness(licences)
     design.oshwa_uid = manifest.oshwa_uid
     design.mass_kg = manifest.mass_kg
     design.parts = [{"name": p.name, "mass_kg": p.mass_kg} for p in manifest.parts]

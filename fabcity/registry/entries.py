@@ -105,7 +105,8 @@ def resource_infos(session: Session) -> dict[str, ResourceInfo]:
 def create_city(session: Session, body: api.CityIn) -> models.City:
     try:
         ZoneInfo(body.timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: the name is looked up as a file path (a name too long for one, say).
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise Invalid(f"unknown time zone {body.timezone!r}; use an IANA name") from exc
     if session.scalar(select(models.City.id).where(models.City.slug == body.slug)) is not None:
         raise Conflict(f"city {body.slug!r} exists")
@@ -133,10 +134,14 @@ def page(
 
 
 def list_cities(
-    session: Session, after: str | None = None, limit: int | None = None
+    session: Session, after: str | None = None, limit: int | None = None, only: str | None = None
 ) -> list[models.City]:
-    """Cities by slug; `after` and `limit` page through them (keyset: stable under inserts)."""
-    return page(session, select(models.City), models.City.slug, after, limit)
+    """Cities by slug; `after` and `limit` page through them (keyset: stable under inserts).
+    `only` keeps the one city a caller is bound to (None: every city)."""
+    query = select(models.City)
+    if only is not None:
+        query = query.where(models.City.slug == only)
+    return page(session, query, models.City.slug, after, limit)
 
 
 def create_site(session: Session, city: models.City, body: api.SiteIn) -> models.Site:

@@ -8,7 +8,7 @@ name (`unmarked`): those are added when their mark is claimed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,16 +47,23 @@ def add(session: Session, marks: list[dict[str, Any]]) -> None:
         )
 
 
-def claim(session: Session, limit: int) -> list[Mark]:
-    """Take up to `limit` marks, oldest first; concurrent workers get disjoint sets on
-    PostgreSQL."""
+def claim(session: Session, limit: int, skip: Collection[int] = ()) -> list[Mark]:
+    """Take up to `limit` marks, oldest first, none of the cities in `skip`; concurrent
+    workers get disjoint sets on PostgreSQL."""
     query = select(PendingRollup).order_by(PendingRollup.id).limit(limit)
+    if skip:
+        query = query.where(PendingRollup.city_id.not_in(sorted(skip)))
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     rows = session.scalars(query).all()
     if rows:
         session.execute(delete(PendingRollup).where(PendingRollup.id.in_([r.id for r in rows])))
     return [Mark(r.city_id, r.event_lo, r.event_hi, r.flow_lo, r.flow_hi) for r in rows]
+
+
+def restore(session: Session, marks: Sequence[Mark]) -> None:
+    """Put claimed marks back, for a later recompute: their rows were not added."""
+    add(session, [{c: getattr(m, c) for c in _COLUMNS} for m in marks])
 
 
 def flows_of(marks: Iterable[Mark]) -> Any:

@@ -15,8 +15,8 @@ adding, rebuilding and a full rebuild agree to the last digit.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -56,7 +56,9 @@ from fabcity.rollups.windows import Window
 _DESIGN = case(
     (Flow.design_url.is_(None), literal("")),
     (Design.id.is_(None), literal("unregistered")),
-    (Design.is_open, literal("open")),
+    # A design without a licence, or with one that maps to none, is neither open nor closed.
+    (Design.is_open.is_(None), literal("unknown")),
+    (Design.is_open.is_(True), literal("open")),
     else_=literal("closed"),
 )
 # Things made of a registered design with a mass: count × mass, in millionths of kg.
@@ -315,12 +317,48 @@ def in_days(claimed: Iterable[tuple[int, date]]) -> Callable[[Any], Any]:
     return where
 
 
-def recompute_dirty(session: Session, limit: int) -> Recomputed:
-    """Claim up to `limit` dirty windows and `limit` pending marks and bring their rollups up
-    to date."""
-    claimed = windows.claim_dirty(session, limit)
-    marks = pending.claim(session, limit)
-    return Recomputed(len(claimed), len(marks), recompute(session, claimed, marks))
+def recompute_dirty(session: Session, limit: int, skip: Collection[int] = ()) -> Recomputed:
+    """Claim up to `limit` dirty windows and `limit` pending marks, of cities not in `skip`,
+    and bring their rollups up to date.
+
+    A city whose recompute fails (a sum past what its columns hold, a row nobody foresaw)
+    must not hold the others back: the claimed work is tried in one savepoint, and when that
+    fails, again city by city, each in its own. A city that fails alone gets its marks and
+    windows back, so it stays pending for a later try, and is reported in `failed`."""
+    claimed = windows.claim_dirty(session, limit, skip)
+    marks = pending.claim(session, limit, skip)
+    done = Recomputed(len(claimed), len(marks), set())
+    if not claimed and not marks:
+        return done
+    by_city: dict[int, tuple[list[Window], list[Mark]]] = defaultdict(lambda: ([], []))
+    for window in claimed:
+        by_city[window[0]][0].append(window)
+    for mark in marks:
+        by_city[mark.city_id][1].append(mark)
+    if len(by_city) > 1:
+        # The usual case: every city at once, one savepoint's round trips.
+        together = _attempt(session, claimed, marks)
+        if not isinstance(together, Exception):
+            done.touched = together
+            return done
+    for city_id, (city_windows, city_marks) in sorted(by_city.items()):
+        alone = _attempt(session, city_windows, city_marks)
+        if isinstance(alone, Exception):
+            windows.mark_dirty(session, city_windows)
+            pending.restore(session, city_marks)
+            done.failed[city_id] = alone
+        else:
+            done.touched |= alone
+    return done
+
+
+def _attempt(session: Session, claimed: list[Window], marks: list[Mark]) -> set[Window] | Exception:
+    """`recompute` in a savepoint: what it changed, or why it failed (and changed nothing)."""
+    try:
+        with session.begin_nested():
+            return recompute(session, claimed, marks)
+    except Exception as exc:
+        return exc
 
 
 @dataclass
@@ -328,3 +366,4 @@ class Recomputed:
     windows: int  # dirty windows claimed
     marks: int  # pending marks claimed
     touched: set[Window]  # windows whose rollups changed
+    failed: dict[int, Exception] = field(default_factory=dict)  # city id: why, left pending

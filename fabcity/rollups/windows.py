@@ -9,7 +9,7 @@ runs survives it (the marking insert waits on the deleted row's lock and then in
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date
 
 from sqlalchemy import and_, delete, or_, select, text
@@ -48,13 +48,16 @@ def mark_design_dirty(session: Session, url: str) -> None:
     mark_dirty(session, [(c, d, h) for c, d, h in session.execute(made)])
 
 
-def claim_dirty(session: Session, limit: int) -> list[Window]:
-    """Take up to `limit` dirty windows; concurrent workers get disjoint sets on PostgreSQL."""
+def claim_dirty(session: Session, limit: int, skip: Collection[int] = ()) -> list[Window]:
+    """Take up to `limit` dirty windows, none of the cities in `skip`; concurrent workers get
+    disjoint sets on PostgreSQL."""
     query = (
         select(DirtyWindow.city_id, DirtyWindow.day, DirtyWindow.hour)
         .order_by(DirtyWindow.city_id, DirtyWindow.day, DirtyWindow.hour)
         .limit(limit)
     )
+    if skip:
+        query = query.where(DirtyWindow.city_id.not_in(sorted(skip)))
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     claimed = [(c, d, h) for c, d, h in session.execute(query)]

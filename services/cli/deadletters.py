@@ -37,9 +37,10 @@ def deadletters_replay(
             settings.mqtt_topic_prefix,
             settings.mqtt_max_payload_bytes,
         )
+    cut = f" ({result.cut} cut short when kept: not replayable)" if result.cut else ""
     console.print(
         f"replayed: {result.ingested} went through ({result.events} new events), "
-        f"{result.still_dead} still refused"
+        f"{result.still_dead} still refused{cut}"
     )
 
 
@@ -60,19 +61,24 @@ def deadletters_list(
     table = Table("id", "received", "topic", "bytes", "reason")
     for d in letters:
         when = d.received_at.isoformat(timespec="seconds")
-        table.add_row(str(d.id), when, d.topic or "—", str(len(d.payload)), d.reason[:200])
+        size = f"{d.payload_size} (kept {len(d.payload)})" if d.truncated else str(d.payload_size)
+        table.add_row(str(d.id), when, d.topic or "—", size, d.reason[:200])
     console.print(table)
 
 
 @app.command("show")
 def deadletters_show(letter_id: int) -> None:
-    """One dead letter: its reason, then its payload exactly as received, on stdout."""
+    """One dead letter: its reason, then its payload exactly as received (or the part kept,
+    when it was cut short), on stdout."""
     # lazy: the ingest path and its database stack add ~0.4 s to `fabcity --help`
     from fabcity.ingest import deadletters
 
     with refused(), session() as s:
         letter = deadletters.get(s, letter_id)
     err.print(f"dead letter {letter.id}, {letter.channel} {letter.topic or ''}")
-    err.print(f"received {letter.received_at.isoformat()}; {len(letter.payload)} bytes")
+    err.print(f"received {letter.received_at.isoformat()}; {letter.payload_size} bytes")
+    err.print(f"sha256: {letter.payload_sha256}")
+    if letter.truncated:
+        err.print(f"only the first {len(letter.payload)} bytes were kept: not replayable")
     err.print(f"reason: {letter.reason}")
     sys.stdout.buffer.write(letter.payload + b"\n")

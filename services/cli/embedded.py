@@ -1,4 +1,8 @@
-"""`fabcity up`: the whole platform in one process on an SQLite file, for a first look."""
+"""`fabcity up`: the whole platform in one process on an SQLite file, for a first look.
+
+The MQTT broker is Mosquitto when it is installed (a child process, MQTT 5), else amqtt in
+a thread (MQTT 3.1.1); the banner says which, and what amqtt cannot do.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import uvicorn
 from rich.console import Console
@@ -24,7 +29,14 @@ from schemas.api import MetricsResponse
 from services.cli.simulate import CITY, Simulator
 from services.http.app import create_app
 from services.mqtt.bridge import Bridge
-from services.mqtt.embedded_broker import EmbeddedBroker
+from services.mqtt.embedded_broker import (
+    AMQTT_LIMITS,
+    Broker,
+    BrokerUnavailable,
+    Choice,
+    Mosquitto,
+    embedded_broker,
+)
 from workers.dispatch import LocalWorker
 
 log = logging.getLogger(__name__)
@@ -45,6 +57,9 @@ HEADLINE = (
 
 class PortTaken(Exception):
     pass
+
+
+__all__ = ["BrokerUnavailable", "Options", "PortTaken", "run"]
 
 
 def check_port(host: str, port: int, flag: str) -> None:
@@ -71,6 +86,7 @@ class Options:
     simulate: bool
     history_days: int = 14
     tick_s: float = 2.0
+    broker: Choice = "auto"  # Mosquitto when installed, else amqtt
 
 
 def run(options: Options, console: Console) -> None:
@@ -78,12 +94,14 @@ def run(options: Options, console: Console) -> None:
     check_port(options.host, options.mqtt_port, "--mqtt-port")
     options.data_dir.mkdir(parents=True, exist_ok=True)
     db_path = (options.data_dir / "fabcity.db").resolve()
+    broker = embedded_broker(options.host, options.mqtt_port, options.data_dir, options.broker)
+    protocol: Literal["5", "3.1.1"] = "5" if broker.mqtt5 else "3.1.1"
     settings = Settings(
         database_url=f"sqlite:///{db_path}",
         worker_mode="local",
         mqtt_host=options.host,
         mqtt_port=options.mqtt_port,
-        mqtt_protocol="3.1.1",
+        mqtt_protocol=protocol,
         mqtt_client_id="fabcity-embedded-bridge",
         recompute_interval_s=1.0,
         # A first look on this machine: no keys. The full stack requires them (the default).
@@ -93,7 +111,7 @@ def run(options: Options, console: Console) -> None:
     engine = make_engine(settings.database_url)
     factory = make_sessionmaker(engine)
 
-    broker = EmbeddedBroker(options.host, options.mqtt_port).start()
+    broker.start()
     worker = LocalWorker(factory, settings).start()
     bridge = Bridge(settings, factory, worker).start()
     app = create_app(settings, "both", factory=factory, dispatcher=worker)
@@ -116,8 +134,9 @@ def run(options: Options, console: Console) -> None:
         f"  MQTT broker    mqtt://{options.host}:{options.mqtt_port} "
         f"(publish to fabcity/v1/{{city}}/{{site}}/{{device}}/events)"
     )
+    console.print(f"                 {_describe(broker)}", highlight=False)
     if options.simulate:
-        sim = Simulator(api_url, options.host, options.mqtt_port, mqtt_protocol="3.1.1")
+        sim = Simulator(api_url, options.host, options.mqtt_port, mqtt_protocol=protocol)
         sim.setup()
         console.print(f"  Simulated city {api_url}/v1/cities/{CITY['slug']}/metrics?interval=day")
         sim.backfill(options.history_days)
@@ -142,6 +161,14 @@ def run(options: Options, console: Console) -> None:
         broker.stop()
         engine.dispose()
         console.print("stopped.")
+
+
+def _describe(broker: Broker) -> str:
+    """What the banner says of the broker: what it is, and what the fallback cannot do."""
+    if isinstance(broker, Mosquitto):
+        version = broker.version()
+        return f"Mosquitto {version}".strip() + f", MQTT 5 and 3.1.1; its log: {broker.log}"
+    return f"amqtt: {AMQTT_LIMITS}"
 
 
 def _wait_for(condition: object, seconds: float, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -44,20 +45,37 @@ class _Tally:
     def __init__(self, problems: list[str]) -> None:
         self.created = self.updated = 0
         self.problems = problems
+        self.matched: Counter[str] = Counter()
+        self.notes: list[str] = []
 
     def add(self, result: ImportResult, file: Path, *, numbered: bool) -> None:
         """`numbered`: the file holds many records, so a refusal names its record too."""
         self.created += sum(1 for r in result.imported if r.created)
         self.updated += sum(1 for r in result.imported if not r.created)
+        self.matched.update(r.matched for r in result.imported if r.matched)
         self.problems.extend(
             f"{file}#{r.index}: {r.error}" if numbered else f"{file}: {r.error}"
             for r in result.rejected
+        )
+        self.notes.extend(
+            f"{file}#{r.index} ({r.id}): {note}" if numbered else f"{file}: {note}"
+            for r in result.imported
+            for note in r.notes
         )
 
     def report(self, what: str) -> None:
         console.print(
             f"{self.created} {what} created, {self.updated} updated, {len(self.problems)} refused"
         )
+        if self.matched:
+            # A site matched on its name (and location) rather than its id is worth a look:
+            # say how many, so an operator can tell a re-import from a merge.
+            console.print(
+                "matched on "
+                + ", ".join(f"{kind}: {n}" for kind, n in sorted(self.matched.items()))
+            )
+        for line in self.notes:
+            err.print(f"[yellow]note:[/] {line}")
         for line in self.problems:
             err.print(f"[yellow]refused:[/] {line}")
         if self.problems:

@@ -77,7 +77,8 @@ def keys_list(
 
 @app.command("revoke")
 def keys_revoke(key_id: int) -> None:
-    """Revoke a key. The API refuses it at once; the broker after `fabcity broker-config`."""
+    """Revoke a key. The API refuses it at once; the broker after `fabcity broker-config` and
+    a restart of the broker (its dynamic-security file is read at start)."""
     # lazy: the registry and its database stack add ~0.4 s to `fabcity --help`
     from fabcity.registry import keys
 
@@ -85,7 +86,7 @@ def keys_revoke(key_id: int) -> None:
         role = keys.revoke(s, key_id).role
     err.print(f"key {key_id} revoked")
     if role == "device":
-        err.print("run `fabcity broker-config` so that the broker refuses it too")
+        err.print("run `fabcity broker-config` and restart the broker so that it refuses it too")
 
 
 @app.command("rotate")

@@ -24,6 +24,14 @@ from services.cli.common import console, database, fail
 app = typer.Typer()
 
 
+class EmbeddedMqtt(StrEnum):
+    """The broker `fabcity up` runs (services.mqtt.embedded_broker.Choice)."""
+
+    auto = "auto"
+    mosquitto = "mosquitto"
+    amqtt = "amqtt"
+
+
 class Role(StrEnum):
     both = "both"
     ingest = "ingest"
@@ -57,17 +65,24 @@ def up(
     data_dir: Annotated[Path, typer.Option(help="Where the SQLite file lives.")] = Path("data"),
     simulate: Annotated[bool, typer.Option(help="Feed a simulated city.")] = True,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    broker: Annotated[
+        EmbeddedMqtt,
+        typer.Option(
+            help="MQTT broker: `auto` runs Mosquitto when installed (MQTT 5), else amqtt "
+            "(MQTT 3.1.1 only, slower); `mosquitto` or `amqtt` insist on one."
+        ),
+    ] = EmbeddedMqtt.auto,
 ) -> None:
     """Everything in one process: SQLite, an MQTT broker, the bridge, the worker, the API and a
     simulated city."""
     # lazy: the embedded broker (amqtt) and the whole service add ~1 s to `fabcity --help`
-    from services.cli.embedded import Options, PortTaken, run
+    from services.cli.embedded import BrokerUnavailable, Options, PortTaken, run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        run(Options(host, api_port, mqtt_port, data_dir, simulate), console)
-    except PortTaken as exc:
+        run(Options(host, api_port, mqtt_port, data_dir, simulate, broker=broker.value), console)
+    except (PortTaken, BrokerUnavailable) as exc:
         fail(exc, 2)
 
 
@@ -163,6 +178,10 @@ def _supervise_bridges(processes: int) -> None:
     children: list[subprocess.Popen[bytes]] = []
     for i in range(1, processes + 1):
         env = {**os.environ, "FABCITY_MQTT_CLIENT_ID": f"{settings.mqtt_client_id}-p{i}"}
+        if settings.mqtt_username:
+            # A secured broker takes the user name as the client id: a user per process
+            # (`fabcity broker-config --processes`), or they would push each other off.
+            env["FABCITY_MQTT_USERNAME"] = f"{settings.mqtt_username}-p{i}"
         if i > 1:
             # Device adapters keep per-device state: one process reads their topics.
             env["FABCITY_BRIDGE_ADAPTERS"] = "false"
@@ -207,14 +226,26 @@ def worker(
     celery.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}"])
 
 
+BEAT_SCHEDULE = "celerybeat-schedule"
+
+
 @app.command()
-def beat() -> None:
+def beat(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where beat keeps its schedule file (a directory of its own).")
+    ] = Path("data"),
+) -> None:
     """Run Celery beat: sweeps dirty windows every FABCITY_RECOMPUTE_INTERVAL_S."""
     # lazy: Celery and the tasks add ~0.4 s to `fabcity --help`
     from workers.celery_app import app as celery
 
     _logging()
-    celery.start(["beat", "--loglevel=INFO", "--schedule=/tmp/fabcity-beat-schedule"])
+    # The schedule is a shelve, pickles that beat loads at start. In the system's shared
+    # temporary folder, under a fixed name, any local user could plant one first (code run as
+    # this user) or a symbolic link that beat writes through: it lives in our data directory.
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    schedule = data_dir / BEAT_SCHEDULE
+    celery.start(["beat", "--loglevel=INFO", f"--schedule={schedule}"])
 
 
 @app.command()

@@ -75,7 +75,10 @@ def _letter(letter: models.DeadLetter) -> dict[str, Any]:
         "channel": letter.channel,
         "topic": letter.topic,
         "reason": letter.reason,
-        "size": len(letter.payload),
+        "size": letter.payload_size,
+        "sha256": letter.payload_sha256,
+        "kept": len(letter.payload),
+        "truncated": letter.truncated,
     }
 
 

@@ -1,12 +1,13 @@
 """Who may call what: keys checked once per request, a policy per route, tenants checked in
-one place, and per-key rate limits (counted by services.http.ratelimit).
+one place, per-key rate limits, and a limit on failed key lookups per client address (counted
+by services.http.ratelimit).
 
 Two pieces, so that no endpoint has to know about any of it:
 
 - `AccessMiddleware` (ASGI) runs before routing and body parsing: it finds the key
   (`Authorization: Bearer …` or `X-API-Key`), answers 401 for a missing or invalid one, 429
-  when the key is over its rate, 413 for a body over the limit, and puts the `Principal` on the
-  request.
+  when the key is over its rate or its address has failed too many lookups, 413 for a body
+  over the limit, and puts the `Principal` on the request.
 - `authorize`, one dependency of the whole app, runs once the route is known: it looks up the
   route's policy by method and path template (`POLICIES`; a route without one is admin-only),
   answers 403 for a role the policy does not name, and checks the tenant: a `{city}` or
@@ -37,7 +38,7 @@ from fabcity.registry import keys
 from fabcity.registry.keys import Principal, Role
 from services.http.dependencies import PrincipalDep
 from services.http.problems import problem
-from services.http.ratelimit import RateLimiter
+from services.http.ratelimit import RateLimiter, RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,14 @@ class AccessMiddleware:
         self.app = app
         self.settings = settings
         self.factory = factory
-        self.limiter = RateLimiter(settings)
+        # Beside Celery there is a Redis, and several API processes that share the limits.
+        store = RedisStore(settings) if settings.worker_mode == "celery" else None
+        self.limiter = RateLimiter(
+            settings, settings.rate_limit_per_s, settings.rate_limit_burst, "ratelimit", store
+        )
+        # Keys are guessed from an address, not with a key: failures are counted per address.
+        per_s = settings.auth_failure_per_min / 60
+        self.failures = RateLimiter(settings, per_s, settings.auth_failure_burst, "authfail", store)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -206,21 +214,33 @@ class AccessMiddleware:
         if declared.isdigit() and int(declared) > limit:
             await _answer(scope, receive, send, 413, f"body of {declared} bytes; at most {limit}")
             return
+        address = (scope.get("client") or ("?", 0))[0]
+        # An address that failed too many lookups is refused before its key is looked up, a
+        # good key too: answering a good key would tell a guesser which guess was right.
+        guessing = presented_key(headers) is not None and not is_public_path(scope["path"])
+        if self.settings.auth == "required" and guessing:
+            wait = await self.failures.blocked_s(address)
+            if wait > 0:
+                await _too_many(scope, receive, send, wait, FAILED_LOOKUPS)
+                return
         who, refusal = await self._identify(scope, headers)
         if refusal is not None:
+            if who is None and presented_key(headers) is not None:
+                wait = await self.failures.wait_s(address)
+                if wait > 0:
+                    await _too_many(scope, receive, send, wait, FAILED_LOOKUPS)
+                    return
             await _answer(scope, receive, send, 401, refusal, {"WWW-Authenticate": "Bearer"})
             return
         if who is not None and who.key_id is not None:
             wait = await self.limiter.wait_s(f"key:{who.key_id}")
         elif who is not None and self.settings.auth == "required":  # anonymous public reads
-            client = scope.get("client") or ("?", 0)
-            wait = await self.limiter.wait_s(f"ip:{client[0]}")
+            wait = await self.limiter.wait_s(f"ip:{address}")
         else:
             wait = 0.0
         if wait > 0:
-            retry = str(max(1, math.ceil(wait)))
-            detail = f"over {self.settings.rate_limit_per_s:g} requests/s; retry in {retry} s"
-            await _answer(scope, receive, send, 429, detail, {"Retry-After": retry})
+            why = f"over {self.settings.rate_limit_per_s:g} requests/s"
+            await _too_many(scope, receive, send, wait, why)
             return
         if who is not None:
             scope.setdefault("state", {})["principal"] = who
@@ -285,6 +305,14 @@ TITLES = {
     413: ("Payload too large", "too-large"),
     429: ("Too many requests", "rate-limited"),
 }
+
+
+FAILED_LOOKUPS = "too many unknown keys from this address"
+
+
+async def _too_many(scope: Scope, receive: Receive, send: Send, wait: float, why: str) -> None:
+    retry = str(max(1, math.ceil(wait)))
+    await _answer(scope, receive, send, 429, f"{why}; retry in {retry} s", {"Retry-After": retry})
 
 
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

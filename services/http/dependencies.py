@@ -5,9 +5,10 @@ what several routes read alike: row ids, a raw body, a page of a list."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, NamedTuple, TypeVar
 
+import anyio
 from fastapi import Depends, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +21,18 @@ from fabcity.registry.keys import ADMIN, Principal
 from schemas.reports import Page
 from workers.dispatch import Dispatcher
 
+# Threads that make streamed exports: a lane of their own, beside the shared threadpool (40
+# threads) that every other endpoint runs in. Exports beyond it wait for each other; each holds
+# a database connection only while it reads a span. One: Python runs one thread at a time, so
+# a second export thread adds little an export can use, and takes a larger share of the
+# interpreter from ingest (45 exports in tests/security/test_costly_requests.py: ingest's
+# median 0.15 s with one thread, 0.4 s with two, 0.9 s with four).
+EXPORT_THREADS = 1
+
+
+def _export_lane() -> anyio.CapacityLimiter:
+    return anyio.CapacityLimiter(EXPORT_THREADS)
+
 
 @dataclass
 class AppState:
@@ -28,6 +41,7 @@ class AppState:
     settings: Settings
     factory: sessionmaker[Session]
     dispatcher: Dispatcher
+    exports: anyio.CapacityLimiter = field(default_factory=_export_lane)
 
 
 # The dependencies that only read the request are `async def`: FastAPI would run a plain `def`

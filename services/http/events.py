@@ -1,13 +1,26 @@
-"""The ingest API: `POST /v1/events`, one event or a batch, stored before it is acknowledged."""
+"""The ingest API: `POST /v1/events`, one event or a batch, stored before it is acknowledged.
+
+The CloudEvents HTTP binding, both content modes:
+
+- structured: `application/cloudevents+json` (one event), `application/cloudevents-batch+json`
+  (a JSON array of events);
+- binary: the attributes in `ce-*` headers, the `Content-Type` the event's `datacontenttype`,
+  the body its `data`. Any content type other than `application/cloudevents*` with a
+  `ce-specversion` header is binary mode.
+
+`application/json` without `ce-*` headers is read as structured: one event, or an array of them
+(as clients that know no CloudEvents media types send them).
+"""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import msgspec
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
@@ -15,7 +28,7 @@ from fabcity.core.db import transaction
 from fabcity.core.errors import FabcityError, PayloadTooLarge, UnsupportedMediaType
 from fabcity.ingest.service import ingest
 from schemas.api import IngestResult
-from schemas.events import CloudEvent
+from schemas.events import CloudEvent, is_json_media
 from services.http.dependencies import AppState, AppStateDep, PrincipalDep, RawBody, Sent
 from services.http.problems import problem
 
@@ -32,11 +45,62 @@ BATCH = "application/cloudevents-batch+json"
 _EVENT_TEXTS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
+HEADER = "ce-"
+# Attributes that a binary-mode request carries elsewhere than in a `ce-*` header.
+_NOT_HEADERS = {
+    "data": "the body is the data",
+    "data_base64": "the body is the data",
+    "datacontenttype": "the Content-Type header is the datacontenttype",
+}
+
+
+def _events(
+    body: bytes, media_type: str, headers: list[tuple[str, str]], state: AppState
+) -> tuple[list[Any], bool]:
+    """The events of a request in either content mode, and whether it was a batch."""
+    attributes = [(k[len(HEADER) :], v) for k, v in headers if k.startswith(HEADER)]
+    if not media_type.startswith("application/cloudevents") and attributes:
+        content_type = next((v for k, v in headers if k == "content-type"), None)
+        return [_binary(attributes, content_type, body)], False
+    return _parse(body, media_type, state)
+
+
+def _binary(attributes: list[tuple[str, str]], content_type: str | None, body: bytes) -> Any:
+    """The event of a binary-mode request, as its structured form."""
+    event: dict[str, Any] = {}
+    for name, value in attributes:
+        if name in _NOT_HEADERS:
+            raise FabcityError(f"header {HEADER}{name}: {_NOT_HEADERS[name]} in binary mode")
+        if name in event:
+            raise FabcityError(f"header {HEADER}{name} is given twice")
+        # Header values are percent-encoded (HTTP binding, 3.1.3.2).
+        event[name] = unquote(value)
+    if "specversion" not in event:
+        raise FabcityError(
+            f"{HEADER}* headers without {HEADER}specversion: binary mode needs it "
+            "(or send the event structured, as application/cloudevents+json)"
+        )
+    if content_type is not None:
+        if not is_json_media(content_type):
+            raise UnsupportedMediaType(
+                f"data of content type {content_type!r}; fabcity events carry JSON "
+                "(application/json, with an optional charset=utf-8)"
+            )
+        event["datacontenttype"] = content_type
+    if body.strip():
+        try:
+            event["data"] = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise FabcityError(f"the body (the event's data) is not valid JSON: {exc}") from exc
+    return event
+
+
 def _parse(body: bytes, media_type: str, state: AppState) -> tuple[list[Any], bool]:
-    """The events in a body, and whether it was a batch."""
+    """The events in a structured body, and whether it was a batch."""
     if media_type not in (SINGLE, BATCH, "application/json"):
         raise UnsupportedMediaType(
-            f"send {SINGLE} (one event) or {BATCH} (a JSON array of events), "
+            f"send {SINGLE} (one event) or {BATCH} (a JSON array of events), or one event "
+            f"in binary mode ({HEADER}* headers and a JSON body), "
             f"not {media_type or 'no content type'}"
         )
     items: list[Any] | None = None
@@ -91,13 +155,21 @@ def _is_array(body: bytes) -> bool:
     },
 )
 def post_events(
-    sent: Annotated[Sent, Depends(RawBody())], state: AppStateDep, who: PrincipalDep
+    sent: Annotated[Sent, Depends(RawBody())],
+    request: Request,
+    state: AppStateDep,
+    who: PrincipalDep,
 ) -> JSONResponse:
     """Store one event or a batch. Good events of a batch are stored; bad ones are reported
-    by index. Repeats of a stored `(source, id)` are counted as duplicates, not stored again."""
+    by index. Repeats of a stored `(source, id)` are counted as duplicates, not stored again.
+
+    CloudEvents structured mode (`application/cloudevents+json`, or
+    `application/cloudevents-batch+json` for a batch), or binary mode: the attributes in
+    `ce-*` headers (`ce-specversion`, `ce-id`, `ce-source`, `ce-type`, …) and the event's
+    `data` as a JSON body."""
     # A plain `def`: FastAPI runs it in the threadpool, off the event loop. The body was read
-    # (and measured) by RawBody; its media type is judged by _parse.
-    items, batch = _parse(sent.body, sent.media_type, state)
+    # (and measured) by RawBody; its media type is judged by _events.
+    items, batch = _events(sent.body, sent.media_type, request.headers.items(), state)
     # A site or device key writes its own sources only: checked per event, in the ingest path.
     result = _store(state, items, who.source_scope)
     INGESTED.labels("accepted").inc(result.accepted)

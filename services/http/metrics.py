@@ -4,11 +4,12 @@ and NGSI-LD, each as JSON with an ETag, and (but NGSI-LD) as streamed CSV."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -83,17 +84,32 @@ def json_of(model: BaseModel) -> bytes:
     return orjson.dumps(model.model_dump(mode="json", by_alias=True))
 
 
+def _next_block(blocks: Iterator[str]) -> str | None:
+    return next(blocks, None)
+
+
+async def _in_lane(blocks: Iterator[str], lane: anyio.CapacityLimiter) -> AsyncIterator[str]:
+    """Each block made in a thread of the export lane, never of the shared threadpool.
+
+    A streamed export reads the database span after span for as long as it lasts. In the
+    shared threadpool (Starlette's default for a sync body), 45 exports held every thread and
+    every other request, `POST /v1/events` with them, queued behind them for seconds. In their
+    own lane exports wait for each other, and nothing else waits for them."""
+    while (block := await anyio.to_thread.run_sync(_next_block, blocks, limiter=lane)) is not None:
+        yield block
+
+
 def csv_stream(
-    columns: list[str], rows: Iterator[list[object]], filename: str
+    lane: anyio.CapacityLimiter, columns: list[str], rows: Iterator[list[object]], filename: str
 ) -> StreamingResponse:
-    """A CSV body produced as it is read: a sync generator runs in Starlette's threadpool."""
+    """A CSV body produced as it is read, in blocks made in the export lane."""
 
     def lines() -> Iterator[str]:
         yield from exports.csv_lines([columns])
         yield from exports.csv_lines(rows)
 
     return StreamingResponse(
-        lines(),
+        _in_lane(exports.blocks(lines()), lane),
         media_type=CSV_TYPE,
         headers={
             "Content-Disposition": f'attachment; filename="{filename}.csv"',
@@ -141,6 +157,7 @@ SeriesDep = Annotated[Series, Depends(series)]
 
 def exported(
     request: Request,
+    lane: anyio.CapacityLimiter,
     format: str | None,
     body: Body,
     columns: list[str],
@@ -149,7 +166,7 @@ def exported(
 ) -> Response:
     """A report as CSV when asked for, else as JSON with its ETag."""
     if wants_csv(request, format):
-        return csv_stream(columns, rows(body), filename)
+        return csv_stream(lane, columns, rows(body), filename)
     return cached(request, json_of(body))
 
 
@@ -157,16 +174,16 @@ def _series_rows(
     factory: sessionmaker[Session],
     city: str,
     names: list[str],
-    asked: Period,
+    spans: list[tuple[date, date]],
     interval: Interval,
     group_by: GroupBy | None,
 ) -> Iterator[list[object]]:
-    """Rows of a series of any length: read a chunk of windows at a time, never all at once.
+    """Rows of a long series (`spans` from `queries.chunks`, found before the response
+    starts, so a period refused is a problem, not a CSV cut short): read a span of windows at
+    a time, never all at once.
 
     Each read is its own transaction, not the request's session: the rows are read while the
     response streams, after the request's session has been committed and closed."""
-    with transaction(factory) as s:
-        spans = queries.chunks(s, city, asked.first, asked.last, interval)
     for a, b in spans:
         with transaction(factory) as s:
             chunk = queries.metric_series(s, city, names, a, b, interval, group_by)
@@ -187,23 +204,29 @@ def city_metrics(
     """Metric series per window. A value not recorded is null with a reason, never 0."""
     wanted = asked.wanted()
     if wants_csv(request, format):
-        # Resolve the city now: an unknown one is a 404, not a CSV cut short.
-        entries.get_city(s, city)
-        rows = _series_rows(state.factory, city, wanted, asked, interval, group_by)
-        return csv_stream(exports.METRIC_COLUMNS, rows, f"{city}-metrics")
+        # The city and the period now: an unknown one is a 404, not a CSV cut short.
+        spans = queries.chunks(s, city, asked.first, asked.last, interval)
+        rows = _series_rows(state.factory, city, wanted, spans, interval, group_by)
+        return csv_stream(state.exports, exports.METRIC_COLUMNS, rows, f"{city}-metrics")
     body = queries.metric_series(s, city, wanted, asked.first, asked.last, interval, group_by)
     return cached(request, json_of(body))
 
 
 @router.get("/cities/{city}/summary", response_model=reports.Summary, responses=EXPORTS)
 def city_summary(
-    city: str, request: Request, s: SessionDep, asked: PeriodDep, format: Format = None
+    city: str,
+    request: Request,
+    s: SessionDep,
+    state: AppStateDep,
+    asked: PeriodDep,
+    format: Format = None,
 ) -> Response:
     """The headline figures of a period (the last 30 days when absent), each over the whole
     period, with their state; and the material accounts by MFA category."""
     body = summary.summarise(queries.read_period(s, city, asked.first, asked.last))
     columns = exports.SUMMARY_COLUMNS
-    return exported(request, format, body, columns, exports.summary_rows, f"{city}-summary")
+    rows = exports.summary_rows
+    return exported(request, state.exports, format, body, columns, rows, f"{city}-summary")
 
 
 def _flows(s: Session, city: str, asked: Period) -> reports.Flows:
@@ -229,12 +252,18 @@ def _flows(s: Session, city: str, asked: Period) -> reports.Flows:
 
 @router.get("/cities/{city}/flows", response_model=reports.Flows, responses=EXPORTS)
 def city_flows(
-    city: str, request: Request, s: SessionDep, asked: PeriodDep, format: Format = None
+    city: str,
+    request: Request,
+    s: SessionDep,
+    state: AppStateDep,
+    asked: PeriodDep,
+    format: Format = None,
 ) -> Response:
     """Material flows of a period for a Sankey diagram, in kg. Every node balances: what comes
     in goes out, to products, waste, recovered material or the city's stock."""
     body = _flows(s, city, asked)
-    return exported(request, format, body, exports.FLOW_COLUMNS, exports.flow_rows, f"{city}-flows")
+    columns, rows = exports.FLOW_COLUMNS, exports.flow_rows
+    return exported(request, state.exports, format, body, columns, rows, f"{city}-flows")
 
 
 @router.get("/compare", response_model=reports.Comparison, responses=EXPORTS)
@@ -257,12 +286,13 @@ def compare(
     for slug in slugs:
         entries.get_city(s, slug)
     if wants_csv(request, format):
+        spans = {c: queries.chunks(s, c, asked.first, asked.last, interval) for c in slugs}
 
         def rows() -> Iterator[list[object]]:
             for slug in slugs:
-                yield from _series_rows(state.factory, slug, wanted, asked, interval, None)
+                yield from _series_rows(state.factory, slug, wanted, spans[slug], interval, None)
 
-        return csv_stream(exports.METRIC_COLUMNS, rows(), "compare")
+        return csv_stream(state.exports, exports.METRIC_COLUMNS, rows(), "compare")
 
     each = [
         queries.metric_series(s, c, wanted, asked.first, asked.last, interval, None) for c in slugs

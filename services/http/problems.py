@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fabcity.core.errors import FabcityError, one_line, where
 from schemas.api import Problem
@@ -31,7 +33,45 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+class RefuseNul:
+    """A NUL character in the path or the query string is refused before routing: no slug,
+    date or name holds one, and PostgreSQL cannot even compare a text with one (psycopg
+    raises, and `GET /v1/cities/%00/metrics` was a 500)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            detail = "the path or the query holds a NUL character (%00); remove it"
+            await problem(400, "Bad request", detail, "bad-request")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(RefuseNul)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # The client hung up before its body had all come: nothing was stored and nobody
+        # reads an answer. Not an error of ours, so not logged as one (a traceback and a 500).
+        log.info(
+            "client left before sending its whole body: %s %s", request.method, request.url.path
+        )
+        return problem(400, "Client disconnected", "the body was cut short", "disconnected")
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the checks let through (a NUL in a text, a number out
+        # of its column's range): the request's fault, said as such, never a 500.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "a value out of range"
+        return problem(
+            422, "Invalid input", f"the database cannot hold a value: {reason}", "invalid"
+        )
+
     @app.exception_handler(FabcityError)
     async def _domain(_: Request, exc: FabcityError) -> JSONResponse:
         return problem(exc.status, exc.title, exc.detail, exc.slug)

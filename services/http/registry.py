@@ -10,7 +10,7 @@ from fabcity.core import models
 from fabcity.registry import entries
 from schemas import api
 from schemas.reports import Page
-from services.http.dependencies import PagingDep, SessionDep
+from services.http.dependencies import PagingDep, PrincipalDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["registry"])
 
@@ -20,8 +20,11 @@ def _slug(row: models.City | models.Site | models.Device) -> list[str]:
 
 
 @router.get("/cities", response_model=Page[api.City])
-def list_cities(s: SessionDep, paging: PagingDep) -> Page[api.City]:
-    rows = entries.list_cities(s, paging.after(), paging.rows)
+def list_cities(s: SessionDep, paging: PagingDep, who: PrincipalDep) -> Page[api.City]:
+    """Every city for an admin or a key of all cities; a key bound to one city sees only it
+    (the others' names and populations are theirs)."""
+    only = None if who.role == "admin" else who.city
+    rows = entries.list_cities(s, paging.after(), paging.rows, only=only)
     return paging.page(rows, _slug, api.City.model_validate)
 
 

@@ -111,7 +111,7 @@ def list_facilities(city: str, s: SessionDep) -> list[standards.Facility]:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {t: {"schema": {}} for t in ("application/toml", "application/yaml")},
+            "content": {t: {"schema": {}} for t in (*TOML_TYPES[:1], *YAML_TYPES[:1], *JSON_TYPES)},
         }
     },
 )

@@ -7,6 +7,15 @@ off the queue, runs the one ingest path in one transaction, dead-letters what ca
 event, commits, and only then acknowledges every message of the batch. A bridge that dies
 before acknowledging gets the messages again from the broker (fixed client id, persistent
 session); the events are keyed by `(source, id)`, so the repeat is stored once.
+
+What cannot become an event is kept as a dead letter within bounds (`fabcity.ingest.
+deadletters`): a prefix of its payload, not again when the same topic and bytes are already
+kept, and no more than the process's quota per device, per city and in all; what is not kept
+is counted in `fabcity_dead_letters_total` and acknowledged all the same, since it could
+never become an event and the broker would only deliver it again. Retained messages are
+handled by the same rules, deliberately: the broker sends them again at every (re)subscribe,
+so a retained message that becomes an event is a duplicate the second time, and one that is
+refused is a repeat of the letter already kept.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import transaction
 from fabcity.core.settings import Settings
-from fabcity.ingest.deadletters import dead_letter
+from fabcity.ingest.deadletters import OUTCOMES, Budget, Keeper, Kept, Quota
 from fabcity.ingest.service import ingest
 from fabcity.ingest.topics import to_event
 from services.mqtt import lanes
@@ -51,6 +60,20 @@ QUEUE_DEPTH = Gauge(
     "fabcity_bridge_queue_depth", "Messages received and not yet committed (at most the window)"
 )
 LAST_COMMIT = Gauge("fabcity_bridge_last_commit_timestamp", "Unix time of the last commit")
+# Labelled by a fixed set of outcomes only, never by topic: topics are the sender's choice.
+DEAD_LETTERS = Counter(
+    "fabcity_dead_letters_total",
+    "Refused messages by what became of them: kept, cut (kept, payload cut short), repeat "
+    "(already kept), over_{device,city,total}_quota (not kept)",
+    ["outcome"],
+)
+DEAD_LETTER_BYTES = Counter(
+    "fabcity_dead_letter_bytes_total",
+    "Payload bytes of refused messages: stored, or discarded (cut off, repeated, over quota)",
+    ["outcome"],
+)
+for _outcome in OUTCOMES:  # every series exists from the start, at 0
+    DEAD_LETTERS.labels(_outcome)
 
 # paho's reconnect backoff: from the first delay, doubling up to the longest.
 RECONNECT_FIRST_DELAY_S = 1
@@ -60,6 +83,25 @@ RECONNECT_LONGEST_DELAY_S = 30
 KEEPALIVE_S = 30
 # How long `stop` waits for a writer to finish the batch it holds.
 WRITER_JOIN_TIMEOUT_S = 30
+
+
+def keeper_for(settings: Settings) -> Keeper:
+    """What one bridge process keeps of the messages it refuses."""
+    quota = Quota(
+        settings.mqtt_topic_prefix,
+        settings.dead_letter_period_s,
+        device=Budget(settings.dead_letters_per_device, settings.dead_letter_bytes_per_device),
+        city=Budget(settings.dead_letters_per_city, settings.dead_letter_bytes_per_city),
+        total=Budget(settings.dead_letters_per_bridge, settings.dead_letter_bytes_per_bridge),
+    )
+    return Keeper(settings.dead_letter_payload_bytes, quota)
+
+
+def count_dead_letters(kept: Kept) -> None:
+    for outcome, n in kept.outcomes.items():
+        DEAD_LETTERS.labels(outcome).inc(n)
+    DEAD_LETTER_BYTES.labels("stored").inc(kept.stored_bytes)
+    DEAD_LETTER_BYTES.labels("discarded").inc(kept.discarded_bytes)
 
 
 @dataclass(frozen=True)
@@ -92,7 +134,8 @@ class Bridge:
         self._stop = threading.Event()
         self.connected = threading.Event()  # connected and subscribed
         self.stored = 0
-        self.dead_lettered = 0
+        self.dead_lettered = 0  # messages refused
+        self.letters_kept = 0  # of them, those stored as dead letters (the rest were counted)
         # The deepest the queue has been (tests read it).
         self.max_depth = 0
         # Several writers, each with its own transaction: while one waits on PostgreSQL (about
@@ -103,9 +146,13 @@ class Bridge:
             for i in range(settings.bridge_writers)
         ]
         self._count_lock = threading.Lock()
+        # One quota for the whole process: the native writers and the device lane share it.
+        self.keeper = keeper_for(settings)
         # Device messages (adapter topics) go to a lane of their own: one writer, in arrival
         # order, because adapters keep per-device state (job starts, counters).
-        self.adapters = lanes.DeviceLane(settings, factory, self._ack, dispatcher.nudge)
+        self.adapters = lanes.DeviceLane(
+            settings, factory, self._ack, dispatcher.nudge, self.keeper, count_dead_letters
+        )
         self.client = Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.mqtt_client_id,
@@ -243,22 +290,28 @@ class Bridge:
         good = [(m, p.event) for m, p in zip(batch, parsed, strict=True) if p.event is not None]
         dead = [(m, p.reason or "") for m, p in zip(batch, parsed, strict=True) if p.event is None]
         started = time.perf_counter()
-        with transaction(self.factory) as session:
-            outcome = ingest(session, [e for _, e in good])
-            dead.extend((good[r.index][0], r.error) for r in outcome.result.rejected)
-            session.add_all(
-                dead_letter(m.received_at, "mqtt", m.topic, m.payload, reason) for m, reason in dead
-            )
+        kept: Kept | None = None
+        try:
+            with transaction(self.factory) as session:
+                outcome = ingest(session, [e for _, e in good])
+                dead.extend((good[r.index][0], r.error) for r in outcome.result.rejected)
+                kept = self.keeper.keep(session, "mqtt", dead)
+        except BaseException:
+            # Not stored: the batch comes again, and what it took of the quota was not used.
+            if kept is not None:
+                self.keeper.give_back(kept)
+            raise
         BATCH_SECONDS.observe(time.perf_counter() - started)
         LAST_COMMIT.set_to_current_time()
         with self._count_lock:
             self.stored += outcome.result.accepted
             self.dead_lettered += len(dead)
+            self.letters_kept += len(kept.rows)
         MESSAGES.labels("stored").inc(outcome.result.accepted)
         MESSAGES.labels("duplicate").inc(outcome.result.duplicates)
         MESSAGES.labels("dead_letter").inc(len(dead))
-        for m, reason in dead:
-            log.warning("dead letter from %s: %s", m.topic, reason[: lanes.LOGGED_REASON_CHARS])
+        count_dead_letters(kept)
+        lanes.log_dead_letters(dead, kept)
         if outcome.result.duplicates:
             # Expected after a restart (the broker redelivers what was not acknowledged).
             log.info(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import paho.mqtt.client as mqtt
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity.adapters.routing import minimal_filters, subscriptions
 from fabcity.core.db import transaction
 from fabcity.core.settings import Settings
+from fabcity.ingest.deadletters import CUT, KEPT, Keeper, Kept
 from fabcity.ingest.intake import Incoming, Stored, store
 from fabcity.ingest.topics import is_native
 from fabcity.registry import entries
@@ -61,18 +62,24 @@ class DeviceLane(Generic[M]):
         factory: sessionmaker[Session],
         ack: Callable[[list[M]], None],
         nudge: Callable[[], None],
+        keeper: Keeper | None = None,
+        counted: Callable[[Kept], None] = lambda _: None,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.enabled = settings.bridge_adapters
         self._ack = ack
         self._nudge = nudge
+        # Shared with the bridge's native writers: one quota per process.
+        self.keeper = keeper or Keeper(settings.dead_letter_payload_bytes)
+        self._counted = counted
         self._filters: list[str] = []
         self._queue: queue.Queue[M] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.stored = 0
-        self.dead_lettered = 0
+        self.dead_lettered = 0  # messages refused
+        self.letters_kept = 0  # of them, those stored as dead letters (the rest were counted)
 
     # topics ------------------------------------------------------------------------------
 
@@ -135,23 +142,51 @@ class DeviceLane(Generic[M]):
     def _loop(self) -> None:
         write_batches(
             self._take,
-            lambda batch: store_batch(self.factory, batch),
+            lambda batch: store_batch(self.factory, batch, self.keeper),
             self._committed,
             self._stop,
             "device messages",
         )
 
     def _committed(self, batch: list[M], outcome: Stored) -> None:
+        # What was refused and not kept is acknowledged too: it could never become an event.
         self._ack(batch)
         self.stored += outcome.result.accepted
         self.dead_lettered += len(outcome.dead)
-        for m, reason in outcome.dead:
-            log.warning("dead letter from %s: %s", m.topic, reason[:LOGGED_REASON_CHARS])
+        self.letters_kept += len(outcome.kept.rows)
+        log_dead_letters(outcome.dead, outcome.kept)
+        self._counted(outcome.kept)
         if outcome.windows_marked:
             self._nudge()
 
 
-def store_batch(factory: sessionmaker[Session], batch: list[M]) -> Stored:
+def log_dead_letters(dead: Sequence[tuple[Incoming, str]], kept: Kept) -> None:
+    """One line per letter kept, one for all those not kept: a flood that the quota stops
+    must not fill the disk through the log instead."""
+    for index in kept.rows:
+        message, reason = dead[index]
+        log.warning("dead letter from %s: %s", message.topic, reason[:LOGGED_REASON_CHARS])
+    dropped = {o: n for o, n in kept.outcomes.items() if o not in (KEPT, CUT)}
+    if dropped:
+        log.warning(
+            "refused and not kept as dead letters: %s",
+            ", ".join(f"{n} {outcome}" for outcome, n in sorted(dropped.items())),
+        )
+
+
+def store_batch(
+    factory: sessionmaker[Session], batch: list[M], keeper: Keeper | None = None
+) -> Stored:
     """Device messages stored in one transaction of their own (the lane's, a printer link's)."""
-    with transaction(factory) as session:
-        return store(session, batch)
+    kept: Kept | None = None
+    try:
+        with transaction(factory) as session:
+            outcome = store(session, batch, keeper=keeper)
+            kept = outcome.kept
+    except BaseException:
+        # The batch is not stored and will be tried again: what it took of the quota was
+        # not used.
+        if kept is not None and keeper is not None:
+            keeper.give_back(kept)
+        raise
+    return outcome

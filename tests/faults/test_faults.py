@@ -67,6 +67,8 @@ def test_bridge_killed_postgres_restarted_redis_gone_worker_killed_nothing_lost_
         rig.redis.start()
 
         reached(0.30)
+        # The worker rides out the outage by itself: the same process, never restarted.
+        assert worker.popen.poll() is None, f"the worker died with Redis:\n{worker.output}"
         sigkill(bridge)  # 2
         kills += 1
         bridge = Proc(["bridge"], rig.env())
@@ -77,6 +79,7 @@ def test_bridge_killed_postgres_restarted_redis_gone_worker_killed_nothing_lost_
         reached(0.55)
         # Mid-task: wait for work to be there (the worker is at it while events keep coming).
         wait_until(lambda: rig.unsettled() > 0, timeout=60, step=0.01)
+        assert worker.popen.poll() is None, f"the worker died:\n{worker.output}"
         sigkill(worker)
         worker = Proc(["worker", "--concurrency", "1"], rig.env())
 

@@ -87,6 +87,9 @@ class Mosquitto(Server):
             r"^persistence_location .*$", f"persistence_location {self.dir}/", conf, flags=re.M
         )
         conf = re.sub(r"^log_dest .*$", f"log_dest file {self.dir}/mosquitto.log", conf, flags=re.M)
+        # The shipped file refuses anonymous clients until broker-config adds users; a test
+        # broker on loopback takes them (tests/security/test_broker.py tests the secured one).
+        conf = re.sub(r"^allow_anonymous .*$", "allow_anonymous true", conf, flags=re.M)
         path = self.dir / "mosquitto.conf"
         path.write_text(conf)
         return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(path)]

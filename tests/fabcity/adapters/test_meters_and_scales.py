@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from fabcity.adapters.base import Refused
 from schemas.events import EventType
 from tests.fabcity.adapters.support import device, events, message, run
+from tests.fixtures.devices import load
 
 
 def sensor(total: float, time: str) -> dict[str, object]:
@@ -187,3 +189,73 @@ def test_esphome_energy_in_wh_is_a_meter() -> None:
         )
     )
     assert [e.data["energy_kwh"] for e in out] == pytest.approx([1.5])
+
+
+SPOOL_CONFIG = "homeassistant/sensor/filament-scale/spool_weight/config"
+SPOOL_STATE = "filament-scale/sensor/spool_weight/state"
+
+
+def spool_scale(grams: list[str], **settings: Any) -> list[dict[str, object]]:
+    """The data of the readings an ESPHome spool scale yields for these states, one a second."""
+    dev = device("esphome", topic_prefix="filament-scale", material="PLA", **settings)
+    config = message(SPOOL_CONFIG, load("esphome-spool-weight-config.json"))
+    states = [message(SPOOL_STATE, g, at=i + 1) for i, g in enumerate(grams)]
+    return [e.data for e in events(run(dev, [config, *states]))]
+
+
+def test_a_spool_scale_counts_what_was_used_not_the_spool_again() -> None:
+    # 812.4 g, then 790.0 g left on the spool: 22.4 g = 0.0224 kg used. Read as weighings,
+    # each state was an amount: 0.8124 + 0.7900 = 1.6024 kg, 72 times what was used.
+    assert spool_scale(["812.4", "790.0"], scale="remaining") == [
+        {"net_kg": pytest.approx(0.0224), "direction": "in", "material": "PLA"}
+    ]
+    weighed = spool_scale(["812.4", "790.0"])  # the intake-scale default, unchanged
+    assert sum(float(str(d["net_kg"])) for d in weighed) == pytest.approx(1.6024)
+
+
+def test_a_refill_is_a_new_level_never_a_negative_use() -> None:
+    # 812.4 → 790.0: 22.4 g used. 790.0 → 1250.0: a new spool, nothing. 1250.0 → 1200.0:
+    # 50.0 g used. 1200.0 → 0.0 (spool lifted off) → 1200.0 (put back): nothing.
+    out = spool_scale(["812.4", "790.0", "1250.0", "1200.0", "0.0", "1200.0"], scale="remaining")
+    assert [d["net_kg"] for d in out] == [pytest.approx(0.0224), pytest.approx(0.05)]
+
+
+def test_drift_is_not_use_but_slow_use_adds_up() -> None:
+    # From 790.0: 789.0 and 788.5 are within 2 g of the level (drift), 791.0 too; 787.9 is
+    # 2.1 g below it: 0.0021 kg, all of it, the small steps included.
+    out = spool_scale(["790.0", "789.0", "788.5", "791.0", "787.9"], scale="remaining")
+    assert [d["net_kg"] for d in out] == [pytest.approx(0.0021)]
+
+
+def test_a_late_replayed_level_is_skipped() -> None:
+    dev = device("esphome", topic_prefix="filament-scale", scale="remaining")
+    config = message(SPOOL_CONFIG, load("esphome-spool-weight-config.json"))
+    decoded = run(
+        dev,
+        [
+            config,
+            message(SPOOL_STATE, "812.4", at=10),
+            message(SPOOL_STATE, "790.0", at=20),
+            message(SPOOL_STATE, "850.0", at=5),  # a dead letter replayed: older than the level
+            message(SPOOL_STATE, "780.0", at=30),
+        ],
+    )
+    # 812.4 → 790.0: 22.4 g; the old 850.0 is not a refill; 790.0 → 780.0: 10.0 g.
+    assert [e.data["net_kg"] for e in events(decoded)] == [
+        pytest.approx(0.0224),
+        pytest.approx(0.01),
+    ]
+
+
+def test_a_tasmota_hx711_under_a_bin_counts_its_decrease() -> None:
+    dev = device("tasmota", topic="bin-pellets", material="PLA", scale="remaining")
+    topic = "tele/bin-pellets/SENSOR"
+
+    def weight(kg: float, minute: int) -> dict[str, object]:
+        return {"Time": f"2026-01-02T09:{minute:02d}:11", "HX711": {"Weight": kg}}
+
+    out = events(
+        run(dev, [message(topic, weight(w, i)) for i, w in enumerate((12.5, 11.25, 20.0, 19.0))])
+    )
+    # 12.5 → 11.25: 1.25 kg; 11.25 → 20.0: refilled; 20.0 → 19.0: 1.0 kg.
+    assert [e.data["net_kg"] for e in out] == [pytest.approx(1.25), pytest.approx(1.0)]

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.fabcity.adapters.support import T0, device, events, message, run
+from tests.fixtures.devices import load
 
 PRINTING = {
     "eventtime": 3051555.377,
@@ -32,7 +33,7 @@ END = {
 }
 
 
-def test_a_job_ends_on_the_print_stats_change_at_receive_time_not_klipper_time() -> None:
+def test_a_job_ends_at_receive_time_not_klipper_time_and_lasts_its_total_duration() -> None:
     dev = device("moonraker", instance_name="voron24")
     (job,) = events(
         run(
@@ -46,9 +47,79 @@ def test_a_job_ends_on_the_print_stats_change_at_receive_time_not_klipper_time()
     )
     assert job.data["status"] == "completed"
     assert job.data["length_mm"] == pytest.approx(9874.02)
-    # eventtime (Klipper's monotonic clock) would put the job in 1970.
-    assert datetime.fromisoformat(job.data["started"]) == T0
+    # eventtime (Klipper's monotonic clock) would put the job in 1970: the end is the receive
+    # time, T0 + 7600 s, and the start that less total_duration: T0 + 7600 - 7581.66 s.
     assert (datetime.fromisoformat(job.data["ended"]) - T0).total_seconds() == 7600
+    assert (datetime.fromisoformat(job.data["started"]) - T0).total_seconds() == pytest.approx(
+        18.34
+    )
+    assert "modelled" not in job.data
+
+
+def test_a_backlog_delivered_at_once_keeps_the_job_length_the_printer_reported() -> None:
+    """The Moonraker messages of a whole job, held at the broker while the bridge was down
+    and delivered within 0.2 s of each other: the job lasted 7,581.66 s, not 0.2 s."""
+    dev = device("moonraker", instance_name="voron24")
+    (job,) = events(
+        run(
+            dev,
+            [
+                message("voron24/klipper/status", load("moonraker-status-printing.json"), at=0.0),
+                message("voron24/klipper/status", load("moonraker-status-complete.json"), at=0.2),
+            ],
+        )
+    )
+    started = datetime.fromisoformat(job.data["started"])
+    ended = datetime.fromisoformat(job.data["ended"])
+    # 7,581.66 s = 2 h 6 min 21.66 s = 2.106017 h of machine time.
+    assert (ended - started).total_seconds() == pytest.approx(7581.66)
+    assert "modelled" not in job.data
+
+
+def test_without_a_duration_the_start_is_the_receive_time_and_says_it_is_modelled() -> None:
+    dev = device("moonraker", instance_name="voron24")
+    base = "voron24/klipper/state/print_stats"
+    (job,) = events(
+        run(
+            dev,
+            [
+                message(f"{base}/state", {"eventtime": 1.0, "value": "printing"}, at=0),
+                message(f"{base}/state", {"eventtime": 901.0, "value": "complete"}, at=900),
+            ],
+        )
+    )
+    assert (datetime.fromisoformat(job.data["started"]) - T0).total_seconds() == 0
+    assert job.data["modelled"] == ["started"]
+
+
+def test_the_previous_jobs_duration_is_not_the_next_jobs() -> None:
+    """print_stats keeps the last job's figures until the next job's first update: a job
+    whose duration never came must not take the previous one's 7,581.66 s."""
+    dev = device("moonraker", instance_name="voron24")
+    topic = "voron24/klipper/status"
+    first, second = events(
+        run(
+            dev,
+            [
+                message(topic, load("moonraker-status-printing.json"), at=0),
+                message(topic, load("moonraker-status-complete.json"), at=7600),
+                message(
+                    topic,
+                    {"eventtime": 3058000.0, "status": {"print_stats": {"state": "printing"}}},
+                    at=8000,
+                ),
+                message(
+                    topic,
+                    {"eventtime": 3058600.0, "status": {"print_stats": {"state": "cancelled"}}},
+                    at=8600,
+                ),
+            ],
+        )
+    )
+    assert "modelled" not in first.data
+    started = datetime.fromisoformat(second.data["started"])
+    assert (started - T0).total_seconds() == 8000  # its own start, as received
+    assert second.data["modelled"] == ["started"]
 
 
 def test_split_status_topics_make_the_same_job() -> None:
@@ -125,3 +196,14 @@ def test_server_status_is_availability() -> None:
         ],
     )
     assert [d.online for d in decoded] == [True, False]
+
+
+def test_a_history_jobs_filament_weight_is_the_slicers_estimate() -> None:
+    """`filament_weight_total` is what Moonraker's metadata parser read from the G-code
+    (`; total filament used [g] = 25.3`): 0.0253 kg, modelled, not weighed."""
+    dev = device("moonraker", instance_name="voron24", jobs_from="history")
+    answer = load("moonraker-history-list.json")
+    (job,) = events(run(dev, [message("voron24/moonraker/api/response", answer)]))
+    assert job.data["mass_kg"] == pytest.approx(0.0253)
+    assert job.data["modelled"] == ["mass_kg"]
+    assert job.data["energy_kwh"] == pytest.approx(4.119977)

@@ -4,11 +4,19 @@ import base64
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.adapters import sparkplug_b as pb
-from fabcity.adapters.base import Refused
+from fabcity.adapters.base import Message, Refused
+from fabcity.adapters.routing import not_from_devices
+from fabcity.adapters.sparkplug import host_state
+from fabcity.core.db import transaction
+from fabcity.core.models import DeadLetter
+from fabcity.ingest.intake import store
 from schemas.events import EventType
-from tests.fabcity.adapters.support import device, events, message, run
+from tests.fabcity.adapters.support import T0, device, events, message, run
+from tests.fixtures.devices import raw
 
 # Bytes from FORMATS.md, encoded by pysparkplug 0.6.1 (a real protobuf encoder).
 NBIRTH = base64.b64decode(
@@ -155,3 +163,35 @@ def test_the_node_counts_seq_gaps_across_all_its_messages() -> None:
     )
     assert decoded[-1].state["seq_gaps"] == 1
     assert decoded[-1].state["seq"] == 6
+
+
+def test_host_state_topics_are_told_apart_from_node_and_device_topics() -> None:
+    assert host_state("spBv1.0/STATE/scada-1")
+    assert not_from_devices("spBv1.0/STATE/scada-1")
+    # A node of a group that happens to be named STATE has four levels: a node's message.
+    assert not host_state("spBv1.0/STATE/NBIRTH/gw-1")
+    assert not host_state(NODE.format("NBIRTH"))
+    assert not host_state("STATE/scada-1")  # Sparkplug 2.2's form, outside spBv1.0/#
+
+
+def test_a_host_applications_state_is_left_alone_not_dead_lettered(
+    factory: sessionmaker[Session],
+) -> None:
+    """The bridge's default subscription `spBv1.0/#` receives every host's retained STATE
+    birth and death (Sparkplug 3.0, JSON). They are no device's: not refused, not stored.
+    An unregistered node's birth on the same subscription still is (the control)."""
+    host = "spBv1.0/STATE/scada-1"
+    unknown_node = "spBv1.0/fablab-z/NBIRTH/gw-unregistered"
+    with transaction(factory) as session:
+        stored = store(
+            session,
+            [
+                Message(host, raw("sparkplug-state-birth.json"), T0),
+                Message(host, raw("sparkplug-state-death.json"), T0),
+                Message(unknown_node, NBIRTH, T0),
+            ],
+        )
+    assert [m.topic for m, _ in stored.dead] == [unknown_node]
+    assert stored.result.accepted == 0
+    with factory() as session:
+        assert session.scalars(select(DeadLetter.topic)).all() == [unknown_node]

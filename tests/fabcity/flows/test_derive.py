@@ -22,6 +22,11 @@ from fabcity.flows.derive import (
 )
 from fabcity.registry.entries import DEFAULT_RESOURCES
 from schemas.events import CloudEvent
+from tests.fabcity.adapters.support import device as adapter_device
+from tests.fabcity.adapters.support import events as adapter_events
+from tests.fabcity.adapters.support import message as adapter_message
+from tests.fabcity.adapters.support import run
+from tests.fixtures.devices import load, raw
 from tests.support.city import flow as flow_data
 
 RESOURCES: dict[str, ResourceInfo] = {r.name: r for r in DEFAULT_RESOURCES}
@@ -360,3 +365,134 @@ def test_device_events_without_a_device_derive_nothing() -> None:
     assert derive(job(mass_kg=1.0), RESOURCES, None) == []
     assert derive(event("fabcity.meter.reading", {"energy_kwh": 1.0}), RESOURCES, None) == []
     assert derive(event("fabcity.device.status", {"online": True}), RESOURCES, device()) == []
+
+
+# Measured or modelled: what the machine counted, or an estimate --------------------------------
+
+
+def from_adapter(adapter: str, messages: list[tuple[str, Any, float]], **settings: Any) -> Any:
+    """The one event an adapter yields for these messages, as the CloudEvent ingest stores."""
+    dev = adapter_device(adapter, **settings)
+    decoded = run(dev, [adapter_message(t, p, at=a) for t, p, a in messages])
+    # Availability aside (PrusaLink's first answer says the printer is online).
+    (emitted,) = [e for e in adapter_events(decoded) if e.type.value != "fabcity.device.status"]
+    return event(emitted.type.value, emitted.data)
+
+
+def test_a_slicers_filament_weight_is_modelled_and_the_job_hours_measured() -> None:
+    # Moonraker's history: filament_weight_total 25.3 g, from `; total filament used [g] =
+    # 25.3` in the G-code: 0.0253 kg = 25,300 millionths, an estimate.
+    answer = load("moonraker-history-list.json")
+    answer["result"]["jobs"][0]["start_time"] = 1615764265.6493807 - 1800  # docs' start is late
+    history = from_adapter(
+        "moonraker",
+        [("voron24/moonraker/api/response", answer, 0)],
+        instance_name="voron24",
+        jobs_from="history",
+    )
+    found = by_action(derive(history, RESOURCES, device()))
+    assert [(f.amount, f.state) for f in found["consume"] if f.resource == "filament"] == [
+        (25_300, "modelled")
+    ]
+    # start_time and end_time are the printer's: 1,800 s = 0.5 h, measured.
+    assert [(f.amount, f.state) for f in found["use"]] == [(500_000, "measured")]
+    # The kWh of Moonraker's power sensor is a meter's reading.
+    assert [f.state for f in found["consume"] if f.resource == "electricity"] == ["measured"]
+
+
+def test_prusalink_slicer_grams_are_modelled() -> None:
+    # `filament used [g]` of the file's metadata, as in the G-code footer fixture: 25.3 g.
+    footer = raw("prusaslicer-footer.gcode").decode()
+    meta = {
+        key.strip("; ").strip(): float(value)
+        if key.strip().startswith("; filament used")
+        else value
+        for key, value in (line.split(" = ", 1) for line in footer.splitlines())
+    }
+    running = {
+        "id": 7,
+        "state": "PRINTING",
+        "progress": 50.0,
+        "time_printing": 3000,
+        "file": {"path": "/usb/bracket.gcode", "m_timestamp": 1767340000, "meta": meta},
+    }
+    done = {**running, "state": "FINISHED", "progress": 100.0, "time_printing": 6000}
+    url = "http://192.168.1.40"
+    ended = from_adapter(
+        "prusalink",
+        [
+            (f"prusalink:{url}", {"status": {}, "job": running}, 0),
+            (f"prusalink:{url}", {"status": {}, "job": done}, 3000),
+        ],
+        url=url,
+    )
+    found = by_action(derive(ended, RESOURCES, device()))
+    assert [(f.amount, f.state) for f in found["consume"]] == [(25_300, "modelled")]
+    # time_printing 6,000 s = 1.666667 h, the printer's own count: measured.
+    assert [(f.amount, f.state) for f in found["use"]] == [(1_666_667, "measured")]
+
+
+def test_moonraker_status_hours_come_from_total_duration_even_in_a_backlog() -> None:
+    # Both messages arrive 0.2 s apart; total_duration 7,581.66 s = 2.1060167 h.
+    ended = from_adapter(
+        "moonraker",
+        [
+            ("voron24/klipper/status", load("moonraker-status-printing.json"), 0.0),
+            ("voron24/klipper/status", load("moonraker-status-complete.json"), 0.2),
+        ],
+        instance_name="voron24",
+    )
+    found = by_action(derive(ended, RESOURCES, device()))
+    assert [(f.amount, f.state) for f in found["use"]] == [(2_106_017, "measured")]
+    # The extruder's 9,874.02 mm of 1.75 mm PLA made into a mass is modelled, as before:
+    # π × 0.0875² cm² = 0.0240528 cm²; × 987.402 cm = 23.7498 cm³; × 1.24 g/cm³ = 29.450 g.
+    (filament,) = found["consume"]
+    assert (filament.amount, filament.state) == (29_450, "modelled")
+
+
+def test_hours_from_receive_times_are_modelled() -> None:
+    base = "voron24/klipper/state/print_stats"
+    ended = from_adapter(
+        "moonraker",
+        [
+            (f"{base}/state", {"eventtime": 1.0, "value": "printing"}, 0),
+            (f"{base}/state", {"eventtime": 901.0, "value": "complete"}, 900),
+        ],
+        instance_name="voron24",
+    )
+    # 900 s between the two receive times = 0.25 h, an estimate.
+    assert [(f.amount, f.state) for f in by_action(derive(ended, RESOURCES, device()))["use"]] == [
+        (250_000, "modelled")
+    ]
+
+
+def test_a_spool_scales_use_is_measured() -> None:
+    config = load("esphome-spool-weight-config.json")
+    used = from_adapter(
+        "esphome",
+        [
+            ("homeassistant/sensor/filament-scale/spool_weight/config", config, 0),
+            ("filament-scale/sensor/spool_weight/state", "812.4", 1),
+            ("filament-scale/sensor/spool_weight/state", "790.0", 2),
+        ],
+        topic_prefix="filament-scale",
+        material="PLA",
+        resource="filament",
+        scale="remaining",
+    )
+    # 812.4 g − 790.0 g = 22.4 g = 0.0224 kg = 22,400 millionths, weighed: measured.
+    assert derive(used, RESOURCES, DeviceInfo(8, "scale", {"resource": "filament"})) == [
+        flow("consume", "filament", 22_400, "city", material="PLA")
+    ]
+
+
+def test_a_native_job_that_names_its_estimates() -> None:
+    flows = by_action(
+        derive(
+            job(mass_kg=0.05, energy_kwh=0.3, modelled=["mass_kg", "energy_kwh"]),
+            RESOURCES,
+            device(),
+        )
+    )
+    assert [f.state for f in flows["consume"]] == ["modelled", "modelled"]
+    assert [f.state for f in flows["use"]] == ["measured"]

@@ -21,7 +21,7 @@ def _manifest(name: str) -> okh.Manifest:
 
 
 def _import_all(factory: sessionmaker[Session]) -> tuple[list[str], dict[int, str]]:
-    files = sorted(OKH.iterdir())
+    files = sorted(f for f in OKH.iterdir() if f.suffix in (".toml", ".yml"))
     with transaction(factory) as s:
         result = designs.import_many(s, [(f.suffix, f.read_bytes(), BASE + f.name) for f in files])
     return [r.key for r in result.imported], {
@@ -87,13 +87,22 @@ def test_import_keeps_good_manifests_and_says_why_bad_ones_failed(
     factory: sessionmaker[Session],
 ) -> None:
     imported, rejected = _import_all(factory)
-    assert imported == [BASE + n for n in ("bracket.yml", "desk-lamp.yml", "stool.toml")]
+    assert imported == [
+        BASE + n
+        for n in (
+            "bracket.yml",
+            "desk-lamp.yml",
+            "ohloom.toml",
+            "okh-losh-template.toml",
+            "stool.toml",
+        )
+    ]
     assert len(rejected) == 4
     reasons = sorted(rejected.values())
     assert reasons[0].startswith("broken.toml: the manifest cannot be read")
     assert (
         reasons[1] == "heavy-words.toml: `mass-g` 'quite heavy' is not a mass: "
-        "a number, or a text like '250 g'"
+        "a number, a text like '250 g', or a table {value, unit}"
     )
     assert reasons[2].startswith("impossible-loop.yml: `circularity`:")
     assert "F_R + F_U + F_S exceeds 1" in reasons[2]
@@ -108,6 +117,12 @@ def test_import_keeps_good_manifests_and_says_why_bad_ones_failed(
         assert (stool.is_open, stool.mass_kg, stool.standard) == (True, 3.2, "okh-losh")
         assert stool.parts == [{"name": "Seat", "mass_kg": 1.7}, {"name": "Leg", "mass_kg": 0.5}]
         assert (bracket.is_open, bracket.oshwa_uid) == (True, "US002173")
+        ohloom, template = rows["ohloom.toml"], rows["okh-losh-template.toml"]
+        assert (ohloom.is_open, ohloom.licence, ohloom.mass_kg) == (True, "CC-BY-SA-4.0", 2.36)
+        # OKH-LOSH's template keeps its placeholder licence: it names no licence we know.
+        assert (template.is_open, template.licence, template.licence_text) == (
+            None, None, "the-SPDX-ID"
+        )  # fmt: skip
         assert bracket.circularity is not None and bracket.circularity["E_F"] == 0.9
 
 
@@ -153,3 +168,112 @@ def test_malformed_fields_say_what_to_fix(doc: dict[str, object], error: str) ->
     with pytest.raises(Invalid) as caught:
         okh.parse(doc)
     assert error in caught.value.detail
+
+
+# OKH-LOSH v1 mass tables ----------------------------------------------------------------------
+
+
+def test_losh_v1_mass_tables_are_read() -> None:
+    """OHLOOM's okh.toml gives each of its 18 parts `mass = {value, unit}` in grams and no
+    mass of its own: the loom weighs their sum, 2,360 g (30 + 30 + 85 + 30 + 65 + 5 + 5 + 65
+    + 65 + 65 + 60 + 160 + 550 + 65 + 700 + 15 + 35 + 330)."""
+    loom = _manifest("ohloom.toml")
+    assert (loom.standard, loom.title, loom.version) == ("okh-losh", "OHLOOM", "0.10.0")
+    assert len(loom.parts) == 18
+    assert (loom.parts[0].name, loom.parts[0].mass_kg) == ("Clamp Ring", 0.03)
+    assert (loom.parts[-1].name, loom.parts[-1].mass_kg) == ("WarpClothBeam", 0.33)
+    assert loom.mass_kg == pytest.approx(2.36)
+    # The template gives the module's own mass in kg, which wins over its one part's 330 g.
+    template = _manifest("okh-losh-template.toml")
+    assert (template.mass_kg, [p.mass_kg for p in template.parts]) == (50.33, [0.33])
+
+
+@pytest.mark.parametrize(
+    ("mass", "error"),
+    [
+        ({"value": "heavy", "unit": "g"}, "`mass.value` 'heavy' is not a mass"),
+        ({"unit": "kg"}, "`mass` is a table without `value`"),
+        ({"value": 3, "unit": "lb"}, "`mass.unit` 'lb' is not a unit of mass: use kg, g, mg, t"),
+        ({"value": -3, "unit": "kg"}, "`mass.value` must be zero or more"),
+    ],
+)
+def test_bad_mass_tables_say_what_to_fix(mass: dict[str, object], error: str) -> None:
+    with pytest.raises(Invalid) as caught:
+        okh.parse({"okhv": "OKH-LOSHv1.0", "name": "X", "mass": mass})
+    assert error in caught.value.detail
+
+
+def test_mass_tables_in_words_and_other_units() -> None:
+    doc = {"name": "X", "mass": {"value": "1.5", "unit": "Kilograms"}}
+    assert okh.parse(doc).mass_kg == 1.5
+    assert okh.parse({"name": "X", "mass": {"value": 2, "unit": "t"}}).mass_kg == 2000
+
+
+# Licences -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "spdx"),
+    [
+        ("CERN OHL v1.2", "CERN-OHL-1.2"),
+        ("Creative Commons Attribution-ShareAlike 4.0 International", "CC-BY-SA-4.0"),
+        ("CC BY-SA 4.0", "CC-BY-SA-4.0"),
+        ("CERN Open Hardware Licence Version 2 - Strongly Reciprocal", "CERN-OHL-S-2.0"),
+        ("GNU General Public License v3.0 or later", "GPL-3.0-or-later"),
+        ("MIT License", "MIT"),
+        ("Apache License, Version 2.0", "Apache-2.0"),
+        ("cern-ohl-w-2.0", "CERN-OHL-W-2.0"),
+        ("gpl-2.0+", "GPL-2.0-or-later"),
+        ("CERN OHL v1.2 OR MIT", "CERN-OHL-1.2 OR MIT"),
+        ("Apache-2.0 WITH LLVM-exception", "Apache-2.0 WITH LLVM-exception"),
+        ("https://creativecommons.org/licenses/by-sa/4.0/", "CC-BY-SA-4.0"),
+        ("https://creativecommons.org/licenses/by-nc/3.0/de/", "CC-BY-NC-3.0-DE"),
+        ("https://spdx.org/licenses/CERN-OHL-P-2.0.html", "CERN-OHL-P-2.0"),
+        ("LicenseRef-Mine", "LicenseRef-Mine"),
+        ("the-SPDX-ID", None),
+        ("Proprietary", None),
+        ("(MIT", None),
+        ("https://example.org/my-licence", None),
+    ],
+)
+def test_licences_map_to_spdx(given: str, spdx: str | None) -> None:
+    assert okh.spdx_expression(given) == spdx
+
+
+@pytest.mark.parametrize(
+    ("licence", "is_open"),
+    [
+        ({"hardware": "CERN OHL v1.2"}, True),
+        ({"hardware": "Creative Commons Attribution-ShareAlike 4.0 International"}, True),
+        ({"hardware": "CERN OHL v1.2", "documentation": "CC BY-NC 4.0"}, False),
+        ({"hardware": "Proprietary"}, False),
+        ({"hardware": "All rights reserved"}, False),
+        ({"hardware": "Our own licence, see LICENSE.txt"}, None),
+        ({"hardware": "MIT", "documentation": "some words"}, None),
+        ({"hardware": "CC-BY-NC-4.0", "documentation": "some words"}, False),
+        (None, None),
+    ],
+)
+def test_a_licence_that_is_not_known_open_is_not_judged_closed(
+    licence: dict[str, str] | None, is_open: bool | None
+) -> None:
+    doc: dict[str, object] = {"title": "X"}
+    if licence is not None:
+        doc["license"] = licence
+    assert designs.openness(okh.licences_of(okh.parse(doc))) is is_open
+
+
+def test_the_licence_is_kept_as_written_and_as_spdx(factory: sessionmaker[Session]) -> None:
+    doc = {"title": "Loom", "license": {"hardware": "CERN OHL v1.2"}}
+    none = {"title": "Unlicensed loom"}
+    with transaction(factory) as s:
+        loom, _ = designs.import_manifest(s, doc, BASE + "loom.yml")
+        bare, _ = designs.import_manifest(s, none, BASE + "bare.yml")
+    with transaction(factory) as s:
+        loom = s.get_one(Design, loom.id)
+        assert (loom.licence, loom.licence_text, loom.is_open) == (
+            "CERN-OHL-1.2", "CERN OHL v1.2", True
+        )  # fmt: skip
+        bare = s.get_one(Design, bare.id)
+        assert (bare.licence, bare.licence_text, bare.is_open) == (None, None, None)
+        assert [d.title for d in designs.list_designs(s, open_only=True)] == ["Loom"]

@@ -105,7 +105,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient
                 header={"X-API-Key": keys.create(s, "device", CITY, SITE, DEVICE).secret},
             ),
         ]
-    settings = settings_for(url, auth="required", rate_limit_per_s=0)
+    # Every route is called with a bad key from one address: no limit on failed lookups here
+    # (it has tests of its own, tests/security/test_identities.py).
+    settings = settings_for(url, auth="required", rate_limit_per_s=0, auth_failure_per_min=0)
     app = create_app(settings, "both", factory=factory, dispatcher=NoDispatch())
     with TestClient(app) as client:
         yield client, callers

@@ -136,12 +136,13 @@ def test_cli_imports_a_directory_with_a_progress_bar(sqlite_url: str) -> None:
     # Refused records make the exit status 1, after the good ones were imported.
     assert okw.returncode == 1, okw.stderr
     assert "OKW records" in okw.stdout
-    assert "3 sites created, 1 updated, 3 refused" in okw.stdout
+    # 19 of the Alliance's records, three of them one site each with another.
+    assert "20 sites created, 4 updated, 3 refused" in okw.stdout
     assert "labs.yml#2: Lost Lab" in okw.stderr
 
     okh = run("okh", str(OKH), "--url-prefix", "https://designs.example.org/okh")
     assert okh.returncode == 1
-    assert "3 designs created, 0 updated, 4 refused" in okh.stdout
+    assert "5 designs created, 0 updated, 4 refused" in okh.stdout
     assert "no-title.yml: `title` is missing" in okh.stderr
 
     one = run("okh", str(OKH / "stool.toml"), "--url", "https://designs.example.org/okh/stool.toml")

@@ -8,7 +8,7 @@ API_PORT ?= 8000
 MQTT_PORT ?= 1884
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format schemas lock clean bench bench-backlog faults
+.PHONY: setup run test lint format schemas lock clean bench bench-backlog bench-broker faults
 
 $(STAMP):
 	@$(PY) -c 'import sys; sys.exit("fabcity needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -40,6 +40,10 @@ test: lint
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# What the broker's autosave costs (deploy/mosquitto/mosquitto.conf): docs/scaling.md.
+bench-broker: setup
+	$(BIN)/python -m bench.broker_persistence --messages 100000 --intervals 1000,10000 --seconds 5
 
 # The same, plus one bridge draining a backlog of a million messages (memory stays bounded).
 bench-backlog: setup

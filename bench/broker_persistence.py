@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +38,14 @@ PUBLISH_CHUNK = 20_000
 BASELINE = "time 1800 s (no save in the run)"
 
 
-def configs(intervals: list[int]) -> dict[str, str]:
-    """Autosave settings by name: the time-based default first, then one per interval."""
+def configs(intervals: Sequence[int], seconds: Sequence[int] = ()) -> dict[str, str]:
+    """Autosave settings by name: the time-based default first, then one per interval of
+    changes, then one per interval of seconds."""
     named = {BASELINE: "autosave_on_changes false\nautosave_interval 1800\n"}
     for k in intervals:
         named[f"on changes, {k}"] = f"autosave_on_changes true\nautosave_interval {k}\n"
+    for t in seconds:
+        named[f"time {t} s"] = f"autosave_on_changes false\nautosave_interval {t}\n"
     return named
 
 
@@ -130,8 +134,14 @@ def main() -> None:
     parser.add_argument(
         "--intervals", default="1000,100", help="autosave_interval values to compare (changes)"
     )
+    parser.add_argument(
+        "--seconds", default="", help="time-based autosave_interval values to compare (s)"
+    )
     args = parser.parse_args()
-    named = configs([int(k) for k in args.intervals.split(",")])
+    named = configs(
+        [int(k) for k in args.intervals.split(",") if k],
+        [int(t) for t in args.seconds.split(",") if t],
+    )
     runs: dict[str, list[Run]] = {name: [] for name in named}
     for r in range(1, args.rounds + 1):
         for name, autosave in named.items():

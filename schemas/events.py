@@ -68,14 +68,33 @@ class EventType(StrEnum):
     device_status = "fabcity.device.status"
 
 
+# A design's manifest URL: http(s) with a host, no whitespace or control characters. The
+# dashboard and clients follow it as a link, so `javascript:alert(1)` (or `data:`, `file:`)
+# would run or read what the reader never meant to. (The registry checks its own URLs the
+# same way: `fabcity.registry.designs.manifest_url`.)
+DESIGN_URL = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s\x00-\x1f\x7f]+[^\s\x00-\x1f\x7f]*")
+
+
 class DesignRef(BaseModel):
     """A reference to an open design: an Open Know-How manifest and what is known of it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2048, description="OKH manifest URL.")
+    url: str = Field(
+        min_length=1, max_length=2048, description="OKH manifest URL: http(s)://host/…"
+    )
     licence: str | None = Field(default=None, max_length=200, description="SPDX licence id.")
     mass_kg: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not DESIGN_URL.fullmatch(value):
+            raise ValueError(
+                "a design's URL must be http(s)://host/… without spaces or control "
+                f"characters, not {value[:80]!r}"
+            )
+        return value
 
 
 # Stored as integers in millionths of the canonical unit (64-bit): 10^9 units per value keeps

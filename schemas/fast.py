@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from schemas.events import (
+    DESIGN_URL,
     MAX_FLOWS_PER_EVENT,
     MAX_QUANTITY,
     Action,
@@ -35,7 +36,8 @@ _TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\
 
 
 class FastDesign(msgspec.Struct, forbid_unknown_fields=True):
-    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    # `\Z`, not `$`: `$` would let a trailing newline through.
+    url: Annotated[str, msgspec.Meta(max_length=2048, pattern=rf"^{DESIGN_URL.pattern}\Z")]
     licence: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     # The upper bound refuses infinity, as the model does.
     mass_kg: Annotated[float, msgspec.Meta(ge=0, le=1.7e308)] | None = None

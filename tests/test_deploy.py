@@ -34,7 +34,8 @@ MIN_QUEUED_MESSAGES = 1_000_000
 
 
 # A crash (SIGKILL) loses what the broker took since its last save: at most this many changes.
-MAX_AUTOSAVE_CHANGES = 1000
+# The longest a message the broker acknowledged may wait to be saved (a SIGKILL loses it).
+MAX_AUTOSAVE_SECONDS = 10
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -387,8 +388,8 @@ def test_mosquitto_listens_and_persists() -> None:
 
 
 def test_mosquitto_bounds_what_a_crash_loses() -> None:
-    """Mosquitto saves its database only at autosave: time-based (1800 s by default), a SIGKILL
-    lost everything queued since (tests/security/test_broker.py measures the bound)."""
+    """Mosquitto saves its database only at autosave (every 1800 s by default): a SIGKILL lost
+    everything queued since. tests/security/test_broker.py proves the bound on a real broker."""
     options = mosquitto_options()
-    assert options["autosave_on_changes"] == ["true"]
-    assert 0 < int(options["autosave_interval"][0]) <= MAX_AUTOSAVE_CHANGES
+    assert options.get("autosave_on_changes", ["false"]) == ["false"]
+    assert 0 < int(options["autosave_interval"][0]) <= MAX_AUTOSAVE_SECONDS

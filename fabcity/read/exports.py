@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
-from datetime import date, datetime, timedelta
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fabcity.core import calendar
 from fabcity.core.calendar import Interval
@@ -146,17 +147,43 @@ def period_id(start: date | datetime, interval: Interval) -> str:
 
 
 def calculation_period(start: date | datetime, interval: Interval) -> dict[str, str]:
-    """Inclusive days for day windows and longer; an hour runs from its start to the next."""
+    """Inclusive days, as the data model's `format: date` has them. An hour lies within one
+    local day, so its period is that day; the hour itself is in the id and in `observedAt`."""
     if isinstance(start, datetime):
-        return {"from": start.isoformat(), "to": (start + timedelta(hours=1)).isoformat()}
+        day = start.date().isoformat()
+        return {"from": day, "to": day}
     last = calendar.next_start(start, interval) - timedelta(days=1)
     return {"from": start.isoformat(), "to": last.isoformat()}
 
 
+def observed_at(start: date | datetime, timezone: str) -> str:
+    """The window's start as an NGSI-LD DateTime (UTC): a point is stamped by its window's
+    start here as everywhere in the API (the id, `start`, `calculationPeriod.from`)."""
+    if not isinstance(start, datetime):
+        start = datetime.combine(start, time(), ZoneInfo(timezone))
+    return start.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def places(coordinates: Sequence[tuple[float, float]]) -> dict[str, Any] | None:
+    """Where a city's figures are measured, as GeoJSON: its sites' (latitude, longitude), a
+    Point for one and a MultiPoint for several; None when no site has coordinates (a city
+    has none of its own, and a made-up centre would mislead a geo-query)."""
+    points = sorted({(round(lon, 7), round(lat, 7)) for lat, lon in coordinates})
+    if not points:
+        return None
+    if len(points) == 1:
+        return {"type": "Point", "coordinates": list(points[0])}
+    return {"type": "MultiPoint", "coordinates": [list(p) for p in points]}
+
+
 def kpi_entities(
-    response: api.MetricsResponse, organization: str, key_values: bool = False
+    response: api.MetricsResponse,
+    organization: str,
+    key_values: bool = False,
+    location: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """NGSI-LD entities (normalised, or key-values) of every recorded point."""
+    """NGSI-LD entities (normalised, or key-values) of every recorded point. `organization`
+    is the city's name, and the area it serves; `location` is GeoJSON (see `places`)."""
     entities = []
     for s in response.series:
         metric = metrics.METRICS[s.name]
@@ -171,6 +198,7 @@ def kpi_entities(
                 "calculationPeriod": calculation_period(p.start, response.interval),
                 "calculationMethod": "automatic",
                 "organization": organization,
+                "areaServed": organization,
                 "kpiValue": p.value,
                 # Not in the data model: how sure the value is (measured, reported, modelled).
                 "valueState": p.state,
@@ -180,11 +208,16 @@ def kpi_entities(
                 f"{response.city}:{s.name}:{period_id(p.start, response.interval)}",
                 "type": "KeyPerformanceIndicator",
             }
+            if location is not None:
+                attributes["location"] = location
             if key_values:
                 entity.update(attributes)
             else:
                 for name, value in attributes.items():
-                    entity[name] = {"type": "Property", "value": value}
+                    kind = "GeoProperty" if name == "location" else "Property"
+                    entity[name] = {"type": kind, "value": value}
+                # When the value holds: a key-values entity has no sub-attributes to say it.
+                entity["kpiValue"]["observedAt"] = observed_at(p.start, response.timezone)
                 if s.unit in UNIT_CODES:
                     entity["kpiValue"]["unitCode"] = UNIT_CODES[s.unit]
             entity["@context"] = NGSI_LD_CONTEXT

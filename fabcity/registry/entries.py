@@ -181,6 +181,18 @@ def count_sites(session: Session, city_id: int) -> int:
     )
 
 
+def site_coordinates(session: Session, city_id: int) -> list[tuple[float, float]]:
+    """(latitude, longitude) of the city's sites that have them."""
+    rows = session.execute(
+        select(models.Site.latitude, models.Site.longitude).where(
+            models.Site.city_id == city_id,
+            models.Site.latitude.is_not(None),
+            models.Site.longitude.is_not(None),
+        )
+    )
+    return [(lat, lon) for lat, lon in rows if lat is not None and lon is not None]
+
+
 def create_device(session: Session, site: models.Site, body: api.DeviceIn) -> models.Device:
     exists = select(models.Device.id).where(
         models.Device.site_id == site.id, models.Device.slug == body.slug

@@ -322,6 +322,7 @@ def city_ngsi_ld(
     Models), one per metric and window, for a context broker. Values not recorded have none."""
     wanted = asked.wanted()
     response = queries.metric_series(s, city, wanted, asked.first, asked.last, interval, None)
-    organization = entries.get_city(s, city).name
-    entities = exports.kpi_entities(response, organization, options == "keyValues")
+    found = entries.get_city(s, city)
+    location = exports.places(entries.site_coordinates(s, found.id))
+    entities = exports.kpi_entities(response, found.name, options == "keyValues", location)
     return cached(request, orjson.dumps(entities), LD_JSON)

@@ -85,9 +85,9 @@ def mosquitto_config(host: str, port: int, data_dir: Path) -> str:
         "persistence true",
         f"persistence_location {state}/",
         # As deploy/mosquitto/mosquitto.conf: a QoS 1 subscriber that falls behind must not
-        # lose the overflow, and a crash loses at most about a thousand messages.
-        "autosave_on_changes true",
-        "autosave_interval 1000",
+        # lose the overflow, and a crash loses at most the last 5 s (docs/scaling.md).
+        "autosave_on_changes false",
+        "autosave_interval 5",
         "max_queued_messages 1000000",
         "max_queued_bytes 0",
         "max_packet_size 1048576",

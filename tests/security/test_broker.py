@@ -171,12 +171,12 @@ def test_a_bridge_password_is_no_good_for_another_bridge_user(broker: Broker) ->
 # --- persistence ---------------------------------------------------------------------------------
 
 
-def autosave_bound() -> int:
-    """The most queued messages a SIGKILL may lose with the shipped settings."""
+def autosave_seconds() -> int:
+    """How long, at most, the shipped settings leave an acknowledged message unsaved."""
     conf = MOSQUITTO_CONF.read_text()
     on_changes = re.search(r"^autosave_on_changes (\S+)$", conf, re.M)
     interval = re.search(r"^autosave_interval (\d+)$", conf, re.M)
-    assert on_changes is not None and on_changes.group(1) == "true", "autosave is time-based"
+    assert on_changes is None or on_changes.group(1) == "false", "autosave counts changes"
     assert interval is not None
     return int(interval.group(1))
 
@@ -195,10 +195,11 @@ class SavingMosquitto(Mosquitto):
 
 
 def test_a_broker_sigkill_loses_at_most_the_autosave_bound() -> None:
+    """What was queued more than one autosave interval before a SIGKILL survives it (with
+    Mosquitto's default of 1800 s, all 5,000 were lost, and the session with them)."""
     need_mosquitto()
-    bound = autosave_bound()
-    # Well past the bound, so that the test tells "bounded" from "everything lost".
-    queued = 5 * bound
+    seconds = autosave_seconds()
+    queued = 5000
     server = SavingMosquitto().start()
     try:
         bridge = Peer(server.port, None, None, "sigkill-bridge", clean_start=False)
@@ -207,6 +208,7 @@ def test_a_broker_sigkill_loses_at_most_the_autosave_bound() -> None:
         device = Peer(server.port, None, None)
         device.publish(own_topic(DEVICE), queued)  # each acknowledged by the broker
         device.close()
+        time.sleep(seconds + 2)  # one autosave interval, and a margin for the save to finish
         assert server.proc is not None
         server.proc.kill()
         server.proc.wait()
@@ -216,6 +218,6 @@ def test_a_broker_sigkill_loses_at_most_the_autosave_bound() -> None:
         assert bridge.session_present, "the session itself was lost"
         got = bridge.take(queued, timeout=30, quiet=2)
         bridge.close()
-        assert queued - len(got) <= bound, f"lost {queued - len(got)} of {queued}"
+        assert len(got) == queued, f"lost {queued - len(got)} of {queued}"
     finally:
         server.close()

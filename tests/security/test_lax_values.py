@@ -77,3 +77,31 @@ class TestEventValues:
         response = post(client, body)
         assert response.status_code == 422, response.text
         assert "data.online" in response.json()["detail"]
+
+    @pytest.mark.parametrize(
+        "url",
+        ["javascript:alert(1)", "data:text/html,<script>", "file:///etc/passwd", "https:///x"],
+    )
+    @pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+    def test_a_flows_design_must_be_an_http_url(
+        self, client: CityClient, url: str, batch: bool
+    ) -> None:
+        # Both readers: a batch's plain flow events take the fast one (schemas/fast.py).
+        body = event(flow(action="produce", resource="part", unit="count", design={"url": url}))
+        if batch:
+            response = client.post(
+                "/v1/events",
+                content=orjson.dumps([body]),
+                headers={"content-type": "application/cloudevents-batch+json"},
+            )
+            assert response.status_code == 422, response.text
+            assert "design" in str(response.json()), response.text
+        else:
+            response = post(client, body)
+            assert response.status_code == 422, response.text
+            assert "data.design" in response.json()["detail"]
+
+    def test_a_design_at_an_https_url_is_taken(self, client: CityClient) -> None:
+        design = {"url": "https://example.org/okh/chair.yml"}
+        body = event(flow(action="produce", resource="part", unit="count", design=design))
+        assert post(client, body).status_code == 202

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from fabcity.adapters.base import Refused
@@ -66,6 +68,21 @@ def test_a_foreign_event_type_is_refused_with_the_types_we_read() -> None:
     props = {**PROPS, "type": "org.example.fablab.job.completed"}
     with pytest.raises(Refused, match=r"fabcity\.machine\.job"):
         run(dev, [message("t", JOB, properties=props)])
+
+
+def test_structured_bytes_data_is_decoded_from_data_base64() -> None:
+    dev = device("cloudevents", topic="t")
+    structured = {**PROPS, "data_base64": base64.b64encode(orjson.dumps(JOB)).decode()}
+    (event,) = events(run(dev, [message("t", structured)]))
+    assert event.data == JOB
+
+
+def test_user_properties_that_cannot_name_an_attribute_are_not_forwarded() -> None:
+    # A receiver that validates with a CloudEvents SDK would refuse the event for them.
+    dev = device("cloudevents", topic="t")
+    props = {**PROPS, "traceparent": "00-ab", "my_ext": "x", "a" * 21: "y", "ünï": "z"}
+    (event,) = events(run(dev, [message("t", JOB, properties=props)]))
+    assert set(event.extensions) == {"traceparent", "devicesource", "subject"}
 
 
 URL = "http://192.168.1.40"

@@ -30,8 +30,9 @@ def test_csv_quotes_what_needs_it_and_leaves_null_empty() -> None:
         (date(2026, 3, 9), "week", "2026-W11", ("2026-03-09", "2026-03-15")),
         (date(2026, 2, 1), "month", "2026-02", ("2026-02-01", "2026-02-28")),
         (date(2026, 1, 1), "year", "2026", ("2026-01-01", "2026-12-31")),
-        (datetime(2026, 3, 9, 10, tzinfo=ZoneInfo("Europe/Madrid")), "hour", "2026-03-09T10",
-         ("2026-03-09T10:00:00+01:00", "2026-03-09T11:00:00+01:00")),
+        # the data model's period is of dates: an hour's is its local day
+        (datetime(2026, 3, 9, 23, tzinfo=ZoneInfo("Europe/Madrid")), "hour", "2026-03-09T23",
+         ("2026-03-09", "2026-03-09")),
     ],
 )  # fmt: skip
 def test_kpi_periods(start: date, interval: str, period: str, span: tuple[str, str]) -> None:
@@ -53,7 +54,11 @@ def test_a_kpi_entity_per_recorded_value_and_none_for_a_missing_one() -> None:
     (entity,) = exports.kpi_entities(response(12.5), "Barcelona")
     assert entity["id"] == "urn:ngsi-ld:KeyPerformanceIndicator:bcn:input_kg:2026-03"
     assert entity["type"] == "KeyPerformanceIndicator"
-    assert entity["kpiValue"] == {"type": "Property", "value": 12.5, "unitCode": "KGM"}
+    # observed at the window's start, in UTC: midnight in Madrid on 1 March is 23:00 UTC
+    observed = "2026-02-28T23:00:00Z"
+    assert entity["kpiValue"] == {
+        "type": "Property", "value": 12.5, "unitCode": "KGM", "observedAt": observed
+    }  # fmt: skip
     assert entity["calculationPeriod"]["value"] == {"from": "2026-03-01", "to": "2026-03-31"}
     assert entity["organization"] == {"type": "Property", "value": "Barcelona"}
     assert entity["valueState"]["value"] == "measured"

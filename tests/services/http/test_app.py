@@ -1,9 +1,19 @@
-"""The app as a whole: health, readiness, its OpenAPI document, unknown paths, and the
-routes each role serves."""
+"""The app as a whole: health, readiness, its OpenAPI document (checked by the standard
+validator, every `$ref` resolved), unknown paths, the routes each role serves, and what it
+serves with no network: /metrics, /docs and /redoc."""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from openapi_spec_validator import validate
 
 from services.http.app import create_app
 from tests.conftest import settings_for
@@ -11,6 +21,7 @@ from tests.services.http.support import (
     BATCH,
     METRICS_URL,
     SINGLE,
+    MakeClient,
     Sessions,
     assert_problem,
     post,
@@ -49,3 +60,87 @@ class TestOperations:
         assert ingest.get(METRICS_URL).status_code == 404
         assert post(query, event(flow())).status_code in (404, 405)
         assert query.get(METRICS_URL).status_code == 200
+
+
+def refs_in(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from refs_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs_in(item)
+
+
+class TestOpenApiDocument:
+    """The document as validators and generators read it: one whole, every name its own."""
+
+    def test_it_passes_the_openapi_spec_validator(self, client: TestClient) -> None:
+        validate(client.get("/openapi.json").json())
+
+    def test_every_ref_resolves_within_the_document(self, client: TestClient) -> None:
+        spec = client.get("/openapi.json").json()
+        refs = set(refs_in(spec))
+        assert "#/components/schemas/EventType" in refs  # the events body's, once `$defs`
+        for ref in sorted(refs):
+            assert ref.startswith("#/"), f"{ref} points outside the document"
+            # A JSON pointer (RFC 6901) into the document itself: it must find something.
+            node: Any = spec
+            for token in ref[2:].split("/"):
+                token = token.replace("~1", "/").replace("~0", "~")
+                assert isinstance(node, dict) and token in node, f"{ref} resolves to nothing"
+                node = node[token]
+
+    def test_no_two_schemas_share_a_title(self, client: TestClient) -> None:
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        titles = Counter(s.get("title", name) for name, s in schemas.items())
+        assert not [t for t, n in titles.items() if n > 1]
+        # Read and answered differently, the statistics keep both precise schemas: an
+        # answer's decimals are strings, a body's may be numbers.
+        answered = schemas["MfaRow-Output"]["properties"]["de"]
+        assert answered["type"] == "string"
+        assert {"type": "string"} in schemas["MfaRow-Input"]["properties"]["de"]["anyOf"]
+
+    def test_the_document_is_made_whole_once_and_served_as_made(self, client: TestClient) -> None:
+        app = client.app
+        assert isinstance(app, FastAPI)
+        assert app.openapi() is app.openapi()
+        assert client.get("/openapi.json").json() == orjson.loads(orjson.dumps(app.openapi()))
+
+
+class TestServedWithoutTheNetwork:
+    """/metrics as Prometheus scrapes it, and /docs and /redoc from local assets."""
+
+    def test_metrics_answers_at_metrics_itself(self, make_client: MakeClient) -> None:
+        client = make_client(auth="required")  # public, as a scraper has no key
+        for method in (client.get, client.head):
+            response = method("/metrics", follow_redirects=False)
+            assert response.status_code == 200, response.headers
+            assert response.headers["content-type"].startswith("text/plain")
+        assert "# TYPE " in client.get("/metrics").text  # the exposition format itself
+
+    @pytest.mark.parametrize("page", ["/docs", "/redoc"])
+    def test_the_docs_load_every_asset_from_this_api(
+        self, make_client: MakeClient, page: str
+    ) -> None:
+        client = make_client(auth="required")  # documentation is public
+        response = client.get(page)
+        assert response.status_code == 200
+        html = response.text
+        # Every URL the page loads: scripts, style sheets, icons, and the document.
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+        urls += re.findall(r"""(?:url|spec-url)\s*[:=]\s*["']([^"']+)["']""", html)
+        assert "/openapi.json" in urls
+        assert any(u.endswith(".js") for u in urls)
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), f"{page} loads {url}"
+            fetched = client.get(url)
+            assert fetched.status_code == 200, url
+            if url.endswith(".js"):
+                assert "javascript" in fetched.headers["content-type"]
+                assert len(fetched.content) > 100_000  # the bundle itself, not a stub
+        assert "cdn." not in html and "fonts.googleapis" not in html
+
+    def test_swagger_ui_sends_the_document_to_no_validator(self, client: TestClient) -> None:
+        assert '"validatorUrl": null' in client.get("/docs").text

@@ -224,7 +224,9 @@ def test_ngsi_ld_key_performance_indicators(client: CityClient) -> None:
     entities = {e["id"]: e for e in response.json()}
     share = entities[f"urn:ngsi-ld:KeyPerformanceIndicator:{CITY}:local_input_share:{DAY}"]
     assert share["type"] == "KeyPerformanceIndicator"
-    assert share["kpiValue"] == {"type": "Property", "value": 0.6, "unitCode": "C62"}
+    assert share["kpiValue"] == {
+        "type": "Property", "value": 0.6, "unitCode": "C62", "observedAt": "2026-03-09T23:00:00Z"
+    }  # fmt: skip
     assert share["calculationPeriod"]["value"] == {"from": DAY, "to": DAY}
     assert share["calculationFrequency"]["value"] == "daily"
     assert share["organization"]["value"] == "Testville"

@@ -62,6 +62,17 @@ class DeadLetter(BaseModel):
     sha256: str = Field(description="SHA-256 of the whole payload, hex.")
     kept: int = Field(description="Payload bytes kept: `size` unless the payload was cut short.")
     truncated: bool = Field(description="Only the first `kept` bytes were kept: not replayable.")
+    content_type: str | None = Field(default=None, description="MQTT 5 content type, if any.")
+    properties: list[tuple[str, str]] = Field(
+        default_factory=list, description="MQTT 5 user properties, [name, value] in order."
+    )
+    replays: int = Field(default=0, description="Replays that still refused it.")
+    last_replay_at: Stored | None = Field(default=None, description="When it was last replayed.")
+    last_replay_outcome: str | None = Field(
+        default=None,
+        description="Why the last replay still refused it; `reason` stays why it was refused "
+        "when it came.",
+    )
 
 
 class DeadLetterDetail(DeadLetter):
@@ -83,5 +94,7 @@ class DeadLetterFilter(BaseModel):
 class ReplayResult(BaseModel):
     replayed: int = Field(description="Dead letters run through the ingest path again.")
     ingested: int = Field(description="Those that went through (and were deleted).")
-    still_dead: int = Field(description="Those still refused, kept with the new reason.")
+    still_dead: int = Field(
+        description="Those still refused: kept, with this replay's outcome beside their reason."
+    )
     events: int = Field(description="Events stored by the replay (duplicates not counted).")

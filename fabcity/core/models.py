@@ -314,7 +314,27 @@ class DeadLetter(Base):
         index=True,
         doc="SHA-256 of the whole payload, hex.",
     )
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, doc="Why it was refused when received.")
+    # What an MQTT 5 PUBLISH carried besides its payload: a CloudEvent in binary mode has its
+    # attributes in the user properties, so without them a replay would read no event at all.
+    properties: Mapped[list[list[str]] | None] = mapped_column(
+        JSON, doc="MQTT 5 user properties as [name, value] pairs, in order (names may repeat)."
+    )
+    content_type: Mapped[str | None] = mapped_column(
+        Text, doc="MQTT 5 content type of the PUBLISH."
+    )
+    # Replays are kept apart from `reason`: the reason it was refused when it came is the
+    # evidence, and a failed replay (a bug in the replay, a device still unknown) must not
+    # overwrite it.
+    replays: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="Replays that did not let it through."
+    )
+    last_replay_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When it was last replayed."
+    )
+    last_replay_outcome: Mapped[str | None] = mapped_column(
+        Text, doc="Why the last replay still refused it."
+    )
 
     @property
     def truncated(self) -> bool:

@@ -63,6 +63,23 @@ def digest(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+# What a letter keeps of a message's MQTT 5 properties (names, values and content type, in
+# characters). A binary-mode CloudEvent's attributes take a few hundred; beyond this they are
+# not kept, and the reason says so (the broker's packet size is the only other bound).
+PROPERTIES_MAX_CHARS = 16 * 1024
+
+
+def properties_of(message: object) -> tuple[list[list[str]] | None, str | None]:
+    """The MQTT 5 user properties (as [name, value] pairs, in order) and content type a
+    received message carries, if it carries any (paho's on 5, nothing on 3.1.1 or HTTP)."""
+    pairs = getattr(message, "properties", None) or ()
+    content_type = getattr(message, "content_type", None)
+    if isinstance(pairs, dict):
+        pairs = pairs.items()
+    kept = [[str(name), str(value)] for name, value in pairs]
+    return kept or None, content_type
+
+
 def dead_letter(
     received_at: datetime,
     channel: str,
@@ -70,6 +87,8 @@ def dead_letter(
     payload: bytes,
     reason: str,
     kept_bytes: int = MAX_PAYLOAD_BYTES,
+    properties: Sequence[Sequence[str]] | None = None,
+    content_type: str | None = None,
 ) -> models.DeadLetter:
     """The row for one refused message, for the caller to add to its transaction.
 
@@ -78,7 +97,18 @@ def dead_letter(
     to what the column holds. The payload is cut to `kept_bytes`: the broker lets a device
     send hundreds of MiB a second, and a letter longer than any event could be is evidence,
     not something to replay, so its first bytes, size and SHA-256 say enough.
+
+    `properties` and `content_type` are the PUBLISH's (MQTT 5): a replay needs them to read a
+    binary-mode CloudEvent. Too large to keep, they are dropped and the reason says so.
     """
+    pairs = [[as_text(str(n)), as_text(str(v))] for n, v in properties or ()]
+    size = sum(len(n) + len(v) for n, v in pairs) + len(content_type or "")
+    if size > PROPERTIES_MAX_CHARS:
+        reason = (
+            f"{reason}; its MQTT properties ({size} characters) were too large to keep, "
+            f"at most {PROPERTIES_MAX_CHARS}"
+        )
+        pairs, content_type = [], None
     return models.DeadLetter(
         received_at=received_at,
         channel=channel,
@@ -87,6 +117,8 @@ def dead_letter(
         payload_size=len(payload),
         payload_sha256=digest(payload),
         reason=as_text(reason),
+        properties=pairs or None,
+        content_type=None if content_type is None else as_text(content_type),
     )
 
 
@@ -277,6 +309,7 @@ class Keeper:
                 message.payload,
                 reason,
                 self.kept_bytes,
+                *properties_of(message),
             )
             session.add(row)
             kept.rows.append(index)

@@ -1,12 +1,14 @@
 """Replaying dead letters: what was refused runs through the routing and the ingest path
-again (after a device was registered, say); what now goes through is deleted, what still
-cannot keeps its row with the new reason. A letter whose payload was cut short is not
-replayed: its reason says so."""
+again (after a device was registered, say); what now goes through is deleted. What still
+cannot keeps its row and the reason it was first refused: the replay's outcome is kept apart
+(`replays`, `last_replay_at`, `last_replay_outcome`), since a replay can fail for reasons of
+its own and the first reason is the evidence. A letter whose payload was cut short is not
+replayed: its last replay's outcome says so."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -14,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from fabcity.adapters.base import Message
 from fabcity.core import models
-from fabcity.ingest.deadletters import not_replayable
+from fabcity.ingest.deadletters import as_text, not_replayable
 from fabcity.ingest.intake import route
 from fabcity.ingest.service import ingest
 from fabcity.ingest.topics import MAX_PAYLOAD_BYTES, is_native, to_event
@@ -53,11 +55,8 @@ def replay(
             received_at = received_at.replace(tzinfo=UTC)
         cut = not_replayable(letter)
         if cut is not None:
-            # Its first bytes could parse into an event the whole payload never was. The
-            # reason it was refused stays first: it is the one that matters.
-            reasons[letter.id] = (
-                letter.reason if cut in letter.reason else f"{letter.reason}; {cut}"
-            )
+            # Its first bytes could parse into an event the whole payload never was.
+            reasons[letter.id] = cut
             not_replayed += 1
         elif is_native(topic, native_prefix):
             parsed = to_event(topic, letter.payload, native_prefix, received_at, max_payload)
@@ -66,7 +65,10 @@ def replay(
             else:
                 events.append((letter.id, parsed.event))
         else:
-            device_letters.append((letter.id, Message(topic, letter.payload, received_at)))
+            # With the PUBLISH's properties: a binary-mode CloudEvent is in them.
+            properties = dict((name, value) for name, value in letter.properties or ())
+            message = Message(topic, letter.payload, received_at, properties, letter.content_type)
+            device_letters.append((letter.id, message))
     routed = route(session, [m for _, m in device_letters])
     by_message = {id(m): letter_id for letter_id, m in device_letters}
     for message, reason in routed.dead:
@@ -76,9 +78,12 @@ def replay(
     for rejected in outcome.result.rejected:
         reasons.setdefault(events[rejected.index][0], rejected.error)
     done = [letter.id for letter in letters if letter.id not in reasons]
+    now = datetime.now(UTC)
     for letter in letters:
         if letter.id in reasons:
-            letter.reason = reasons[letter.id]
+            letter.replays = (letter.replays or 0) + 1
+            letter.last_replay_at = now
+            letter.last_replay_outcome = as_text(reasons[letter.id])
     if done:
         session.execute(delete(models.DeadLetter).where(models.DeadLetter.id.in_(done)))
     return Replayed(len(done), len(reasons), outcome.result.accepted, not_replayed)

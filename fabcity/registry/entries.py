@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy import Select, bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from fabcity.adapters import routing
@@ -314,3 +314,42 @@ def mark_status(session: Session, statuses: dict[int, tuple[datetime, bool]]) ->
             )
             .values(online=online, last_seen=when)
         )
+
+
+def mark_heard(session: Session, heard: dict[str, datetime]) -> None:
+    """Devices heard from on their native topics (`/{city}/{site}/{device}`: the newest
+    receive time of each): `last_seen` moves forward, never back, and a device whose status
+    nobody ever reported is online, since it speaks. One statement, run once per device,
+    which finds the device by its names itself (no lookup first); a source naming no
+    registered device changes nothing."""
+    if not heard:
+        return
+    device = models.Device
+    # A status event (`mark_status`) decides `online` once it has: a will saying offline is
+    # not undone by a message received before it.
+    site = (
+        select(models.Site.id)
+        .join(models.City, models.City.id == models.Site.city_id)
+        .where(models.City.slug == bindparam("h_city"), models.Site.slug == bindparam("h_site"))
+        .scalar_subquery()
+    )
+    statement = (
+        update(device)
+        .where(
+            device.site_id == site,  # with the slug: the unique index on (site_id, slug)
+            device.slug == bindparam("h_device"),
+            device.last_seen.is_(None) | (device.last_seen < bindparam("h_when")),
+        )
+        .values(last_seen=bindparam("h_when"), online=func.coalesce(device.online, True))
+    )
+    rows = []
+    for source, when in sorted(heard.items()):  # one order: concurrent writers lock alike
+        parts = source.split("/")
+        if len(parts) == 4 and parts[0] == "" and all(parts[1:]):
+            rows.append(
+                {"h_city": parts[1], "h_site": parts[2], "h_device": parts[3], "h_when": when}
+            )
+    if rows:
+        # On the connection: one statement run for every row (executemany), where the
+        # session would take a list of rows for an update by primary key.
+        session.connection().execute(statement, rows)

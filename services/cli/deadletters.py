@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.table import Table
 from fabcity.core.settings import get_settings
 from schemas.access import DeadLetterFilter
 from services.cli.common import console, err, fail, refused, session
+
+if TYPE_CHECKING:
+    from fabcity.core.models import DeadLetter
 
 app = typer.Typer(help="What could not become an event, kept with the reason.")
 
@@ -23,7 +26,8 @@ def deadletters_replay(
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
 ) -> None:
     """Run dead letters through the routing and the ingest path again (say, after their
-    device was registered); those that now go through are deleted."""
+    device was registered); those that now go through are deleted, the others keep the
+    reason they were refused with, and this replay's outcome apart."""
     # lazy: the ingest path and its database stack add ~0.4 s to `fabcity --help`
     from fabcity.ingest.replay import replay
 
@@ -44,6 +48,15 @@ def deadletters_replay(
     )
 
 
+def _last_replay(letter: DeadLetter) -> str:
+    """A letter's replays, apart from the reason it was refused when it came."""
+    if not letter.replays or letter.last_replay_at is None:
+        return "—"
+    when = letter.last_replay_at.isoformat(timespec="seconds")
+    times = "once" if letter.replays == 1 else f"{letter.replays} times"
+    return f"{times}, last {when}: {(letter.last_replay_outcome or '')[:200]}"
+
+
 @app.command("list")
 def deadletters_list(
     topic_prefix: Annotated[str | None, typer.Option(help="Only topics starting so.")] = None,
@@ -58,11 +71,11 @@ def deadletters_list(
     wanted = DeadLetterFilter(topic_prefix=topic_prefix, reason_contains=reason)
     with session() as s:
         letters = deadletters.list_letters(s, wanted, limit, after_id)
-    table = Table("id", "received", "topic", "bytes", "reason")
+    table = Table("id", "received", "topic", "bytes", "reason", "last replay")
     for d in letters:
         when = d.received_at.isoformat(timespec="seconds")
         size = f"{d.payload_size} (kept {len(d.payload)})" if d.truncated else str(d.payload_size)
-        table.add_row(str(d.id), when, d.topic or "—", size, d.reason[:200])
+        table.add_row(str(d.id), when, d.topic or "—", size, d.reason[:200], _last_replay(d))
     console.print(table)
 
 
@@ -81,4 +94,8 @@ def deadletters_show(letter_id: int) -> None:
     if letter.truncated:
         err.print(f"only the first {len(letter.payload)} bytes were kept: not replayable")
     err.print(f"reason: {letter.reason}")
+    if letter.content_type or letter.properties:
+        pairs = ", ".join(f"{n}={v}" for n, v in letter.properties or ())
+        err.print(f"MQTT content type: {letter.content_type or '—'}; user properties: {pairs}")
+    err.print(f"last replay: {_last_replay(letter)}")
     sys.stdout.buffer.write(letter.payload + b"\n")

@@ -79,6 +79,11 @@ def _letter(letter: models.DeadLetter) -> dict[str, Any]:
         "sha256": letter.payload_sha256,
         "kept": len(letter.payload),
         "truncated": letter.truncated,
+        "content_type": letter.content_type,
+        "properties": [tuple(pair) for pair in letter.properties or ()],
+        "replays": letter.replays or 0,
+        "last_replay_at": letter.last_replay_at,
+        "last_replay_outcome": letter.last_replay_outcome,
     }
 
 
@@ -151,7 +156,8 @@ def replay(state: AppState, ids: list[int]) -> access.ReplayResult:
 )
 def replay_dead_letter(letter_id: RowId, state: AppStateDep) -> access.ReplayResult:
     """Run one dead letter through the routing and the ingest path again (after its device
-    was registered, say). It is deleted if it now goes through, else kept with the new reason."""
+    was registered, say). It is deleted if it now goes through, else kept with its first
+    reason and this replay's outcome apart."""
     with transaction(state.factory) as s:
         deadletters.get(s, letter_id)  # an unknown letter is a 404, not an empty replay
     return replay(state, [letter_id])

@@ -73,6 +73,8 @@ PUBLIC: Policy = Policy(frozenset(), public=True)
 POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
+    # Prometheus scrapes without a key, as it did the mount this route replaced
+    ("GET", "/metrics"): PUBLIC,
     # the dashboard's page and assets: it asks the person for a planner key to fetch data
     ("GET", "/"): PUBLIC,
     ("GET", "/dashboard/{name}"): PUBLIC,

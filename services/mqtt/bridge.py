@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +41,8 @@ from fabcity.core.db import transaction
 from fabcity.core.settings import Settings
 from fabcity.ingest.deadletters import OUTCOMES, Budget, Keeper, Kept, Quota
 from fabcity.ingest.service import ingest
-from fabcity.ingest.topics import to_event
+from fabcity.ingest.topics import source_of, to_event
+from fabcity.registry import entries
 from services.mqtt import lanes
 from services.mqtt.batching import take_batch, write_batches
 from services.mqtt.client import (
@@ -83,6 +85,63 @@ RECONNECT_LONGEST_DELAY_S = 30
 KEEPALIVE_S = 30
 # How long `stop` waits for a writer to finish the batch it holds.
 WRITER_JOIN_TIMEOUT_S = 30
+
+
+# A device's `last_seen` is written at most this often by one bridge process: an UPDATE per
+# device per batch would cost the ingest path more than its events, for a figure read in
+# minutes.
+LAST_SEEN_EVERY_S = 5.0
+# Sources remembered at most (they are the sender's choice); past it the memory starts anew,
+# which costs one more UPDATE per device.
+HEARD_MAX_SOURCES = 100_000
+
+
+class Heard:
+    """Which devices' `last_seen` is due to be written: once per `every_s` per device (per
+    process), with the newest receive time of the batch. Shared by the native writers."""
+
+    def __init__(
+        self,
+        prefix: str,
+        every_s: float = LAST_SEEN_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.prefix = prefix
+        self.every_s = every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._written: dict[str, float] = {}  # source: when its last_seen was last written
+
+    def due(self, batch: Iterable[Received]) -> dict[str, datetime]:
+        """The sources of a batch whose `last_seen` is due, with their newest receive time.
+        Any message counts, refused or not: the device was heard from."""
+        # By topic first (a dict lookup per message), read as a source once per topic.
+        by_topic: dict[str, datetime] = {}
+        for m in batch:
+            when = by_topic.get(m.topic)
+            if when is None or when < m.received_at:
+                by_topic[m.topic] = m.received_at
+        newest: dict[str, datetime] = {}
+        for topic, when in by_topic.items():
+            source = source_of(topic, self.prefix)
+            if source is not None and (source not in newest or newest[source] < when):
+                newest[source] = when
+        now = self._clock()
+        with self._lock:
+            return {
+                source: when
+                for source, when in newest.items()
+                if now - self._written.get(source, -self.every_s) >= self.every_s
+            }
+
+    def written(self, sources: Iterable[str]) -> None:
+        """After the commit: a failed transaction wrote nothing, so nothing is remembered."""
+        now = self._clock()
+        with self._lock:
+            if len(self._written) > HEARD_MAX_SOURCES:
+                self._written = {}
+            for source in sources:
+                self._written[source] = now
 
 
 def keeper_for(settings: Settings) -> Keeper:
@@ -148,6 +207,7 @@ class Bridge:
         self._count_lock = threading.Lock()
         # One quota for the whole process: the native writers and the device lane share it.
         self.keeper = keeper_for(settings)
+        self.heard = Heard(settings.mqtt_topic_prefix)
         # Device messages (adapter topics) go to a lane of their own: one writer, in arrival
         # order, because adapters keep per-device state (job starts, counters).
         self.adapters = lanes.DeviceLane(
@@ -289,6 +349,7 @@ class Bridge:
         parsed = [to_event(m.topic, m.payload, prefix, m.received_at, limit) for m in batch]
         good = [(m, p.event) for m, p in zip(batch, parsed, strict=True) if p.event is not None]
         dead = [(m, p.reason or "") for m, p in zip(batch, parsed, strict=True) if p.event is None]
+        heard = self.heard.due(batch)
         started = time.perf_counter()
         kept: Kept | None = None
         try:
@@ -296,11 +357,14 @@ class Bridge:
                 outcome = ingest(session, [e for _, e in good])
                 dead.extend((good[r.index][0], r.error) for r in outcome.result.rejected)
                 kept = self.keeper.keep(session, "mqtt", dead)
+                # After the events: a status event among them has set `online` first.
+                entries.mark_heard(session, heard)
         except BaseException:
             # Not stored: the batch comes again, and what it took of the quota was not used.
             if kept is not None:
                 self.keeper.give_back(kept)
             raise
+        self.heard.written(heard)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         LAST_COMMIT.set_to_current_time()
         with self._count_lock:

@@ -18,6 +18,7 @@ from fabcity.ingest.deadletters import (
     OVER_CITY,
     OVER_DEVICE,
     OVER_TOTAL,
+    PROPERTIES_MAX_CHARS,
     REPEAT,
     TOPIC_MAX_CHARS,
     Budget,
@@ -202,8 +203,37 @@ def test_a_letter_cut_short_is_not_replayed_and_says_why(factory: sessionmaker[S
     with transaction(factory) as s:
         letter = s.scalars(select(DeadLetter)).one()
     assert letter.truncated
-    assert letter.reason.startswith("payload too large; only the first")
-    assert letter.reason.count("cannot be replayed") == 1  # not repeated at each replay
+    assert letter.reason == "payload too large"  # why it was refused stays as it was
+    assert letter.replays == 2
+    assert (letter.last_replay_outcome or "").startswith("only the first")
+    assert "cannot be replayed" in (letter.last_replay_outcome or "")
+
+
+def test_a_failed_replay_keeps_the_first_reason_and_its_own_outcome_apart(
+    factory: sessionmaker[Session],
+) -> None:
+    register(factory)
+    body = orjson.dumps(
+        {"action": "consume", "resource": "filament", "quantity": 1, "unit": "kg", "ring": "city"}
+    )
+    topic = f"{NATIVE}/{CITY}/{SITE}/unknown-dev/events"
+    with transaction(factory) as s:
+        s.add(dead_letter(RECEIVED, "mqtt", topic, body, "refused when received"))
+    with transaction(factory) as s:
+        first = replay(s, None, NATIVE)
+    with transaction(factory) as s:
+        letter = s.scalars(select(DeadLetter)).one()
+        first_at = letter.last_replay_at
+    with transaction(factory) as s:
+        replay(s, None, NATIVE)
+    with transaction(factory) as s:
+        letter = s.scalars(select(DeadLetter)).one()
+    assert (first.ingested, first.still_dead) == (0, 1)
+    assert letter.reason == "refused when received"
+    assert letter.replays == 2
+    assert "no device 'unknown-dev'" in (letter.last_replay_outcome or "")
+    assert first_at is not None and letter.last_replay_at is not None
+    assert letter.last_replay_at >= first_at
 
 
 def test_letters_kept_before_the_bound_get_their_size_and_hash_when_migrated(db_url: str) -> None:
@@ -228,3 +258,21 @@ def test_letters_kept_before_the_bound_get_their_size_and_hash_when_migrated(db_
             assert letter.payload_sha256 == hashlib.sha256(payload).hexdigest()
     finally:
         engine.dispose()
+
+
+def test_a_letter_keeps_its_mqtt_properties_unless_they_are_too_large() -> None:
+    small = dead_letter(
+        RECEIVED,
+        "mqtt",
+        "t/ce",
+        b"{}",
+        "no device",
+        properties=[("ce_id", "1"), ("ce_id", "2")],
+        content_type="application/json",
+    )
+    assert small.properties == [["ce_id", "1"], ["ce_id", "2"]]  # in order, repeats and all
+    assert (small.content_type, small.reason) == ("application/json", "no device")
+    huge = [("x", "y" * PROPERTIES_MAX_CHARS)]
+    big = dead_letter(RECEIVED, "mqtt", "t/ce", b"{}", "no device", properties=huge)
+    assert (big.properties, big.content_type) == (None, None)
+    assert big.reason.startswith("no device; its MQTT properties")

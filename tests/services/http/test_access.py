@@ -176,9 +176,13 @@ def test_dead_letters_are_listed_shown_and_replayed_once_their_cause_is_fixed(
     only = client.get("/v1/dead-letters", params={"reason_contains": "JSON"}, headers=admin)
     assert [d["id"] for d in only.json()] == [listed[1]["id"]]
 
-    # Still refused: kept, with the reason it has now.
+    # Still refused: kept with the reason it came with, this replay's outcome apart.
     again = client.post(f"/v1/dead-letters/{listed[0]['id']}/replay", headers=admin).json()
     assert again == {"replayed": 1, "ingested": 0, "still_dead": 1, "events": 0}
+    after = client.get(f"/v1/dead-letters/{listed[0]['id']}", headers=admin).json()
+    assert (after["reason"], after["replays"]) == ("no device 'late'", 1)
+    assert "register it first" in after["last_replay_outcome"]
+    assert after["last_replay_at"] is not None
     created = client.post(
         f"/v1/cities/{CITY}/sites/{SITE}/devices",
         json={"slug": "late", "name": "Late"},

@@ -5,18 +5,21 @@ serves with no network: /metrics, /docs and /redoc."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 
 from services.http.app import create_app
-from tests.conftest import settings_for
+from tests.conftest import free_port, settings_for
 from tests.services.http.support import (
     BATCH,
     METRICS_URL,
@@ -26,6 +29,7 @@ from tests.services.http.support import (
     assert_problem,
     post,
 )
+from tests.services.http.test_dashboard import browser  # noqa: F401  (a fixture)
 from tests.support.city import event, flow
 from workers.dispatch import NoDispatch
 
@@ -144,3 +148,47 @@ class TestServedWithoutTheNetwork:
 
     def test_swagger_ui_sends_the_document_to_no_validator(self, client: TestClient) -> None:
         assert '"validatorUrl": null' in client.get("/docs").text
+
+
+@pytest.fixture
+def served(sqlite_url: str, sessions: Sessions) -> Iterator[str]:
+    app = create_app(settings_for(sqlite_url), "both", factory=sessions, dispatcher=NoDispatch())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the app did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("page", "rendered"),
+    [
+        # Swagger UI: the title, and one block per operation of the document
+        ("/docs", "document.querySelectorAll('.swagger-ui .opblock').length"),
+        # ReDoc: one menu entry per operation
+        ("/redoc", "document.querySelectorAll('[data-item-id*=\"operation/\"]').length"),
+    ],
+)
+def test_the_docs_render_in_a_browser(
+    browser: Any,  # noqa: F811  (the imported fixture)
+    served: str,
+    page: str,
+    rendered: str,
+) -> None:
+    """Headless Chromium (the dashboard test's) on the page: a page whose script did not load
+    is blank, and renders no operation."""
+    browser.get(served + page)
+    deadline = time.monotonic() + 30
+    while not browser.execute_script(f"return {rendered}"):
+        assert time.monotonic() < deadline, f"{page} rendered nothing"
+        time.sleep(0.2)
+    assert "fabcity" in browser.execute_script("return document.body.innerText")
+    assert browser.execute_script(f"return {rendered}") > 20

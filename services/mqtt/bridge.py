@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -96,6 +97,13 @@ LAST_SEEN_EVERY_S = 5.0
 HEARD_MAX_SOURCES = 100_000
 
 
+# Registered cities, sites and devices are named by slugs (`schemas.api.Slug`): a source of
+# anything else names no device, and its text may not even reach the database (a NUL in a
+# topic fails the whole batch on PostgreSQL).
+_SLUG = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DEVICE_SOURCE = re.compile(rf"(?:/{_SLUG}){{3}}")
+
+
 class Heard:
     """Which devices' `last_seen` is due to be written: once per `every_s` per device (per
     process), with the newest receive time of the batch. Shared by the native writers."""
@@ -124,7 +132,9 @@ class Heard:
         newest: dict[str, datetime] = {}
         for topic, when in by_topic.items():
             source = source_of(topic, self.prefix)
-            if source is not None and (source not in newest or newest[source] < when):
+            if source is None or not _DEVICE_SOURCE.fullmatch(source):
+                continue
+            if source not in newest or newest[source] < when:
                 newest[source] = when
         now = self._clock()
         with self._lock:

@@ -108,6 +108,18 @@ def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
+def pg_factory(pg_url: str) -> Iterator[sessionmaker[Session]]:
+    """A PostgreSQL database with the test city registered (tests.support.city)."""
+    from tests.support.city import register
+
+    engine = make_engine(pg_url)
+    factory = make_sessionmaker(engine)
+    register(factory)
+    yield factory
+    engine.dispose()
+
+
+@pytest.fixture
 def redis_url() -> str:
     need("Redis", "127.0.0.1", 6379)
     return REDIS_URL

@@ -135,8 +135,8 @@ def not_replayable(letter: models.DeadLetter) -> str | None:
 # What a process keeps -------------------------------------------------------------------------
 
 
-class Refused(Protocol):
-    """A refused message as its path holds it."""
+class Incoming(Protocol):
+    """A received message as the bridge (or a poller) holds it: what a letter is kept of."""
 
     @property
     def topic(self) -> str: ...
@@ -276,7 +276,7 @@ class Keeper:
         self.kept_bytes = kept_bytes
         self.quota = quota
 
-    def keep(self, session: Session, channel: str, refused: Sequence[tuple[Refused, str]]) -> Kept:
+    def keep(self, session: Session, channel: str, refused: Sequence[tuple[Incoming, str]]) -> Kept:
         """Add the rows to the caller's transaction; what was not kept is not stored at all
         and is only counted (the caller still acknowledges it: it could never become an
         event, and the broker would only deliver it again)."""

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -23,23 +23,12 @@ from fabcity.adapters.base import Decoded, Device, Emitted, Message, Refused, St
 from fabcity.adapters.routing import ADAPTERS, Router, not_from_devices
 from fabcity.core import models
 from fabcity.core.db import is_postgres
-from fabcity.ingest.deadletters import Keeper, Kept
+from fabcity.ingest.deadletters import Incoming, Keeper, Kept
 from fabcity.ingest.service import ingest
 from fabcity.registry import entries
 from schemas.api import IngestResult
 
 log = logging.getLogger(__name__)
-
-
-class Incoming(Protocol):
-    """A received message as the bridge (or a poller) holds it."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def payload(self) -> bytes: ...
-    @property
-    def received_at(self) -> datetime: ...
 
 
 M = TypeVar("M", bound=Incoming)

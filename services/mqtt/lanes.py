@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from fabcity.adapters.routing import minimal_filters, subscriptions
 from fabcity.core.db import transaction
 from fabcity.core.settings import Settings
-from fabcity.ingest.deadletters import CUT, KEPT, Keeper, Kept
-from fabcity.ingest.intake import Incoming, Stored, store
+from fabcity.ingest.deadletters import CUT, KEPT, Incoming, Keeper, Kept
+from fabcity.ingest.intake import Stored, store
 from fabcity.ingest.topics import is_native
 from fabcity.registry import entries
 from services.mqtt.batching import take_batch, write_batches

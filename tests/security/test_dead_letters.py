@@ -8,10 +8,8 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 
-import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +21,7 @@ from fabcity.ingest.replay import replay
 from services.http.app import create_app
 from services.mqtt.bridge import Bridge
 from tests.conftest import settings_for
+from tests.support.mqtt import publisher
 from tests.support.procs import wait_until
 from workers.dispatch import NoDispatch
 
@@ -32,17 +31,11 @@ BRIDGE_RESTARTS = 2
 
 
 @pytest.fixture
-def pg_factory(pg_url: str) -> Iterator[sessionmaker[Session]]:
+def pg_bare(pg_url: str) -> Iterator[sessionmaker[Session]]:
+    """A database with no city registered: every message is refused."""
     engine = make_engine(pg_url)
     yield make_sessionmaker(engine)
     engine.dispose()
-
-
-def publisher(settings: Settings) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect(settings.mqtt_host, settings.mqtt_port)
-    client.loop_start()
-    return client
 
 
 def counted(outcome: str) -> float:
@@ -73,7 +66,7 @@ def run_bridge_until(settings: Settings, factory: sessionmaker[Session], refused
 
 
 def test_a_device_flooding_malformed_payloads_stores_a_bounded_number_of_bytes(
-    pg_url: str, pg_factory: sessionmaker[Session], mosquitto: tuple[str, int]
+    pg_url: str, pg_bare: sessionmaker[Session], mosquitto: tuple[str, int]
 ) -> None:
     # The default settings: what a deployment gets without tuning anything.
     settings = settings_for(pg_url, mqtt_adapter_topics=[])
@@ -83,8 +76,8 @@ def test_a_device_flooding_malformed_payloads_stores_a_bounded_number_of_bytes(
         for i in range(FLOOD_MESSAGES)
     ]
     over_before = counted("over_device_quota")
-    bridge = Bridge(settings, pg_factory, NoDispatch()).start()
-    client = publisher(settings)
+    bridge = Bridge(settings, pg_bare, NoDispatch()).start()
+    client = publisher(settings.mqtt_host, settings.mqtt_port)
     try:
         wait_until(bridge.connected.is_set, 10)
         for payload in payloads:
@@ -97,8 +90,8 @@ def test_a_device_flooding_malformed_payloads_stores_a_bounded_number_of_bytes(
         client.disconnect()
 
     received = sum(len(p) for p in payloads)
-    kept = letters(pg_factory)
-    stored = stored_payload_bytes(pg_factory)
+    kept = letters(pg_bare)
+    stored = stored_payload_bytes(pg_bare)
     # Before the bound, every byte was stored: 90 MB from one device in seconds.
     assert stored < received / 10, f"{stored} of {received} bytes stored"
     assert stored <= settings.dead_letter_bytes_per_device
@@ -115,7 +108,7 @@ def test_a_device_flooding_malformed_payloads_stores_a_bounded_number_of_bytes(
     assert counted("over_device_quota") - over_before == FLOOD_MESSAGES - len(kept)
 
     # The operators' view says what was received, not only what was kept.
-    with TestClient(create_app(settings, "both", factory=pg_factory, dispatcher=NoDispatch())) as c:
+    with TestClient(create_app(settings, "both", factory=pg_bare, dispatcher=NoDispatch())) as c:
         listed = c.get("/v1/dead-letters", params={"limit": 1}).json()[0]
         shown = c.get(f"/v1/dead-letters/{listed['id']}").json()
     assert (listed["size"], listed["kept"], listed["truncated"]) == (
@@ -126,16 +119,16 @@ def test_a_device_flooding_malformed_payloads_stores_a_bounded_number_of_bytes(
     assert len(base64.b64decode(shown["payload_base64"])) == settings.dead_letter_payload_bytes
 
     # A letter cut short is not replayed: its first bytes are not what the device sent.
-    with transaction(pg_factory) as s:
+    with transaction(pg_bare) as s:
         done = replay(s, [kept[0].id], settings.mqtt_topic_prefix)
     assert (done.ingested, done.still_dead, done.cut) == (0, 1, 1)
-    after = letters(pg_factory)[0]
+    after = letters(pg_bare)[0]
     assert "cannot be replayed" in (after.last_replay_outcome or "")
     assert "at most" in after.reason  # why it was refused stays as it was
 
 
 def retained_bad_message(settings: Settings, topic: str, payload: bytes) -> None:
-    client = publisher(settings)
+    client = publisher(settings.mqtt_host, settings.mqtt_port)
     try:
         client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -23,7 +22,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.db import transaction
 from fabcity.core.models import City, DeadLetter, DirtyWindow, Event, Flow, PendingRollup
 from fabcity.ingest.bounds import Bounds
 from fabcity.ingest.service import ingest
@@ -207,15 +206,6 @@ class TestIngestBounds:
             assert len(sums) == 1
         finally:
             sa_event.remove(engine, "before_cursor_execute", seen)
-
-
-@pytest.fixture
-def pg_factory(pg_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(pg_url)
-    factory = make_sessionmaker(engine)
-    register(factory)
-    yield factory
-    engine.dispose()
 
 
 def test_the_attack_over_mqtt_is_dead_lettered_with_its_reason(

@@ -5,7 +5,6 @@ serves with no network: /metrics, /docs and /redoc."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,13 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 
 from services.http.app import create_app
-from tests.conftest import free_port, settings_for
+from tests.conftest import settings_for
 from tests.services.http.support import (
     BATCH,
     METRICS_URL,
@@ -31,6 +29,7 @@ from tests.services.http.support import (
 )
 from tests.services.http.test_dashboard import browser  # noqa: F401  (a fixture)
 from tests.support.city import event, flow
+from tests.support.servers import serving
 from workers.dispatch import NoDispatch
 
 
@@ -153,19 +152,8 @@ class TestServedWithoutTheNetwork:
 @pytest.fixture
 def served(sqlite_url: str, sessions: Sessions) -> Iterator[str]:
     app = create_app(settings_for(sqlite_url), "both", factory=sessions, dispatcher=NoDispatch())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

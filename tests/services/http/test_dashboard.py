@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import update
 
 from fabcity.core import models
@@ -27,8 +25,9 @@ from fabcity.core.db import make_engine, make_sessionmaker, transaction
 from fabcity.ingest.service import ingest
 from fabcity.rollups.recompute import recompute_dirty
 from services.http.app import create_app
-from tests.conftest import free_port, settings_for
+from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from tests.support.servers import serving
 from workers.dispatch import NoDispatch
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -110,19 +109,10 @@ def served(sqlite_url: str) -> Iterator[str]:
     register(factory)
     seed(factory)
     app = create_app(settings_for(sqlite_url), "query", factory=factory, dispatcher=NoDispatch())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with serving(app) as url:
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         engine.dispose()
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from datetime import date
 from types import ModuleType
@@ -21,7 +19,6 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
 from fabcity.ingest.service import ingest
@@ -29,8 +26,9 @@ from fabcity.migrations import upgrade
 from fabcity.registry import keys
 from fabcity.rollups.recompute import recompute_dirty
 from services.http.app import create_app
-from tests.conftest import free_port, settings_for
+from tests.conftest import settings_for
 from tests.support.city import CITY, event, flow, register
+from tests.support.servers import serving
 from workers.dispatch import NoDispatch
 
 PACKAGE = "fabcity_generated_client"
@@ -62,19 +60,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         planner = keys.create(s, "planner", city=CITY).secret
     settings = settings_for(url, auth="required", rate_limit_per_s=0)
     app = create_app(settings, "both", factory=factory, dispatcher=NoDispatch())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
     try:
-        yield Live(f"http://127.0.0.1:{port}", admin, planner)
+        with serving(app) as base:
+            yield Live(base, admin, planner)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         engine.dispose()
 
 

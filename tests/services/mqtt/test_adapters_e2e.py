@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.adapters import sparkplug_b as pb
-from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.db import transaction
 from fabcity.core.models import DeadLetter, Device, Event, Flow
 from fabcity.core.settings import Settings
 from fabcity.ingest.replay import replay
@@ -30,18 +30,9 @@ from schemas import api
 from services.mqtt.bridge import Bridge
 from services.mqtt.links import BambuLink, PrusaLinkPoller
 from tests.conftest import free_port, settings_for
-from tests.support.city import CITY, SITE, register
+from tests.support.city import CITY, SITE
 from tests.support.procs import wait_until
 from workers.dispatch import NoDispatch
-
-
-@pytest.fixture
-def pg_factory(pg_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(pg_url)
-    factory = make_sessionmaker(engine)
-    register(factory)
-    yield factory
-    engine.dispose()
 
 
 def add_device(

@@ -4,41 +4,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.db import transaction
 from fabcity.core.models import DeadLetter, Event
 from fabcity.core.settings import Settings
 from fabcity.read import queries
 from services.mqtt.bridge import Bridge
 from tests.conftest import settings_for
-from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from tests.support.city import CITY, DEVICE, SITE, event, flow
 from tests.support.faulty_bridge import EXIT_AFTER_COMMIT
+from tests.support.mqtt import publisher
 from tests.support.procs import FAULTY_BRIDGE, Proc, wait_until
 from workers import jobs
 from workers.dispatch import NoDispatch
-
-
-@pytest.fixture
-def pg_factory(pg_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(pg_url)
-    factory = make_sessionmaker(engine)
-    register(factory)
-    yield factory
-    engine.dispose()
-
-
-def publisher(settings: Settings) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect(settings.mqtt_host, settings.mqtt_port)
-    client.loop_start()
-    return client
 
 
 def publish(client: mqtt.Client, topic: str, payload: object) -> None:
@@ -67,7 +50,7 @@ def test_published_events_reach_the_city_metric_once(
 ) -> None:
     settings = settings_for(pg_url)
     bridge = Bridge(settings, pg_factory, NoDispatch()).start()
-    client = publisher(settings)
+    client = publisher(settings.mqtt_host, settings.mqtt_port)
     try:
         wait_until(bridge.connected.is_set, 10)
         wait_until(lambda: bridge.client.is_connected(), 10)
@@ -88,7 +71,7 @@ def test_what_cannot_become_an_event_is_dead_lettered_with_its_reason(
 ) -> None:
     settings = settings_for(pg_url)
     bridge = Bridge(settings, pg_factory, NoDispatch()).start()
-    client = publisher(settings)
+    client = publisher(settings.mqtt_host, settings.mqtt_port)
     try:
         wait_until(bridge.connected.is_set, 10)
         publish(client, topic(settings), b"{not json")
@@ -125,7 +108,7 @@ def test_a_message_redelivered_after_the_bridge_died_before_its_ack_counts_once(
     pg_url: str, pg_factory: sessionmaker[Session], mosquitto: tuple[str, int]
 ) -> None:
     settings = settings_for(pg_url)
-    client = publisher(settings)
+    client = publisher(settings.mqtt_host, settings.mqtt_port)
     # This bridge commits its first batch and dies before acknowledging it.
     doomed = Proc(["bridge"], bridge_env(settings), program=FAULTY_BRIDGE)
     try:

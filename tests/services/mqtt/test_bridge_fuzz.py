@@ -125,6 +125,34 @@ def batches(draw: st.DrawFn, prefix: str) -> list[Received]:
     ]
 
 
+def commit_and_account(
+    bridge: Bridge, factory: sessionmaker[Session], batch: list[Received]
+) -> None:
+    """The property, on any database: the bridge's writer raises nothing, and each message is
+    stored, a duplicate, or refused with a reason (kept as a letter, or counted as a repeat or
+    over the quota)."""
+    events_before, dead_before = _counts(factory)
+    stored_before, dead_count_before = bridge.stored, bridge.dead_lettered
+    kept_before = bridge.letters_kept
+    bridge._commit(batch)  # raises nothing: that is the property
+    events_after, dead_after = _counts(factory)
+    stored = bridge.stored - stored_before
+    dead = bridge.dead_lettered - dead_count_before
+    kept = bridge.letters_kept - kept_before
+    assert events_after - events_before == stored
+    # Refused messages are kept as rows, or counted as repeats or over the quota.
+    assert dead_after - dead_before == kept <= dead
+    # The rest were duplicates of stored events: no message is unaccounted for.
+    assert stored + dead <= len(batch)
+    with factory() as s:
+        newest = list(s.scalars(select(DeadLetter).order_by(DeadLetter.id.desc()).limit(kept)))
+    sent = {m.payload for m in batch}
+    for letter in newest:
+        assert letter.reason.strip(), "a dead letter without its reason"
+        # The payload, or its first bytes when it was larger than a letter keeps.
+        assert any(p.startswith(letter.payload) and len(p) == letter.payload_size for p in sent)
+
+
 def test_no_message_escapes_or_vanishes(rig: tuple[Bridge, sessionmaker[Session]]) -> None:
     bridge, factory = rig
     prefix = bridge.settings.mqtt_topic_prefix
@@ -139,26 +167,7 @@ def test_no_message_escapes_or_vanishes(rig: tuple[Bridge, sessionmaker[Session]
     @given(batch=batches(prefix))
     def run(batch: list[Received]) -> None:
         SEEN["messages"] += len(batch)
-        events_before, dead_before = _counts(factory)
-        stored_before, dead_count_before = bridge.stored, bridge.dead_lettered
-        kept_before = bridge.letters_kept
-        bridge._commit(batch)  # raises nothing: that is the property
-        events_after, dead_after = _counts(factory)
-        stored = bridge.stored - stored_before
-        dead = bridge.dead_lettered - dead_count_before
-        kept = bridge.letters_kept - kept_before
-        assert events_after - events_before == stored
-        # Refused messages are kept as rows, or counted as repeats or over the quota.
-        assert dead_after - dead_before == kept <= dead
-        # The rest were duplicates of stored events: no message is unaccounted for.
-        assert stored + dead <= len(batch)
-        with factory() as s:
-            newest = list(s.scalars(select(DeadLetter).order_by(DeadLetter.id.desc()).limit(kept)))
-        sent = {m.payload for m in batch}
-        for letter in newest:
-            assert letter.reason.strip(), "a dead letter without its reason"
-            # The payload, or its first bytes when it was larger than a letter keeps.
-            assert any(p.startswith(letter.payload) and len(p) == letter.payload_size for p in sent)
+        commit_and_account(bridge, factory, batch)
 
     run()
     print(f"fuzzed the bridge with {SEEN['messages']} messages")

@@ -9,9 +9,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
@@ -25,6 +23,7 @@ from schemas import api
 from services.mqtt.bridge import Bridge, Heard
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, SITE, flow, register
+from tests.support.mqtt import publisher
 from tests.support.procs import wait_until
 from workers.dispatch import NoDispatch
 
@@ -36,13 +35,6 @@ def city(db_url: str) -> Iterator[sessionmaker[Session]]:
     register(factory)
     yield factory
     engine.dispose()
-
-
-def publisher(host: str, port: int) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect(host, port)
-    client.loop_start()
-    return client
 
 
 def device(factory: sessionmaker[Session], slug: str) -> Device:

@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+PROXY_CONF = ROOT / "deploy" / "proxy" / "nginx.conf"
 
-INFRA_SERVICES = ("postgres", "redis", "mosquitto")
+INFRA_SERVICES = ("postgres", "redis", "mosquitto", "entry")
 APP_SERVICES = ("migrate", "broker-config", "ingest-api", "query-api", "bridge", "worker", "beat")
 CLI_COMMANDS = ("api", "migrate", "bridge", "worker", "beat", "up", "simulate", "broker-config")
 
@@ -227,13 +228,73 @@ def test_healthy_dependencies_have_healthchecks() -> None:
                 )
 
 
-def test_api_services_publish_their_ports() -> None:
+def test_one_entry_point_publishes_the_apis() -> None:
+    """Planners, labs and the dashboard use one address; the APIs behind it publish nothing,
+    so the forwarded client address they believe can only have come from the proxy."""
     services = compose_services()
-    assert [p[1:] for p in published(services["ingest-api"], {})] == [("8000", "8000")]
-    assert [p[1:] for p in published(services["query-api"], {})] == [("8001", "8000")]
+    entry = services["entry"]
+    assert [p[1:] for p in published(entry, {})] == [("8000", "8000")]
+    mounts = [str(v).split(":") for v in entry["volumes"]]
+    assert [m[1] for m in mounts if (ROOT / m[0]).resolve() == PROXY_CONF] == [
+        "/etc/nginx/conf.d/default.conf"
+    ]
+    assert set(entry["depends_on"]) == {"ingest-api", "query-api"}
     for name in ("ingest-api", "query-api"):
+        assert published(services[name], {}) == [], f"{name} is reachable around the proxy"
+        assert option_value(service_args(services[name]), "--forwarded-allow-ips") == "*"
         test = services[name]["healthcheck"]["test"]
         assert "/healthz" in " ".join(test)
+
+
+def proxy_locations() -> list[tuple[str, str, str]]:
+    """(modifier, path, upstream) of each `location` in deploy/proxy/nginx.conf."""
+    found = re.findall(
+        r"location\s+(\^~|=)?\s*(\S+)\s*\{[^}]*proxy_pass\s+http://(\w+);", PROXY_CONF.read_text()
+    )
+    return [(m, path, upstream) for m, path, upstream in found]
+
+
+def proxied_to(path: str) -> str:
+    """Where nginx sends `path`: an exact match, else the longest matching prefix."""
+    locations = proxy_locations()
+    for modifier, prefix, upstream in locations:
+        if modifier == "=" and path == prefix:
+            return upstream
+    prefixes = [(p, u) for m, p, u in locations if m != "=" and path.startswith(p)]
+    assert prefixes, f"no location serves {path}"
+    return max(prefixes, key=lambda pu: len(pu[0]))[1]
+
+
+def role_routes(role: str) -> set[tuple[str, str]]:
+    """(method, path) of every /v1 operation a role serves."""
+    from fabcity.core.settings import Settings
+    from services.http.app import create_app
+
+    app = create_app(Settings(database_url="sqlite://"), role)  # type: ignore[arg-type]
+    paths = app.openapi()["paths"]
+    return {(m, p) for p, ops in paths.items() if p.startswith("/v1") for m in ops}
+
+
+def test_the_proxy_sends_each_route_to_the_role_that_serves_it() -> None:
+    """Every route of the ingest role reaches the ingest API and every other route the query
+    API: a route moved between roles, or a new prefix, breaks this before it breaks a lab."""
+    # Both roles serve the key routes (services/http/access.py); the proxy may pick either.
+    # Routes go by path alone, so each operation must be served where its path is sent.
+    ingest, query = role_routes("ingest") - role_routes("query"), role_routes("query")
+    assert ingest and query
+    for method, path in ingest:
+        assert proxied_to(path) == "ingest", (method, path)
+    for method, path in query:
+        assert proxied_to(path) == "query", (method, path)
+    for path in ("/", "/docs", "/healthz", "/static/app.js", "/metrics"):
+        assert proxied_to(path) == "query", path
+    text = PROXY_CONF.read_text()
+    assert {u for _, _, u in proxy_locations()} == set(re.findall(r"upstream (\w+)", text))
+    servers = dict(re.findall(r"upstream (\w+) \{\s*server ([\w-]+):8000;", text))
+    assert servers == {"ingest": "ingest-api", "query": "query-api"}
+    # A client cannot choose the address its failed key lookups are counted against.
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in text
+    assert "$proxy_add_x_forwarded_for" not in text
 
 
 def test_ports_are_on_loopback_unless_asked_otherwise() -> None:
@@ -241,7 +302,7 @@ def test_ports_are_on_loopback_unless_asked_otherwise() -> None:
     network; the operator opens them by setting FABCITY_BIND."""
     services = compose_services()
     ports = [(n, p) for n, service in services.items() for p in published(service, {})]
-    assert {n for n, _ in ports} >= {"mosquitto", "ingest-api", "query-api"}
+    assert {n for n, _ in ports} >= {"mosquitto", "entry"}
     for name, (host, _, _) in ports:
         assert host == "127.0.0.1", f"{name} publishes a port on {host}"
     for name, service in services.items():

@@ -69,16 +69,21 @@ def test_every_container_reads_config_and_secret() -> None:
     for name, container in containers():
         refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
         assert refs == {"fabcity"}, name
-    assert "FABCITY_DATABASE_URL" in by_kind("Secret")["fabcity"]["stringData"]
+    assert by_kind("Secret") == {}, "a placeholder Secret is applied with the manifests"
+    example = yaml.safe_load((K8S / "examples" / "secret.yaml").read_text())
+    assert example["kind"] == "Secret" and example["metadata"]["name"] == "fabcity"
+    assert {"FABCITY_DATABASE_URL", "FABCITY_MQTT_USERNAME", "FABCITY_MQTT_PASSWORD"} <= set(
+        example["stringData"]
+    )
 
 
 def test_settings_in_the_config_map_exist() -> None:
     from fabcity.core.settings import Settings
 
     known = {f"FABCITY_{name.upper()}" for name in Settings.model_fields}
-    for kind in ("ConfigMap", "Secret"):
-        doc = next(iter(by_kind(kind).values()))
-        values = doc.get("data") or doc.get("stringData")
+    config = by_kind("ConfigMap")["fabcity"]["data"]
+    example = yaml.safe_load((K8S / "examples" / "secret.yaml").read_text())["stringData"]
+    for values in (config, example):
         assert set(values) <= known, set(values) - known
 
 
@@ -91,6 +96,65 @@ def test_bridges_share_one_group_with_stable_client_ids_and_a_window_above_the_b
     config = by_kind("ConfigMap")["fabcity"]["data"]
     assert config["FABCITY_MQTT_SHARE_GROUP"]
     assert int(config["FABCITY_MQTT_RECEIVE_MAXIMUM"]) > int(config["FABCITY_BRIDGE_BATCH_SIZE"])
+
+
+def bridge_env(name: str) -> dict[str, Any]:
+    env = by_kind("StatefulSet")[name]["spec"]["template"]["spec"]["containers"][0]["env"]
+    return {e["name"]: e.get("value") for e in env}
+
+
+def test_exactly_one_bridge_reads_the_device_adapters() -> None:
+    """Adapters keep per-device state: two pods reading the device topics race on it."""
+    from fabcity.core.settings import Settings
+
+    sets = by_kind("StatefulSet")
+    readers = sum(
+        d["spec"]["replicas"]
+        for name, d in sets.items()
+        if bridge_env(name).get(
+            "FABCITY_BRIDGE_ADAPTERS", str(Settings.model_fields["bridge_adapters"].default).lower()
+        )
+        == "true"
+    )
+    assert readers == 1
+    assert bridge_env("fabcity-bridge")["FABCITY_BRIDGE_ADAPTERS"] == "false"
+    assert bridge_env("fabcity-bridge-adapters")["FABCITY_BRIDGE_ADAPTERS"] == "true"
+    # Each pod its own MQTT session: the two sets' client ids (their pod names) never meet.
+    for name in sets:
+        assert "FABCITY_MQTT_CLIENT_ID" in bridge_env(name)
+
+
+def test_the_ingress_sends_each_route_to_the_role_that_serves_it() -> None:
+    from tests.test_deploy import role_routes
+
+    (ingress,) = by_kind("Ingress").values()
+    (rule,) = ingress["spec"]["rules"]
+    services = {s["metadata"]["name"] for s in by_kind("Service").values()}
+    paths = [
+        (p["path"], p["backend"]["service"]["name"], p["pathType"]) for p in rule["http"]["paths"]
+    ]
+    assert all(kind == "Prefix" for _, _, kind in paths)
+    assert {name for _, name, _ in paths} <= services
+
+    def routed(path: str) -> str:
+        # Kubernetes Prefix matching is by path element: /v1/events matches /v1/events/x, not
+        # /v1/eventsx; the longest prefix wins.
+        fits = [
+            (p, name)
+            for p, name, _ in paths
+            if p == "/" or path == p or path.startswith(p.rstrip("/") + "/")
+        ]
+        return max(fits, key=lambda pn: len(pn[0]))[1]
+
+    ingest, query = role_routes("ingest") - role_routes("query"), role_routes("query")
+    for method, path in ingest:
+        assert routed(path) == "fabcity-ingest-api", (method, path)
+    for method, path in query:
+        assert routed(path) == "fabcity-query-api", (method, path)
+    for name in ("fabcity-ingest-api", "fabcity-query-api"):
+        (container,) = by_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"]
+        args = container["args"]
+        assert args[args.index("--forwarded-allow-ips") + 1] == "*"
 
 
 def test_one_beat_a_migrate_job_and_autoscaled_apis() -> None:

@@ -92,6 +92,15 @@ def api(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Addresses of the reverse proxies whose X-Forwarded-For is believed (a comma "
+            "list, or '*' when only a proxy can reach this process). The client address counts "
+            "failed key lookups; behind a proxy, without this, every client is the proxy. "
+            "Default: uvicorn's (FORWARDED_ALLOW_IPS, else 127.0.0.1)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API."""
     # lazy: uvicorn (~30 ms of `fabcity --help`) serves this command alone
@@ -105,6 +114,7 @@ def api(
         port=port,
         workers=workers,
         log_level="info",
+        forwarded_allow_ips=forwarded_allow_ips,
     )
 
 

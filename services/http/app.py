@@ -82,10 +82,14 @@ def create_app(
     problems.install(app)
     auth.install(app, settings, factory)
     app.include_router(access.router)
+    # The ingest role serves the event stream and nothing else: every other route (the
+    # registry, imports, subscriptions, metrics, the dashboard) is the query role's. Their paths
+    # are then apart by prefix (`/v1/events` against the rest), so one reverse proxy or
+    # Ingress in front routes them by path alone (deploy/proxy, deploy/k8s/ingress.yaml).
     if role in ("both", "ingest"):
         app.include_router(events.router)
-        app.include_router(standards.write)
     if role in ("both", "query"):
+        app.include_router(standards.write)
         app.include_router(registry.router)
         app.include_router(metrics.router)
         app.include_router(statistics.router)

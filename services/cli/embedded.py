@@ -187,6 +187,21 @@ def _today(factory: object, city: str) -> MetricsResponse | None:
         return None
 
 
+# Written as the dashboard writes them (services/http/static/app.js, formatValue): an index is
+# a number between 0 and 1, not a percentage; a share is; a count is whole.
+INDEXES = frozenset({"fci", "dido", "pito"})
+
+
+def format_value(name: str, unit: str, value: float) -> str:
+    if name in INDEXES:
+        return f"{value:.3f}"
+    if unit == "ratio":
+        return f"{value:.1%}"
+    if unit == "count":
+        return f"{value:,.0f}"
+    return f"{value:,.{4 if unit == 'kg/person' else 2}f} {unit}"
+
+
 def _table(data: MetricsResponse | None, bridge: Bridge, sim: Simulator | None) -> Table:
     table = Table(title=f"{CITY['name']}: today and the last days", expand=False)
     table.add_column("metric")
@@ -198,13 +213,12 @@ def _table(data: MetricsResponse | None, bridge: Bridge, sim: Simulator | None) 
             cells = []
             for p in s.points[-4:]:
                 if p.value is None and p.range is not None:
-                    cells.append(f"{p.range[0]:.0%}–{p.range[1]:.0%}")
+                    low, high = (format_value(s.name, s.unit, v) for v in p.range)
+                    cells.append(f"{low} – {high}")
                 elif p.value is None:
                     cells.append("[dim]not recorded[/]")
-                elif s.unit == "ratio":
-                    cells.append(f"{p.value:.1%}")
                 else:
-                    cells.append(f"{p.value:,.2f} {s.unit}")
+                    cells.append(format_value(s.name, s.unit, p.value))
             table.add_row(s.name, *cells)
     caption = f"bridge stored {bridge.stored} events, {bridge.dead_lettered} dead letters"
     if sim is not None:

@@ -176,3 +176,22 @@ def test_up_names_the_flag_when_a_port_is_taken(tmp_path: Path) -> None:
     assert f"port {port}" in up.output
     assert "--mqtt-port" in up.output
     assert "Traceback" not in up.output
+
+
+@pytest.mark.parametrize(
+    ("name", "unit", "value", "shown"),
+    [
+        ("fci", "ratio", 0.40512, "0.405"),  # an index, as the dashboard shows it; not 40.5 %
+        ("local_input_share", "ratio", 0.379, "37.9%"),
+        ("produced_count", "count", 43.0, "43"),  # not "43.00 count"
+        ("produced_count", "count", 1699.0, "1,699"),
+        ("input_kg", "kg", 228.69085, "228.69 kg"),
+        ("waste_kg_per_person", "kg/person", 0.00016, "0.0002 kg/person"),
+    ],
+)
+def test_the_terminal_writes_figures_as_the_dashboard_does(
+    name: str, unit: str, value: float, shown: str
+) -> None:
+    from services.cli.embedded import format_value
+
+    assert format_value(name, unit, value) == shown

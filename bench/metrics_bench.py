@@ -53,20 +53,31 @@ def drop(url: str, admin: Any) -> None:
         c.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
 
 
-def seed(url: str, events: int) -> float:
-    """A year of history: `events` site reports of a consume and a produce flow each."""
+def city_slug(k: int) -> str:
+    """The seeded cities: `big`, then `big-2`, `big-3`, …"""
+    return "big" if k == 1 else f"big-{k}"
+
+
+def seed(url: str, events: int, cities: int = 1) -> float:
+    """A year of history: `events` site reports of a consume and a produce flow each, dealt
+    out in turn to `cities` cities (ids 1…cities) of SITES sites each."""
     upgrade.upgrade(url)
     engine = make_engine(url)
     factory = make_sessionmaker(engine)
     with transaction(factory) as s:
-        city = entries.create_city(
-            s,
-            api.CityIn(
-                slug="big", name="Big", country="ES", timezone="Europe/Madrid", population=1_000_000
-            ),
-        )
-        for i in range(SITES):
-            entries.create_site(s, city, api.SiteIn(slug=f"site-{i}", name=f"Site {i}"))
+        for k in range(1, cities + 1):
+            city = entries.create_city(
+                s,
+                api.CityIn(
+                    slug=city_slug(k),
+                    name=f"Big {k}",
+                    country="ES",
+                    timezone="Europe/Madrid",
+                    population=1_000_000,
+                ),
+            )
+            for i in range(SITES):
+                entries.create_site(s, city, api.SiteIn(slug=f"site-{i}", name=f"Site {i}"))
     started = time.perf_counter()
     with engine.begin() as c:
         # Events spread evenly over the year before today; the payload is a real event, so a
@@ -75,11 +86,12 @@ def seed(url: str, events: int) -> float:
             text("""
             INSERT INTO events (source, event_id, type, time, received_at, city_id, site_id,
                                 device_id, day, hour, payload)
-            SELECT '/big/site-' || (g % :sites), 'h' || g, 'fabcity.flow', t, t, 1,
-                   1 + (g % :sites), NULL, (t AT TIME ZONE 'Europe/Madrid')::date,
+            SELECT src, 'h' || g, 'fabcity.flow', t, t, k,
+                   (k - 1) * :sites + 1 + (g / :cities) % :sites, NULL,
+                   (t AT TIME ZONE 'Europe/Madrid')::date,
                    extract(hour FROM t AT TIME ZONE 'Europe/Madrid')::int,
                    json_build_object('specversion', '1.0', 'id', 'h' || g,
-                     'source', '/big/site-' || (g % :sites), 'type', 'fabcity.flow',
+                     'source', src, 'type', 'fabcity.flow',
                      'time', to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                      'data', json_build_array(
                         json_build_object('action', 'consume', 'resource', 'filament',
@@ -87,10 +99,12 @@ def seed(url: str, events: int) -> float:
                           'ring', (ARRAY['site','city','region','beyond'])[1 + g % 4]),
                         json_build_object('action', 'produce', 'resource', 'part',
                           'quantity', 1, 'unit', 'count', 'ring', 'city')))
-            FROM (SELECT g, now() - make_interval(secs => (g::float / :n) * :days * 86400) AS t
-                  FROM generate_series(1, :n) g) x
+            FROM (SELECT g, k, now() - make_interval(secs => (g::float / :n) * :days * 86400) AS t,
+                         '/' || CASE WHEN k = 1 THEN 'big' ELSE 'big-' || k END
+                             || '/site-' || ((g / :cities) % :sites) AS src
+                  FROM (SELECT g, 1 + g % :cities AS k FROM generate_series(1, :n) g) gk) x
         """),
-            {"n": events, "sites": SITES, "days": DAYS},
+            {"n": events, "sites": SITES, "days": DAYS, "cities": cities},
         )
         c.execute(
             text("""

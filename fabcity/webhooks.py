@@ -357,8 +357,7 @@ def notice_cloudevent(notice: models.Notice, city: str) -> dict[str, Any]:
 
 
 def _rfc3339(when: datetime) -> str:
-    # SQLite hands back naive datetimes; every time we store is UTC.
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+    return when.isoformat()  # stored times come back aware (`UtcDateTime`)
 
 
 @dataclass(frozen=True)

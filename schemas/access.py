@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.api import Slug
 
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every time we store is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-Stored = Annotated[datetime, AfterValidator(_utc)]
+# Read from the database, aware and in UTC on both (`fabcity.core.sql.UtcDateTime`).
+Stored = datetime
 
 
 class KeyIn(BaseModel):
@@ -29,6 +24,15 @@ class KeyIn(BaseModel):
     site: Slug | None = None
     device: Slug | None = None
     name: str | None = Field(default=None, max_length=200, description="Who holds it, for you.")
+
+
+class Caller(BaseModel):
+    """Who a key is: its role and what it is bound to."""
+
+    role: str
+    city: str | None = None
+    site: str | None = None
+    device: str | None = None
 
 
 class Key(BaseModel):

@@ -210,8 +210,10 @@ class PrusaLinkSettings(Filament):
     poll_interval_s: float = Field(default=10.0, ge=1, le=3600)
 
 
-class NativeSettings(BaseModel):
-    """The native adapter: events on `fabcity/v1/...`; any settings are kept as given."""
+class NativeSettings(Filament):
+    """The native adapter: events on `fabcity/v1/...`. The keys the flows read (material,
+    density, rings, fate) are checked, since a job's flows are derived from them; any other
+    setting is kept as given."""
 
     model_config = ConfigDict(extra="allow")
 

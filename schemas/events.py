@@ -66,6 +66,8 @@ class EventType(StrEnum):
     meter_reading = "fabcity.meter.reading"
     scale_reading = "fabcity.scale.reading"
     device_status = "fabcity.device.status"
+    # A correction: the event it names (same source) counts no more. See `corrected`.
+    retracted = "fabcity.event.retracted"
 
 
 # A design's manifest URL: http(s) with a host, no whitespace or control characters. The
@@ -146,6 +148,11 @@ class FlowData(BaseModel):
         default=None, description="The open design this flow made, cited or published."
     )
     job: Name | None = Field(default=None, description="Links inputs and outputs of one process.")
+    mass_kg: Quantity | None = Field(
+        default=None,
+        description="For things counted (`part`, `furniture`…): their mass in kg, counted as "
+        "the resource `material` names (e.g. `wood`). A design's mass is then not modelled.",
+    )
 
     @field_validator("ring", mode="before")
     @classmethod
@@ -233,6 +240,20 @@ class DeviceStatusData(BaseModel):
     online: Flag
 
 
+EventId = Annotated[str, Field(min_length=1, max_length=256)]
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class RetractedData(BaseModel):
+    """A retraction: the event `id` of the same `source` counts no more (its flows leave the
+    rollups). It stays stored, and so does this event: history is only ever added to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: EventId = Field(description="The `id` of the event retracted; its `source` is this one's.")
+    reason: Reason | None = Field(default=None, description="Why, for whoever reads the figure.")
+
+
 _FLOW_LIST: TypeAdapter[list[FlowData]] = TypeAdapter(
     Annotated[list[FlowData], Field(min_length=1, max_length=MAX_FLOWS_PER_EVENT)]
 )
@@ -242,7 +263,13 @@ DATA_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.meter_reading: MeterReadingData,
     EventType.scale_reading: ScaleReadingData,
     EventType.device_status: DeviceStatusData,
+    EventType.retracted: RetractedData,
 }
+
+# The extension attribute of a replacement: the `id` of the event (of the same `source`) whose
+# place it takes. Lower-case letters only, as CloudEvents requires of attribute names.
+SUPERSEDES = "supersedes"
+CorrectionKind = Literal["retract", "supersede"]
 
 
 def validate_data(type_: EventType, data: Any) -> Any:
@@ -358,11 +385,33 @@ class CloudEvent(BaseModel):
 
     @model_validator(mode="after")
     def _data_matches_type(self) -> CloudEvent:
-        errors = extension_errors(self.model_extra or {})
+        extensions = self.model_extra or {}
+        errors = extension_errors(extensions)
         if errors:
             raise ValueError("; ".join(errors))
+        if SUPERSEDES in extensions:
+            target = extensions[SUPERSEDES]
+            if not isinstance(target, str) or not 1 <= len(target) <= 256:
+                raise ValueError(
+                    f"`{SUPERSEDES}` is the id of the event replaced: a string of 1 to 256 "
+                    "characters"
+                )
+            if self.type is EventType.retracted:
+                raise ValueError(
+                    f"a retraction names its event in `data.id`; `{SUPERSEDES}` belongs on a "
+                    "replacement event"
+                )
         self.data = validate_data(self.type, self.data)
         return self
+
+    def corrected(self) -> tuple[CorrectionKind, str] | None:
+        """What this event corrects: `("retract", id)` for a retraction, `("supersede", id)`
+        for a replacement (any other type, with the extension attribute `supersedes`), the
+        `id` being that of an event of the same `source`; None for an ordinary event."""
+        if self.type is EventType.retracted:
+            return "retract", self.data.id
+        target = (self.model_extra or {}).get(SUPERSEDES)
+        return ("supersede", target) if isinstance(target, str) else None
 
     def flows(self) -> list[FlowData]:
         """The flows an event of type `fabcity.flow` carries; none for other types."""
@@ -373,3 +422,96 @@ class CloudEvent(BaseModel):
 
 def event_time(event: CloudEvent, received: datetime) -> datetime:
     return event.time if event.time is not None else received
+
+
+# The event as stored, read back (`GET /v1/events`, `GET /v1/events/{source}/{id}`) ----------
+
+
+class EventSummary(BaseModel):
+    """A stored event, one line of a list."""
+
+    source: str
+    id: str
+    type: str
+    time: datetime = Field(description="When it happened (its receive time if it said not).")
+    received_at: datetime
+    city: str
+    site: str
+    device: str | None
+    counts: bool = Field(
+        description="Whether its flows count in the rollups: false once it is retracted or "
+        "superseded, for a retraction, and for a correction a newer one overtook."
+    )
+
+
+class CorrectionRef(BaseModel):
+    """A correction, as the event it corrects (or that corrects it) names it."""
+
+    source: str
+    id: str
+    kind: CorrectionKind
+    rank: int = Field(description="1 for the original's first correction, 2 for the next, …")
+    reason: str | None
+    received_at: datetime
+    counts: bool = Field(description="It is the original's newest correction.")
+
+
+class Corrected(BaseModel):
+    """The event a correction corrects, and the correction's place among its corrections."""
+
+    source: str
+    id: str
+    kind: CorrectionKind
+    rank: int
+
+
+class StoredFlow(BaseModel):
+    """A flow derived from the event, in its resource's canonical unit."""
+
+    action: str
+    resource: str
+    quantity: float
+    unit: str
+    ring: str
+    fate: str | None
+    recycled: bool
+    material: str | None
+    design_url: str | None
+    job: str | None
+    state: str = Field(description="`measured`, `reported` or `modelled`.")
+    counted: bool = Field(
+        description="In the rollups. An event that counts no more shows the flows it would "
+        "derive, not counted."
+    )
+
+
+class DeviceUsed(BaseModel):
+    """The device whose settings turn the event into flows (material, filament diameter, …),
+    as registered now: a rebuild derives with these."""
+
+    device: str
+    kind: str
+    adapter: str
+    settings: dict[str, Any]
+
+
+class EventWindow(BaseModel):
+    """A window the event's flows count in, in the city's time zone."""
+
+    interval: Literal["hour", "day", "week", "month", "year"]
+    start: datetime
+    end: datetime
+
+
+class EventView(EventSummary):
+    """One stored event and what it became."""
+
+    event: dict[str, Any] = Field(description="The event as stored (JSON, as it came).")
+    flows: list[StoredFlow]
+    device_used: DeviceUsed | None
+    corrects: Corrected | None = Field(description="For a correction: the event it corrects.")
+    corrections: list[CorrectionRef] = Field(description="Corrections of this event, in order.")
+    windows: list[EventWindow] = Field(
+        description="The windows its flows count in; none when it does not count."
+    )
+    why: str | None = Field(description="Why it does not count, when it does not.")

@@ -56,6 +56,7 @@ class FastFlow(msgspec.Struct, forbid_unknown_fields=True):
     recycled: bool | None = None
     design: FastDesign | None = None
     job: _Name | None = None
+    mass_kg: _Quantity | None = None
 
 
 class FastFlowEvent(msgspec.Struct, forbid_unknown_fields=True):

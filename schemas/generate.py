@@ -21,6 +21,8 @@ MODELS: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "meter-reading": events.MeterReadingData,
     "scale-reading": events.ScaleReadingData,
     "device-status": events.DeviceStatusData,
+    "event-retracted": events.RetractedData,
+    "event-view": events.EventView,
     "ingest-result": api.IngestResult,
     "problem": api.Problem,
     "city": api.City,

@@ -7,7 +7,15 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.api import Coverage, MetricsResponse, ValueState
+from schemas.api import (
+    CONFIDENCE,
+    PARTIAL,
+    RANGE,
+    Confidence,
+    Coverage,
+    MetricsResponse,
+    ValueState,
+)
 
 T = TypeVar("T")
 
@@ -29,7 +37,8 @@ class Figure(BaseModel):
     state: ValueState | None
     reason: str | None = None
     terms: list[str] | None = Field(default=None, description="DIDO and FCI: the terms used.")
-    range: list[float] | None = Field(default=None, description="FCI when PITO is not recorded.")
+    range: list[float] | None = Field(default=None, description=RANGE)
+    confidence: Confidence | None = Field(default=None, description=CONFIDENCE)
     headline: bool = Field(default=False, description="One of the dashboard's headline tiles.")
 
 
@@ -54,6 +63,7 @@ class Summary(BaseModel):
     population: int | None
     from_: date = Field(alias="from", description="First day of the period, city time.")
     to: date = Field(description="Last day of the period (inclusive).")
+    partial: bool = Field(default=False, description=PARTIAL.replace("window", "period"))
     coverage: Coverage
     figures: list[Figure]
     accounts: list[Account]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Exact decimals: send large or fractional figures as strings ("12345678.901") to keep every
 # digit; JSON integers are exact either way.
@@ -32,24 +32,64 @@ class CmuInputs(BaseModel):
 
 
 class Sector(BaseModel):
+    """A sector of the self-sufficiency index: its production and consumption, or the ratio
+    of the two as a study published it, and its weight."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    production: Amount
-    consumption: Amount
+    production: Amount | None = Field(default=None, description="p_s; with `consumption`.")
+    consumption: Amount | None = Field(default=None, description="c_s; with `production`.")
+    ratio: Amount | None = Field(
+        default=None,
+        description="p_s / c_s as published (1.2 for 120 %), instead of the two values.",
+    )
     weight: Amount = Field(description="Weight of the sector, per mille.")
+
+    @model_validator(mode="after")
+    def _ratio_or_values(self) -> Sector:
+        values = (self.production is not None, self.consumption is not None)
+        if self.ratio is not None:
+            if any(values):
+                raise ValueError(
+                    f"sector {self.name!r}: give `ratio`, or `production` and `consumption`, "
+                    "not both"
+                )
+        elif not all(values):
+            raise ValueError(
+                f"sector {self.name!r}: give `production` and `consumption`, or their `ratio`"
+            )
+        elif self.consumption == 0:
+            raise ValueError(
+                f"sector {self.name!r}: consumption 0 leaves p/c undefined; leave the sector "
+                "out, or give its ratio"
+            )
+        return self
+
+    def share(self) -> Decimal:
+        """p_s / c_s."""
+        if self.ratio is not None:
+            return self.ratio
+        assert self.production is not None and self.consumption is not None  # validated
+        return self.production / self.consumption
 
 
 class StatisticsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     unit: Literal["t", "kg"] = Field(default="t", description="Unit of every mass below.")
-    mfa: dict[MfaCategory, MfaRow] = Field(description="The EW-MFA table by category.")
+    mfa: dict[MfaCategory, MfaRow] | None = Field(
+        default=None,
+        description="The EW-MFA table by category. Absent (or empty): the accounts are null, "
+        "not 0.",
+    )
     population: Annotated[int, Field(gt=0)] | None = None
     gdp: Amount | None = Field(default=None, description="GDP, in `currency`.")
     currency: Annotated[str, Field(min_length=3, max_length=3)] | None = None
     cmu: CmuInputs | None = None
-    sectors: list[Sector] = Field(default_factory=list)
+    sectors: list[Sector] = Field(
+        default_factory=list, description="Absent (or empty): the sector index is null."
+    )
 
 
 class Category(BaseModel):
@@ -59,13 +99,16 @@ class Category(BaseModel):
 
 
 class Accounts(BaseModel):
+    """The accounts; each is null where the statistics that make it were not given (no EW-MFA
+    table: no DE, IMP, EXP, nor anything made of them), never 0."""
+
     unit: str
-    de: Decimal
-    imp: Decimal
-    exp: Decimal
-    dmi: Decimal = Field(description="DE + IMP")
-    dmc: Decimal = Field(description="DE + IMP − EXP")
-    ptb: Decimal = Field(description="IMP − EXP")
+    de: Decimal | None
+    imp: Decimal | None
+    exp: Decimal | None
+    dmi: Decimal | None = Field(description="DE + IMP")
+    dmc: Decimal | None = Field(description="DE + IMP − EXP")
+    ptb: Decimal | None = Field(description="IMP − EXP")
     dmc_per_person: Decimal | None
     resource_productivity: Decimal | None = Field(description="GDP / DMC")
     u: Decimal | None = Field(description="RCV_R − IMP_w + EXP_w")

@@ -35,6 +35,8 @@ class Message:
     # MQTT 5 user properties (CloudEvents binary mode), and the PUBLISH content type.
     properties: Mapping[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    # The broker's DUP flag: sent before and not acknowledged, so perhaps already taken in.
+    redelivered: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,11 @@ def availability(state: Mapping[str, Any], online: bool, message: Message) -> De
 
 
 def meter_delta(
-    state: Mapping[str, Any], total_kwh: float, when: datetime, name: str = "meter"
+    state: Mapping[str, Any],
+    total_kwh: float,
+    when: datetime,
+    name: str = "meter",
+    order: datetime | None = None,
 ) -> tuple[Emitted | None, State]:
     """A cumulative energy counter as a `fabcity.meter.reading` delta.
 
@@ -195,10 +201,15 @@ def meter_delta(
     new total, never a negative delta. The first reading only sets the baseline, since what
     the counter held before the device was registered is not the city's to count. A reading
     older than the remembered one (a replayed dead letter) is skipped: it is not a reset.
+
+    `order` is the time readings are ordered by, when it is not `when`: a device whose
+    messages carry its clock on some topics and nothing on others (Shelly) is ordered by
+    receipt, one clock, since a late delivery puts the device's clock behind the receipt
+    of the message before.
     """
     new = dict(state)
     previous = state.get(name)
-    stamp = when.timestamp()
+    stamp = (order or when).timestamp()
     new[name] = {"total": total_kwh, "at": stamp}
     if not isinstance(previous, dict):
         return None, new

@@ -70,6 +70,6 @@ def decode(message: Message, device: Device, state: Mapping[str, Any]) -> Decode
     for component, status in components.items():
         kwh = _counter_kwh(component, status, settings)
         if kwh is not None:
-            event, new = base.meter_delta(new, kwh, when)
+            event, new = base.meter_delta(new, kwh, when, order=message.received_at)
             events.extend([event] if event else [])
     return Decoded(events, new)

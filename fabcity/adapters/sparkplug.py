@@ -131,11 +131,8 @@ def _metrics(
             raise Refused(f"metric alias {metric.alias} is not in the last birth certificate")
         if metric.value is None:
             continue
-        when = (
-            base.unix_time(metric.timestamp)
-            or base.unix_time(payload.timestamp)
-            or message.received_at
-        )
+        stamped = base.unix_time(metric.timestamp) or base.unix_time(payload.timestamp)
+        when = stamped or message.received_at
         event: Emitted | None = None
         value = base.number(metric.value)
         if name == settings.energy_metric and value is not None and value >= 0:
@@ -153,11 +150,20 @@ def _metrics(
             running = state.get("job_started") is not None
             if metric.value and not running:
                 state = {**state, "job_started": when.timestamp()}
+                if stamped is None:
+                    state["job_started_received"] = True
             elif not metric.value and running:
                 state = dict(state)
                 started = base.unix_time(state.pop("job_started")) or when
+                # A receive time at either end: a backlog or a restart bunches them up.
+                received = state.pop("job_started_received", False) or stamped is None
                 event = base.job_event(
-                    "completed", started, when, f"job-{started.timestamp()!r}", settings
+                    "completed",
+                    started,
+                    when,
+                    f"job-{started.timestamp()!r}",
+                    settings,
+                    modelled=["started"] if received else [],
                 )
         if event is not None:
             events.append(event)

@@ -11,7 +11,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -21,9 +20,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from fabcity.core.sql import UtcDateTime
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -49,6 +51,9 @@ class City(Base):
     country: Mapped[str] = mapped_column(String(2))
     timezone: Mapped[str] = mapped_column(String(64))
     population: Mapped[int | None] = mapped_column(BigInteger)
+    retired_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime(), doc="Retired: kept for its events, refuses new ones."
+    )
 
 
 class Site(Base):
@@ -62,6 +67,9 @@ class Site(Base):
     kind: Mapped[str] = mapped_column(String(32))
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
+    retired_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime(), doc="Retired: kept for its events, refuses new ones."
+    )
 
 
 class Device(Base):
@@ -79,8 +87,53 @@ class Device(Base):
         Boolean, doc="From the device's will/birth/status messages; null until one is seen."
     )
     last_seen: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), doc="Receive time of the device's latest message."
+        UtcDateTime(), doc="Receive time of the device's latest message."
     )
+    retired_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime(), doc="Retired: kept for its events, refuses new ones."
+    )
+    # device listening (issue 17)
+    listening_since: Mapped[datetime | None] = mapped_column(
+        UtcDateTime(),
+        doc="Since when the bridge takes the device's messages as it is now registered: its "
+        "topics' subscription acknowledged, its printer link answering. Written by the bridge "
+        "(another process than the API's, maybe); null while it does not.",
+    )
+
+
+# device listening (issue 17)
+class RegistryVersion(Base):
+    """One row whose `version` the database's own triggers (migration 0014) raise at every
+    write to a device, or to the retirement of a site or city, whatever wrote it: the bridge
+    reads this one number every half second to know when to read the registry again."""
+
+    __tablename__ = "registry_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RegistryChange(Base):
+    """One change to a registry entry, kept for good: who, when, what it was and what it
+    became, and how many windows it sent to be recomputed. A figure that moved because the
+    registry changed can be traced to the change here."""
+
+    __tablename__ = "registry_changes"
+    __table_args__ = (Index("ix_registry_changes_city", "city_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # No foreign keys: the log outlives what it describes (an entry deleted is logged too).
+    city_id: Mapped[int | None] = mapped_column(Integer, doc="Null for a resource.")
+    entry: Mapped[str] = mapped_column(
+        String(16), doc="`city`, `site`, `device`, `statistics`, `resource`."
+    )
+    name: Mapped[str] = mapped_column(String(512), doc="`/{city}/{site}/{device}`, or a name.")
+    action: Mapped[str] = mapped_column(String(16), doc="`create`, `update`, `retire`, `delete`.")
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="The fields changed, before.")
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="The same fields, after.")
+    actor: Mapped[str] = mapped_column(String(200), doc="The key (`key 12`, role) or `cli`.")
+    windows: Mapped[int] = mapped_column(Integer, doc="Hours sent to be recomputed.")
 
 
 class Resource(Base):
@@ -115,8 +168,8 @@ class Event(Base):
     source: Mapped[str] = mapped_column(String(512))
     event_id: Mapped[str] = mapped_column(String(256))
     type: Mapped[str] = mapped_column(String(64))
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # No foreign keys: ingest resolves every source against the registry in the transaction
     # that stores the event, and nothing deletes cities, sites or devices. Their checks cost
     # PostgreSQL 16 us of CPU per event, nearly half its work on the ingest path (measured:
@@ -125,8 +178,36 @@ class Event(Base):
     site_id: Mapped[int] = mapped_column(Integer)
     device_id: Mapped[int | None] = mapped_column(Integer)
     day: Mapped[date] = mapped_column(Date, doc="Local date of `time` in the city's time zone.")
-    hour: Mapped[int] = mapped_column(Integer, doc="Local hour of `time`, 0-23.")
+    hour: Mapped[int] = mapped_column(
+        Integer,
+        doc="The real hour of `time` within its local day: the clock hour, 0-23, or 24-47 for "
+        "the second pass of an hour the clock repeats (`calendar.hour_key`).",
+    )
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Correction(Base):
+    """An event that corrects another of the same source: a retraction (`fabcity.event.retracted`)
+    or a replacement (an event with `supersedes`). Both events stay stored as they came; this row
+    says which counts. Of an original and its corrections only one counts: the original while
+    it has none, else its newest correction (highest `rank`) if that is a replacement, else
+    none. Ingest keeps the flows to that rule and a rebuild derives by it, so they agree."""
+
+    __tablename__ = "corrections"
+    __table_args__ = (
+        # A correction is ranked under a lock on its original: one order, no ties.
+        UniqueConstraint("target_pk", "rank"),
+        Index("ix_corrections_city", "city_id"),
+    )
+
+    event_pk: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, autoincrement=False, doc="The correction's event."
+    )
+    city_id: Mapped[int] = mapped_column(Integer)
+    target_pk: Mapped[int] = mapped_column(BigInteger, doc="The event it corrects.")
+    kind: Mapped[str] = mapped_column(String(10), doc="`retract` or `supersede`.")
+    rank: Mapped[int] = mapped_column(Integer, doc="1 for an original's first correction, …")
+    reason: Mapped[str | None] = mapped_column(String(500))
 
 
 # Quantities are stored as integers in millionths of the resource's canonical unit (mg, mWh,
@@ -159,7 +240,7 @@ class Flow(Base):
     site_id: Mapped[int] = mapped_column(Integer)
     device_id: Mapped[int] = mapped_column(Integer, doc="0 when a site reported it.")
     day: Mapped[date] = mapped_column(Date, doc="Local date in the city's time zone.")
-    hour: Mapped[int] = mapped_column(Integer, doc="Local hour, 0-23.")
+    hour: Mapped[int] = mapped_column(Integer, doc="Its event's hour key (`Event.hour`).")
     action: Mapped[str] = mapped_column(String(16))
     resource: Mapped[str] = mapped_column(String(100))
     amount: Mapped[int] = mapped_column(BigInteger, doc="Millionths of the canonical unit.")
@@ -170,6 +251,13 @@ class Flow(Base):
     design_url: Mapped[str | None] = mapped_column(Text)
     job: Mapped[str | None] = mapped_column(String(100))
     state: Mapped[str] = mapped_column(String(10))
+    weighed: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default=false(),
+        doc="A count whose mass was weighed and is carried by its own mass flow of the same "
+        "event: no design's mass is modelled for it.",
+    )
 
 
 class DirtyWindow(Base):
@@ -283,7 +371,7 @@ class CityStatistics(Base):
     city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"), primary_key=True)
     year: Mapped[int] = mapped_column(Integer, primary_key=True)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class DeadLetter(Base):
@@ -296,7 +384,7 @@ class DeadLetter(Base):
     __tablename__ = "dead_letters"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     channel: Mapped[str] = mapped_column(String(16))
     topic: Mapped[str | None] = mapped_column(String(1024))
     payload: Mapped[bytes] = mapped_column(LargeBinary, doc="The payload, or its first bytes.")
@@ -330,7 +418,7 @@ class DeadLetter(Base):
         Integer, default=0, server_default="0", doc="Replays that did not let it through."
     )
     last_replay_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), doc="When it was last replayed."
+        UtcDateTime(), doc="When it was last replayed."
     )
     last_replay_outcome: Mapped[str | None] = mapped_column(
         Text, doc="Why the last replay still refused it."
@@ -378,7 +466,7 @@ class Design(Base):
         JSON, doc="Material Circularity Indicator inputs (F_R, F_U, …, U_ratio) when given."
     )
     standard: Mapped[str] = mapped_column(String(16), doc="`okh-v1` or `okh-losh`.")
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Facility(Base):
@@ -400,11 +488,11 @@ class Facility(Base):
     equipment: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     materials: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     verified_by: Mapped[str | None] = mapped_column(String(300))
-    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     record_data: Mapped[dict[str, Any] | None] = mapped_column(
         JSON, doc="The record's own provenance (`record_data`), as given."
     )
-    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    imported_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Subscription(Base):
@@ -424,11 +512,11 @@ class Subscription(Base):
     event_cursor: Mapped[int] = mapped_column(BigInteger, doc="Last `events.id` delivered.")
     notice_cursor: Mapped[int] = mapped_column(BigInteger, doc="Last `notices.id` delivered.")
     failures: Mapped[int] = mapped_column(Integer, default=0, doc="Failed attempts in a row.")
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     leased_until: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), doc="A sender holds it until then; one sender keeps order."
+        UtcDateTime(), doc="A sender holds it until then; one sender keeps order."
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Notice(Base):
@@ -439,7 +527,7 @@ class Notice(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
     type: Mapped[str] = mapped_column(String(64))
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
@@ -451,7 +539,7 @@ class Delivery(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
-    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attempted_at: Mapped[datetime] = mapped_column(UtcDateTime())
     stream: Mapped[str] = mapped_column(String(8), doc="`events` or `notices`.")
     first_id: Mapped[int] = mapped_column(BigInteger)
     last_id: Mapped[int] = mapped_column(BigInteger)
@@ -475,7 +563,7 @@ class DeviceState(Base):
         ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class ApiKey(Base):
@@ -496,6 +584,36 @@ class ApiKey(Base):
     device: Mapped[str | None] = mapped_column(String(63))
     name: Mapped[str | None] = mapped_column(String(200))
     mqtt_hash: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     replaced_by: Mapped[int | None] = mapped_column(Integer, doc="The key a rotation made.")
+
+
+class Target(Base):
+    """A city's goal for one metric: at least (or at most) `value` by `due`, as a planner set
+    it; the dashboard draws it against the series, with the gap."""
+
+    __tablename__ = "targets"
+    __table_args__ = (UniqueConstraint("city_id", "metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.id"))
+    metric: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8), doc="`at_least` or `at_most`.")
+    value: Mapped[float] = mapped_column(Float)
+    due: Mapped[date] = mapped_column(Date)
+    note: Mapped[str | None] = mapped_column(String(500))
+    set_by: Mapped[int | None] = mapped_column(Integer, doc="The key that set it, if any.")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RollupChange(Base):
+    """When the rollups of a city's local hour last changed (rebuilt, added to, or filled):
+    NGSI-LD's `dateModified`, read without touching the events."""
+
+    __tablename__ = "rollup_changes"
+
+    city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True)
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime())

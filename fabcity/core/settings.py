@@ -89,7 +89,10 @@ class Settings(BaseSettings):
         "for registered devices only.",
     )
     mqtt_adapter_refresh_s: float = Field(
-        default=30.0, gt=0, description="How often the bridge looks for newly registered devices."
+        default=0.5,
+        gt=0,
+        description="How often the bridge asks whether a device was registered, changed or "
+        "retired (one read of `registry_version`); it reads the registry only when so.",
     )
     bridge_adapters: bool = Field(
         default=True,
@@ -205,6 +208,13 @@ class Settings(BaseSettings):
         le=1e9,
         description="Most the flows of one city in one local hour may carry together; events "
         "that would take an hour past it are refused.",
+    )
+    max_future_skew_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="Most an event's `time` may lie ahead of the moment it is received, in "
+        "seconds: a device's clock may run a little fast, but an event dated next year would "
+        "count in a window that has not begun. Events further ahead are refused.",
     )
 
     auth: Literal["required", "off"] = Field(

@@ -93,6 +93,9 @@ class DerivedFlow(NamedTuple):
     design_url: str | None
     job: str | None
     state: str
+    # A count whose mass came with it (`mass_kg`): that mass is a flow of its own, so no
+    # design's mass is modelled for the count.
+    weighed: bool = False
 
 
 # What a 64-bit column holds, with room for sums of a thousand such values.
@@ -144,11 +147,58 @@ def carried(
     resources: dict[str, ResourceInfo],
     device: DeviceInfo | None,
 ) -> list[DerivedFlow]:
-    """The flows a `fabcity.flow` event carries, normalised."""
+    """The flows a `fabcity.flow` event carries, normalised. A count that carries its mass
+    (`mass_kg`) is two flows: the count, and the mass of what it is made of (`material`)."""
     state, count = state_of(device), len(flows)
-    if count == 1:
+    if count == 1 and flows[0].mass_kg is None:
         return [_normalise(flows[0], 0, 1, resources, state)]
-    return [_normalise(f, i, count, resources, state) for i, f in enumerate(flows)]
+    out: list[DerivedFlow] = []
+    for i, f in enumerate(flows):
+        flow = _normalise(f, i, count, resources, state)
+        if f.mass_kg is None:
+            out.append(flow)
+        else:
+            out.extend(_weighed(f, flow, i, count, resources))
+    return out
+
+
+# Things counted that may come with their mass: made, repaired, used up or thrown away.
+_WEIGHABLE = frozenset({"produce", "modify", "consume", "discard"})
+
+
+def _weighed(
+    given: FlowData | FastFlow,
+    flow: DerivedFlow,
+    index: int,
+    count: int,
+    resources: dict[str, ResourceInfo],
+) -> list[DerivedFlow]:
+    """A count and its mass: the count marked weighed, and a flow of the same action, ring
+    and fate of the mass resource `material` names, in kg."""
+    where = _where(index, count)
+    if resources[flow.resource].unit != "count":
+        raise Invalid(
+            f"{where}mass_kg applies to things counted; the quantity of {flow.resource!r} is "
+            "its amount already"
+        )
+    if flow.action not in _WEIGHABLE:
+        raise Invalid(f"{where}mass_kg applies to {', '.join(sorted(_WEIGHABLE))} flows")
+    name = (given.material or "").lower()
+    material = resources.get(name)
+    if material is None or material.unit != "kg":
+        raise Invalid(
+            f"{where}mass_kg needs `material` to name a resource measured in kg (what the "
+            f"things are made of, e.g. `wood`), not {given.material!r}: the mass is counted as "
+            "that material"
+        )
+    assert given.mass_kg is not None  # only weighed flows come here
+    mass = flow._replace(
+        resource=material.name,
+        amount=micro(given.mass_kg),
+        recycled=flow.recycled or material.secondary,
+        design_url=None,  # the design is the count's: it is counted once
+    )
+    return [flow._replace(weighed=True), mass]
 
 
 # The plain string of each enum member: on every flow's path, and a dict lookup costs a

@@ -107,8 +107,9 @@ def settle(session: Session, new_readings: list[int]) -> set[Window]:
     return {(r.city_id, r.day, r.hour) for r in affected.values()}
 
 
-def rebuild(session: Session, city_id: int | None = None) -> int:
-    """Derive every counter reading's flow by walking each device's readings in order.
+def rebuild(session: Session, city_id: int | None = None, device_id: int | None = None) -> int:
+    """Derive every counter reading's flow by walking each device's readings in order (of a
+    city, or of one device: its settings changed).
 
     The caller has deleted the flows of the readings concerned. Returns readings walked.
     """
@@ -119,6 +120,8 @@ def rebuild(session: Session, city_id: int | None = None) -> int:
     )
     if city_id is not None:
         query = query.where(Event.city_id == city_id)
+    if device_id is not None:
+        query = query.where(Event.device_id == device_id)
     rows = session.execute(query).all()
     devices = _devices(session, {r.device_id for r in rows})
     flows: list[dict[str, Any]] = []

@@ -1,4 +1,5 @@
-"""How much one flow, one event, one batch and one city's hour may carry.
+"""How much one flow, one event, one batch and one city's hour may carry, and how far ahead
+of now an event may be dated.
 
 Quantities are stored as 64-bit integers in millionths of their resource's canonical unit, and
 the rollups add them up: an hour's row, a day's, a month's. Past 9.2e12 units a sum no longer
@@ -14,6 +15,13 @@ and refuses (by index, with the reason) the events that would go past them:
   sum may hold.
 
 Bounds are in canonical units whatever the resource: they bound numbers, not mass.
+
+An event's `time` is read as RFC 3339 with an offset (`schemas.events`, `schemas.fast`) and
+must fall within years 1 to 9999 in UTC (`fabcity.ingest.service`); past that, it may lie at
+most `max_future_skew_s` ahead of the moment it is received (`check_time`). A device's clock
+may run a little fast, but an event dated 2030 would sit in a window that has not begun, and
+make today's figures look finished. HTTP and MQTT (adapters' events too) meet the bound here,
+in the one ingest path, and a refusal names the event's index and why.
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from fabcity.core import calendar
 from fabcity.core.errors import Invalid
 from fabcity.core.models import MICRO, Flow
 from fabcity.core.settings import Settings, get_settings
@@ -53,6 +63,8 @@ class Bounds:
     event: int
     batch: int
     window: int
+    # How far ahead of its receipt an event's time may lie (`Settings.max_future_skew_s`).
+    future_skew: timedelta = timedelta(days=1)
 
     @classmethod
     def of(cls, settings: Settings) -> Bounds:
@@ -61,6 +73,7 @@ class Bounds:
             round(settings.max_event_quantity * MICRO),
             round(settings.max_batch_quantity * MICRO),
             round(settings.max_window_quantity * MICRO),
+            timedelta(seconds=settings.max_future_skew_s),
         )
 
     @classmethod
@@ -74,6 +87,29 @@ class Bounds:
 
 def _units(amount: int) -> str:
     return f"{amount / MICRO:g}"
+
+
+def check_time(when: datetime, received_at: datetime, bounds: Bounds) -> None:
+    """`Invalid` when `when` lies more than the skew ahead of `received_at` (both aware;
+    `when` as sent, so the reason shows the sender's own offset)."""
+    ahead = when - received_at
+    if ahead > bounds.future_skew:
+        raise Invalid(
+            f"time: {when.isoformat()} is {_duration(ahead)} ahead of when the event was "
+            f"received ({received_at.isoformat(timespec='seconds')}); at most "
+            f"{_duration(bounds.future_skew)} ahead is accepted: check the sender's clock"
+        )
+
+
+def _duration(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= length or unit == "second":
+            count = round(seconds / length, 1)
+            # 2.5e+06 would be `:g`'s way of saying an event dated in the year 9000
+            number = f"{count:,.0f}" if count >= 100 else f"{count:g}"
+            return f"{number} {unit}{'' if count == 1 else 's'}"
+    raise AssertionError("unreachable")
 
 
 def check_event(flows: Sequence[DerivedFlow], carried: bool, bounds: Bounds) -> int:
@@ -147,7 +183,7 @@ def check_batch(
                 refused.append(
                     Rejected(
                         index=item.index,
-                        error=f"the hour {item.day} {item.hour:02d}:00 of this event's city "
+                        error=f"the hour from {_label(item)} of this event's city "
                         f"would hold more than {_units(bounds.window)} (canonical units) of "
                         "flows, the most one city's hour may",
                     )
@@ -179,3 +215,10 @@ def _stored(session: Session, hours: list[Window]) -> dict[Window, int]:
     for city_id, day, hour, amount in session.execute(query):
         held[(city_id, day, hour)] = int(amount)
     return held
+
+
+def _label(item: Ready) -> str:
+    """The start of the event's hour in its city, with its offset: an hour the clock
+    repeats is two hours, told apart by it."""
+    hour = calendar.hour_at(item.time, ZoneInfo(item.origin.timezone))
+    return hour.start.isoformat(timespec="minutes")

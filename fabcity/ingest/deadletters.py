@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from fabcity.core import models
 from fabcity.core.db import get_or_not_found
 from fabcity.ingest.topics import MAX_PAYLOAD_BYTES, is_native, source_of
-from schemas.access import DeadLetterFilter
+from schemas.access import DeadLetter, DeadLetterFilter
 
 T = TypeVar("T")
 
@@ -373,3 +373,24 @@ def get(session: Session, letter_id: int) -> models.DeadLetter:
 def ids_matching(session: Session, wanted: DeadLetterFilter) -> list[int]:
     query = _matching(select(models.DeadLetter.id), wanted).order_by(models.DeadLetter.id)
     return list(session.scalars(query))
+
+
+def described(letter: models.DeadLetter) -> DeadLetter:
+    """A letter as the API and `fabcity deadletters list --json` show it: without its payload,
+    with its size, digest and replays."""
+    return DeadLetter(
+        id=letter.id,
+        received_at=letter.received_at,
+        channel=letter.channel,
+        topic=letter.topic,
+        reason=letter.reason,
+        size=letter.payload_size,
+        sha256=letter.payload_sha256,
+        kept=len(letter.payload),
+        truncated=letter.truncated,
+        content_type=letter.content_type,
+        properties=[(str(k), str(v)) for k, v in letter.properties or ()],
+        replays=letter.replays or 0,
+        last_replay_at=letter.last_replay_at,
+        last_replay_outcome=letter.last_replay_outcome,
+    )

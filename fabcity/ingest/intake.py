@@ -3,8 +3,10 @@
 For each message: find its registered device(s) by topic, run the adapter with the state the
 device's previous message left, keep the new state, and build the events' envelopes. The
 states, the devices' availability and (through the one ingest path) the events are written
-in the same transaction, so a message is either fully taken into account or not at all, and
-a redelivery meets the state its first delivery left.
+in the same transaction, so a message is either fully taken into account or not at all. A
+batch the broker delivers again after its commit (the bridge died before acknowledging it)
+meets states that have moved past it: each device remembers its last batch, and `route`
+skips what it has already taken in.
 """
 
 from __future__ import annotations
@@ -61,7 +63,21 @@ def as_message(incoming: Incoming) -> Message:
         incoming.received_at,
         dict(properties),
         getattr(incoming, "content_type", None),
+        bool(getattr(incoming, "dup", False)),
     )
+
+
+# Where a device's state keeps the digests of its messages in the last batch taken in.
+TAKEN = "_taken"
+
+
+def message_digest(message: Message) -> str:
+    """Names a message by its topic and payload (16 hex digits: collisions within one
+    device's batch are out of reach)."""
+    h = hashlib.sha256(message.topic.encode())
+    h.update(b"\0")
+    h.update(message.payload)
+    return h.hexdigest()[:16]
 
 
 def event_id(device: Device, message: Message, emitted: Emitted) -> str:
@@ -100,15 +116,32 @@ def route(session: Session, messages: Sequence[M], router: Router | None = None)
     changed: set[int] = set()
     seen: dict[int, datetime] = {}
     online: dict[int, bool] = {}
+    # A batch is committed, then acknowledged: a bridge that dies in between gets the batch
+    # again (flagged DUP) and its messages meet states that have taken them in. A counter
+    # would read its older total as a reset, a scale count its weighings again, a job
+    # restart. So each device remembers the digests of its messages in the last batch, and
+    # a redelivered message among them is skipped. Only a redelivery: the same bytes sent
+    # again by the device (a repeated weight) are new. The redelivered batch may come back
+    # split across batches: while redeliveries arrive, the digests they may still match are
+    # kept too.
+    before = {i: list(s.get(TAKEN) or ()) for i, s in states.items()}
+    taken: dict[int, list[str]] = {}
+    redelivered: set[int] = set()
     for incoming, devices in zip(messages, targets, strict=True):
         if not devices:
             if not not_from_devices(incoming.topic):
                 out.dead.append((incoming, no_device(incoming.topic)))
             continue
         message = as_message(incoming)
+        name = message_digest(message)
         for device in devices:
-            decoded = _decode(device, message, states.get(device.id, {}))
             seen[device.id] = max(seen.get(device.id, message.received_at), message.received_at)
+            taken.setdefault(device.id, []).append(name)
+            if message.redelivered:
+                redelivered.add(device.id)
+                if name in before.get(device.id, ()):
+                    continue
+            decoded = _decode(device, message, states.get(device.id, {}))
             if isinstance(decoded, str):
                 out.dead.append((incoming, f"{device.source} ({device.adapter}): {decoded}"))
                 continue
@@ -118,6 +151,11 @@ def route(session: Session, messages: Sequence[M], router: Router | None = None)
             if decoded.online is not None:
                 online[device.id] = decoded.online
             out.events.extend((incoming, envelope(device, message, e)) for e in decoded.events)
+    for device_id, names in taken.items():
+        if device_id in redelivered:
+            names = list(dict.fromkeys([*before.get(device_id, ()), *names]))
+        states[device_id] = {**states.get(device_id, {}), TAKEN: names}
+        changed.add(device_id)
     _save_states(session, {i: states[i] for i in changed})
     _mark_seen(session, seen, online)
     return out

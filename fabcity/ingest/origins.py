@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
@@ -39,6 +40,14 @@ def parse_source(source: str) -> tuple[str, str, str | None]:
     return parts[1], parts[2], parts[3] if len(parts) == 4 else None
 
 
+def retired(source: str, what: str, when: datetime) -> str:
+    """Why an event naming a retired entry is refused."""
+    return (
+        f"source {source!r}: {what} was retired on {when.date().isoformat()}; its new events "
+        "are refused (those stored before still count)"
+    )
+
+
 class OriginResolver:
     """Resolves sources to registry ids, remembering answers for the life of one batch."""
 
@@ -71,13 +80,14 @@ class OriginResolver:
         sites = self._session.execute(
             select(
                 models.City.slug, models.Site.slug, models.City.id, models.City.timezone,
-                models.Site.id,
+                models.Site.id, models.City.retired_at, models.Site.retired_at,
             )
             .join(models.Site, models.Site.city_id == models.City.id)
             .where(tuple_(models.City.slug, models.Site.slug).in_(pairs))
         ).all()  # fmt: skip
-        by_site = {site_id: (city_id, tz) for _, _, city_id, tz, site_id in sites}
+        by_site = {row[4]: (row[2], row[3]) for row in sites}
         devices: dict[tuple[int, str], DeviceInfo] = {}
+        gone: dict[tuple[int, str], datetime] = {}
         keys = [
             (row[4], device)
             for row in sites
@@ -88,14 +98,22 @@ class OriginResolver:
             found = self._session.execute(
                 select(
                     models.Device.site_id, models.Device.slug, models.Device.id,
-                    models.Device.kind, models.Device.settings,
+                    models.Device.kind, models.Device.settings, models.Device.retired_at,
                 ).where(tuple_(models.Device.site_id, models.Device.slug).in_(keys))
             ).all()  # fmt: skip
             devices = {(r[0], r[1]): DeviceInfo(r[2], r[3], dict(r[4] or {})) for r in found}
-        for city_slug, site_slug, _, _, site_id in sites:
+            gone = {(r[0], r[1]): r[5] for r in found if r[5] is not None}
+        for city_slug, site_slug, _, _, site_id, city_retired, site_retired in sites:
             city_id, timezone = by_site[site_id]
             for source, device_slug in wanted[(city_slug, site_slug)]:
-                if device_slug is None:
+                if city_retired is not None:
+                    self._known[source] = retired(source, f"city {city_slug!r}", city_retired)
+                elif site_retired is not None:
+                    self._known[source] = retired(source, f"site {site_slug!r}", site_retired)
+                elif device_slug is not None and (site_id, device_slug) in gone:
+                    when = gone[(site_id, device_slug)]
+                    self._known[source] = retired(source, f"device {device_slug!r}", when)
+                elif device_slug is None:
                     self._known[source] = Origin(city_id, timezone, site_id, None)
                 elif (site_id, device_slug) in devices:
                     device = devices[(site_id, device_slug)]
@@ -116,26 +134,36 @@ class OriginResolver:
     def _lookup(self, source: str) -> Origin:
         city_slug, site_slug, device_slug = parse_source(source)
         row = self._session.execute(
-            select(models.City.id, models.City.timezone, models.Site.id)
+            select(
+                models.City.id, models.City.timezone, models.Site.id, models.City.retired_at,
+                models.Site.retired_at,
+            )
             .join(models.Site, models.Site.city_id == models.City.id)
             .where(models.City.slug == city_slug, models.Site.slug == site_slug)
-        ).first()
+        ).first()  # fmt: skip
         if row is None:
             raise NotFound(
                 f"source {source!r}: no site {site_slug!r} in city {city_slug!r}; register it first"
             )
-        city_id, timezone, site_id = row
+        city_id, timezone, site_id, city_retired, site_retired = row
+        if city_retired is not None:
+            raise Invalid(retired(source, f"city {city_slug!r}", city_retired))
+        if site_retired is not None:
+            raise Invalid(retired(source, f"site {site_slug!r}", site_retired))
         device = None
         if device_slug is not None:
             found = self._session.execute(
-                select(models.Device.id, models.Device.kind, models.Device.settings).where(
-                    models.Device.site_id == site_id, models.Device.slug == device_slug
-                )
-            ).first()
+                select(
+                    models.Device.id, models.Device.kind, models.Device.settings,
+                    models.Device.retired_at,
+                ).where(models.Device.site_id == site_id, models.Device.slug == device_slug)
+            ).first()  # fmt: skip
             if found is None:
                 raise NotFound(
                     f"source {source!r}: no device {device_slug!r} at site {site_slug!r}; "
                     "register it first"
                 )
+            if found[3] is not None:
+                raise Invalid(retired(source, f"device {device_slug!r}", found[3]))
             device = DeviceInfo(found[0], found[1], dict(found[2] or {}))
         return Origin(city_id, timezone, site_id, device)

@@ -3,12 +3,13 @@
 `rollups` recomputes every window from the stored flows (safe while ingest runs: rows that
 pending marks name are left out, and added when the marks are claimed). With
 `from_events`, the flows themselves are first derived again from the stored events (run it
-with ingest paused: flows of events stored meanwhile would be derived twice).
+with ingest paused: flows of events stored meanwhile would be derived twice); events a
+correction took out of the count derive nothing, as at ingest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.calendar import next_start
 from fabcity.core.db import transaction
-from fabcity.core.errors import Invalid
+from fabcity.core.errors import Invalid, one_line
 from fabcity.core.models import (
     Device,
     DirtyWindow,
@@ -33,9 +34,11 @@ from fabcity.core.models import (
 )
 from fabcity.flows import meters
 from fabcity.flows.derive import DeviceInfo, derive
+from fabcity.ingest import corrections
 from fabcity.ingest.store import FlowRow, flow_row, store_flows
 from fabcity.registry import entries
 from fabcity.rollups import recompute
+from fabcity.rollups.windows import Window
 from schemas.fast import read
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
@@ -124,6 +127,9 @@ def _reflow(
         s.execute(stale)
         total = s.scalar(counted) or 0
         resources = entries.resource_infos(s)
+        # Corrected originals, retractions and corrections overtaken by a newer one: stored,
+        # but their flows do not count (`fabcity.ingest.corrections`).
+        uncounted = corrections.not_counting(s, city_id)
         devices = {
             i: DeviceInfo(i, kind, dict(settings or {}))
             for i, kind, settings in s.execute(select(Device.id, Device.kind, Device.settings))
@@ -153,6 +159,8 @@ def _reflow(
                 break
             batch: list[FlowRow] = []
             for pk, payload, city, site, device_id, day, hour in rows:
+                if pk in uncounted:
+                    continue
                 device = devices.get(device_id) if device_id is not None else None
                 try:
                     derived = derive(read(payload), resources, device)
@@ -171,3 +179,60 @@ def _reflow(
     with transaction(factory) as s:
         meters.rebuild(s, city_id)
     return done, flows, skipped
+
+
+# Events read at a time when a device's history is derived again.
+_DEVICE_CHUNK = 5000
+
+
+def _device_events(session: Session, city_id: int, device_id: int) -> Iterator[list[Any]]:
+    last = 0
+    while True:
+        rows = session.execute(
+            select(
+                Event.id, Event.source, Event.event_id, Event.payload, Event.site_id,
+                Event.day, Event.hour,
+            )
+            # The city first: the events' index leads with it.
+            .where(Event.city_id == city_id, Event.device_id == device_id, Event.id > last)
+            .order_by(Event.id)
+            .limit(_DEVICE_CHUNK)
+        ).all()  # fmt: skip
+        if not rows:
+            return
+        yield list(rows)
+        last = rows[-1][0]
+
+
+def rederive_device(session: Session, city_id: int, device: Device) -> set[Window]:
+    """Derive the flows of every stored event of a device again, with its kind and settings
+    as they are now (a registry correction, `fabcity.registry.changes`); returns the hours
+    whose flows changed, for the caller to mark dirty. Events a correction took out of the
+    count derive nothing, as at ingest; energy counters are walked again in order (`meters`).
+    Refused (`Invalid`, naming the event) if a stored event cannot be derived any more: the
+    caller's transaction then changes nothing."""
+    info = DeviceInfo(device.id, device.kind, dict(device.settings or {}))
+    resources = entries.resource_infos(session)
+    uncounted = corrections.not_counting(session, city_id)
+    session.execute(delete(Flow).where(Flow.city_id == city_id, Flow.device_id == device.id))
+    touched: set[Window] = set()
+    for rows in _device_events(session, city_id, device.id):
+        fresh: list[FlowRow] = []
+        for pk, source, event_id, payload, site_id, day, hour in rows:
+            touched.add((city_id, day, hour))
+            if pk in uncounted:
+                continue
+            try:
+                derived = derive(read(payload), resources, info)
+            except (ValidationError, Invalid) as exc:
+                why = exc.detail if isinstance(exc, Invalid) else one_line(exc.errors())
+                raise Invalid(
+                    f"with these settings the stored event ({source!r}, {event_id!r}) "
+                    f"cannot be derived: {why}"
+                ) from exc
+            fresh.extend(flow_row(pk, city_id, site_id, device.id, day, hour, f) for f in derived)
+        if fresh:
+            # Ids no pending mark's range holds: the rebuild of their hours counts them.
+            store_flows(session, fresh)
+    meters.rebuild(session, city_id, device_id=device.id)
+    return touched

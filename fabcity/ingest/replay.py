@@ -49,10 +49,7 @@ def replay(
     device_letters: list[tuple[int, Message]] = []
     for letter in letters:
         topic = letter.topic or ""
-        # SQLite gives back the naive UTC time it stored; an event's time needs its zone.
-        received_at = letter.received_at
-        if received_at.tzinfo is None:
-            received_at = received_at.replace(tzinfo=UTC)
+        received_at = letter.received_at  # aware on both databases (`UtcDateTime`)
         cut = not_replayable(letter)
         if cut is not None:
             # Its first bytes could parse into an event the whole payload never was.

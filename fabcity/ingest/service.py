@@ -24,10 +24,12 @@ import orjson
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from fabcity.core import calendar
 from fabcity.core.errors import Invalid, one_line
 from fabcity.flows import meters
 from fabcity.flows.derive import derive
-from fabcity.ingest.bounds import Bounds, check_batch, check_event
+from fabcity.ingest import corrections
+from fabcity.ingest.bounds import Bounds, check_batch, check_event, check_time
 from fabcity.ingest.origins import OriginResolver
 from fabcity.ingest.store import Ready, slices, store
 from fabcity.registry import entries
@@ -79,10 +81,12 @@ def prepare(
                 origin.timezone, ZoneInfo(origin.timezone)
             )
             when, local = _times(event.time or received_at, zone)
+            check_time(event.time or received_at, received_at, bounds)
         except Invalid as exc:
             rejected.append(Rejected(index=index, error=exc.detail))
             continue
-        day, hour = local.date(), local.hour
+        # A real hour: the second pass of an hour the clock repeats is a window of its own.
+        day, hour = local.date(), calendar.hour_key(local)
         # The row is made here, where its values are at hand; few events turn out repeats.
         row = (
             event.source, event.id, _TYPE[event.type], when, received_at, origin.city_id,
@@ -198,18 +202,37 @@ def ingest(
 
     stored: list[Ready] = []
     touched: set[windows.Window] = set()
+    refused = 0
     if unique:
+        # Corrections are stored after the batch's other events, which may hold what they
+        # correct (`fabcity.ingest.corrections`).
+        claims = [(r, c) for r in unique.values() if (c := corrections.claim_of(r)) is not None]
+        fixing = {r.key for r, _ in claims}
         # One order for every writer (the city follows from the source): concurrent batches
         # take the unique index's locks in the same order and wait instead of deadlocking,
         # and a city's rows sit together, so its id ranges are tight.
-        items = sorted(unique.values(), key=_order)
+        items = sorted((r for r in unique.values() if r.key not in fixing), key=_order)
         marks: list[dict[str, Any]] = []
-        for part in slices(items):
+        for part in slices(items) if items else []:
             kept, part_marks = store(session, part, received_at)
             stored.extend(kept)
             marks.extend(part_marks)
+        if claims:
+            good, past = corrections.check(session, claims)
+            rejected = sorted([*rejected, *past], key=lambda r: r.index)
+            refused = len(past)
+            new: set[tuple[str, str]] = set()
+            fixes = sorted((r for r, _, _ in good), key=_order)
+            for part in slices(fixes) if fixes else []:
+                kept, part_marks = store(session, part, received_at)
+                stored.extend(kept)
+                marks.extend(part_marks)
+                new |= {r.key for r in kept}  # a repeated correction is a duplicate: once
+            dirty = corrections.apply(session, [g for g in good if g[0].key in new])
+            windows.mark_dirty(session, dirty)
+            touched |= dirty
         pending.add(session, marks)
-        touched = {(r.origin.city_id, r.day, r.hour) for r in stored}
+        touched |= {(r.origin.city_id, r.day, r.hour) for r in stored}
         # Only events the models read carry meter readings and statuses (`_data`).
         modelled = [r for r in stored if r.event.event is not None]
         readings = [r.pk for r in modelled if is_counter(r)]
@@ -222,7 +245,7 @@ def ingest(
 
     result = IngestResult(
         accepted=len(stored),
-        duplicates=len(ready) - len(stored),
+        duplicates=len(ready) - refused - len(stored),
         rejected=rejected,
     )
     return IngestOutcome(result, len(touched), sorted(r.index for r in stored))

@@ -59,7 +59,7 @@ EVENT_COLUMNS = (
 # Strings go as `text`, which is also the binary form of `varchar` and of `json`.
 _FLOW_TYPES = (
     "int8", "int8", "int4", "int4", "int4", "date", "int4",
-    "text", "text", "int8", "text", "text", "bool", "text", "text", "text", "text",
+    "text", "text", "int8", "text", "text", "bool", "text", "text", "text", "text", "bool",
 )  # fmt: skip
 _EVENT_TYPES = (
     "int8", "text", "text", "text", "timestamptz", "timestamptz", "int4", "int4", "int4",

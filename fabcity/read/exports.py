@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +33,8 @@ METRIC_COLUMNS = [
     "events",
     "sites_reporting",
     "sites_active",
+    "confidence",
+    "partial",
 ]
 SUMMARY_COLUMNS = [
     "city",
@@ -48,6 +50,8 @@ SUMMARY_COLUMNS = [
     "reason",
     "range_from",
     "range_to",
+    "confidence",
+    "partial",
 ]
 FLOW_COLUMNS = [
     "city",
@@ -102,6 +106,11 @@ def _range(r: list[float] | None) -> list[float | None]:
     return [r[0], r[1]] if r else [None, None]
 
 
+def _flag(partial: bool) -> str:
+    """As JSON writes it: a spreadsheet reads `true`/`false`, Python's `True` is an accident."""
+    return "true" if partial else "false"
+
+
 def metric_rows(response: api.MetricsResponse) -> Iterator[list[object]]:
     """One row per point; no header (a streamed export writes it once)."""
     for s in response.series:
@@ -109,19 +118,20 @@ def metric_rows(response: api.MetricsResponse) -> Iterator[list[object]]:
             c = p.coverage
             yield [response.city, s.name, s.unit, s.key, p.start.isoformat(), p.value, p.state,
                    p.reason, *_range(p.range), c.events, c.sites_reporting,
-                   c.sites_active]  # fmt: skip
+                   c.sites_active, p.confidence, _flag(p.partial)]  # fmt: skip
 
 
 def summary_rows(summary: reports.Summary) -> Iterator[list[object]]:
     period = [summary.city, summary.from_.isoformat(), summary.to.isoformat()]
+    partial = _flag(summary.partial)
     for f in summary.figures:
         section = "headline" if f.headline else "figure"
         yield [*period, section, None, f.name, f.label, f.unit, f.value, f.state, f.reason,
-               *_range(f.range)]  # fmt: skip
+               *_range(f.range), f.confidence, partial]  # fmt: skip
     for account in summary.accounts:
         for f in (account.de, account.imp, account.exp, account.dmc, account.u):
             yield [*period, "account", account.category, f.name, f.label, f.unit, f.value,
-                   f.state, f.reason, None, None]  # fmt: skip
+                   f.state, f.reason, None, None, f.confidence, partial]  # fmt: skip
 
 
 def flow_rows(flows: reports.Flows) -> Iterator[list[object]]:
@@ -133,9 +143,11 @@ def flow_rows(flows: reports.Flows) -> Iterator[list[object]]:
 
 
 def period_id(start: date | datetime, interval: Interval) -> str:
-    """The window in an entity id: 2026-03-10, 2026-W11, 2026-03, 2026, 2026-03-10T10."""
+    """The window in an entity id: 2026-03-10, 2026-W11, 2026-03, 2026, 2026-03-10T10:00+01:00.
+    An hour's carries its offset: the two passes of an hour the clock repeats are two
+    windows, 2026-10-25T02:00+02:00 and 2026-10-25T02:00+01:00 in Madrid."""
     if isinstance(start, datetime):
-        return start.strftime("%Y-%m-%dT%H")
+        return start.isoformat(timespec="minutes")
     if interval == "week":
         year, week, _ = start.isocalendar()
         return f"{year}-W{week:02d}"
@@ -161,7 +173,12 @@ def observed_at(start: date | datetime, timezone: str) -> str:
     start here as everywhere in the API (the id, `start`, `calculationPeriod.from`)."""
     if not isinstance(start, datetime):
         start = datetime.combine(start, time(), ZoneInfo(timezone))
-    return start.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return utc_text(start)
+
+
+def utc_text(instant: datetime) -> str:
+    """An aware instant as an NGSI-LD DateTime: UTC, `Z`."""
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def places(coordinates: Sequence[tuple[float, float]]) -> dict[str, Any] | None:
@@ -181,9 +198,12 @@ def kpi_entities(
     organization: str,
     key_values: bool = False,
     location: dict[str, Any] | None = None,
+    modified: Mapping[date | datetime, datetime] | None = None,
 ) -> list[dict[str, Any]]:
     """NGSI-LD entities (normalised, or key-values) of every recorded point. `organization`
-    is the city's name, and the area it serves; `location` is GeoJSON (see `places`)."""
+    is the city's name, and the area it serves; `location` is GeoJSON (see `places`);
+    `modified`, by window start, when the figures of that window last changed (see
+    `freshness`), which becomes `dateModified`."""
     entities = []
     for s in response.series:
         metric = metrics.METRICS[s.name]
@@ -200,8 +220,11 @@ def kpi_entities(
                 "organization": organization,
                 "areaServed": organization,
                 "kpiValue": p.value,
-                # Not in the data model: how sure the value is (measured, reported, modelled).
+                # Not in the data model: how sure the value is (measured, reported, modelled),
+                # how far it can be trusted, and whether its window is over yet.
                 "valueState": p.state,
+                "confidence": p.confidence,
+                "partial": p.partial,
             }
             entity: dict[str, Any] = {
                 "id": "urn:ngsi-ld:KeyPerformanceIndicator:"
@@ -210,12 +233,21 @@ def kpi_entities(
             }
             if location is not None:
                 attributes["location"] = location
+            changed = (modified or {}).get(p.start)
             if key_values:
                 entity.update(attributes)
+                if changed is not None:
+                    entity["dateModified"] = utc_text(changed)
             else:
                 for name, value in attributes.items():
                     kind = "GeoProperty" if name == "location" else "Property"
                     entity[name] = {"type": kind, "value": value}
+                if changed is not None:
+                    # A typed value, as the Smart Data Models' normalised examples write it.
+                    entity["dateModified"] = {
+                        "type": "Property",
+                        "value": {"@type": "DateTime", "@value": utc_text(changed)},
+                    }
                 # When the value holds: a key-values entity has no sub-attributes to say it.
                 entity["kpiValue"]["observedAt"] = observed_at(p.start, response.timezone)
                 if s.unit in UNIT_CODES:

@@ -8,13 +8,14 @@ was not recorded is `None` with a reason, never 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Literal
 
 from fabcity.core.models import MICRO
 
 GroupBy = Literal["site", "device", "resource", "mfa_category", "ring"]
+Confidence = Literal["low", "medium", "high"]
 
 # The weakest state among a value's inputs is the value's state.
 _STATE_RANK = {"measured": 0, "reported": 1, "modelled": 2}
@@ -54,6 +55,7 @@ class WindowFacts:
     sites_reporting: int
     events: int
     population: int | None
+    partial: bool = False  # the window is not over yet
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,10 @@ class Value:
     state: str | None
     reason: str | None = None
     terms: tuple[str, ...] | None = None  # DIDO and FCI: the terms the value used
-    range: tuple[float, float] | None = None  # FCI when PITO is not recorded
+    # DIDO with unrecorded terms: the mean with them at 0 and at 1. FCI: follows from DIDO's,
+    # or [0, DIDO] when PITO is not recorded (then `value` is None).
+    range: tuple[float, float] | None = None
+    confidence: Confidence | None = None  # set by `assess`, from the window's coverage
 
 
 def missing(reason: str) -> Value:
@@ -331,35 +336,79 @@ def pito(cells: Sequence[Cell], _: WindowFacts) -> Value:
 
 
 DIDO_TERMS = ("open_design_share", "local_input_share", "diversion_rate", "reporting_coverage")
+NO_EVENTS = "no events in this window"
 
 
 def dido(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
-    """The mean of the recorded terms; `modelled` when some are not recorded."""
+    """The mean of the recorded terms; `modelled` when some are not recorded, and then with
+    the range of the mean with the missing terms at 0 and at 1: absence is neither.
+
+    A window without events has no DIDO: its one recorded term would be a reporting coverage
+    of 0, and a mean of that alone reads as a city that makes nothing locally."""
+    if not ctx.events:
+        return missing(NO_EVENTS)
     values = {name: METRICS[name].compute(cells, ctx) for name in DIDO_TERMS}
-    recorded = {n: v for n, v in values.items() if v.value is not None}
+    recorded = {n: v.value for n, v in values.items() if v.value is not None}
     if not recorded:
         return missing("none of its terms is recorded")
-    mean = sum(v.value or 0 for v in recorded.values()) / len(recorded)
-    state = weakest(v.state for v in recorded.values())
-    if len(recorded) < len(DIDO_TERMS):
-        state = "modelled"
-    return Value(mean, state, terms=tuple(recorded))
+    total = sum(recorded.values())
+    state = weakest(values[n].state for n in recorded)
+    unrecorded = len(DIDO_TERMS) - len(recorded)
+    if not unrecorded:
+        return Value(total / len(recorded), state, terms=tuple(recorded))
+    span = (total / len(DIDO_TERMS), (total + unrecorded) / len(DIDO_TERMS))
+    return Value(total / len(recorded), "modelled", terms=tuple(recorded), range=span)
 
 
 def fci(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
-    """DIDO × (1 − PITO); the range [0, DIDO] when PITO is not recorded."""
-    d, p = dido(cells, ctx), pito(cells, ctx)
+    """DIDO × (1 − PITO). DIDO's range, when it has one, times (1 − PITO); with PITO not
+    recorded no single number, only the range [0, DIDO] (DIDO's upper bound if it has one)."""
+    d = dido(cells, ctx)
     if d.value is None:
-        return Value(None, None, "DIDO is not recorded", terms=d.terms)
+        return Value(None, None, d.reason if d.reason == NO_EVENTS else "DIDO is not recorded")
+    p = pito(cells, ctx)
     if p.value is None:
+        top = d.range[1] if d.range is not None else d.value
         return Value(
             None,
             "modelled",
             "PITO is not recorded: FCI lies in the range",
             terms=d.terms,
-            range=(0.0, d.value),
+            range=(0.0, top),
         )
-    return Value(d.value * (1 - p.value), weakest((d.state, p.state)), terms=d.terms)
+    keep = 1 - p.value
+    span = (d.range[0] * keep, d.range[1] * keep) if d.range is not None else None
+    return Value(d.value * keep, weakest((d.state, p.state)), terms=d.terms, range=span)
+
+
+# Confidence ---------------------------------------------------------------------------------
+#
+# METRICS.md, "Confidence": how far a figure can be trusted as a picture of the city, from
+# what stands behind it: the window's events and the share of active sites that reported.
+LOW_EVENTS = 10  # fewer events than this: low
+HIGH_EVENTS = 30  # at least this many (and the rest): high
+LOW_SITE_SHARE = 0.5  # fewer than half of the active sites reporting: low
+HIGH_SITE_SHARE = 0.8
+
+
+def confidence(value: Value, ctx: WindowFacts) -> Confidence | None:
+    """`low`, `medium` or `high` for a value of a window; None for a value not recorded (with
+    neither a number nor a range there is nothing to trust or doubt)."""
+    if value.value is None and value.range is None:
+        return None
+    # Compared as integers: 4 of 5 sites is 80 % exactly, whatever 4 / 5 is in binary.
+    reporting, active = ctx.sites_reporting, ctx.sites_active
+    if ctx.partial or ctx.events < LOW_EVENTS or reporting * 2 < active or not active:
+        return "low"
+    # A range (DIDO or FCI with terms not recorded) is never high: part of it is unknown.
+    if ctx.events >= HIGH_EVENTS and reporting * 5 >= active * 4 and value.range is None:
+        return "high"
+    return "medium"
+
+
+def assess(value: Value, ctx: WindowFacts) -> Value:
+    """The value with its confidence."""
+    return replace(value, confidence=confidence(value, ctx))
 
 
 @dataclass(frozen=True)
@@ -386,6 +435,11 @@ METRICS: dict[str, Metric] = {
     "designs_cited": Metric("count", designs_cited, "Σ cite: designs taken in (data in)"),
     "designs_published": Metric("count", designs_published, "Σ publish: designs shared (data out)"),
     "waste_kg": Metric("kg", waste_kg, "Σ discard by mass"),
+    "waste_kg_per_person": Metric(
+        "kg/person",
+        _per_person(waste_kg),
+        "waste_kg / population; over a year, comparable with official municipal waste per person",
+    ),
     "diversion_rate": Metric(
         "ratio", diversion_rate, "waste reused, recycled or composted / waste"
     ),

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, DateTime, cast, func, select, union_all
+from sqlalchemy import Date, DateTime, cast, func, select, true, union_all
 from sqlalchemy.orm import Session
 
 from fabcity.core import calendar, models
@@ -84,9 +84,16 @@ def metric_series(
     last: date | None,
     interval: Interval,
     group_by: GroupBy | None,
+    now: datetime | None = None,
+    site: str | None = None,
 ) -> api.MetricsResponse:
-    """Every window that overlaps [first, last], each computed over the whole window."""
+    """Every window that overlaps [first, last], each computed over the whole window; a
+    window not over at `now` (the present by default) is `partial`. With `site`, only that
+    site's flows and events: one site of one, its coverage its own."""
+    now = now or datetime.now(UTC)
     city = entries.get_city(session, city_slug)
+    # An unknown site is a 404 like an unknown city, never an empty series that reads as quiet.
+    site_id = entries.get_site(session, city, site).id if site is not None else None
     zone = ZoneInfo(city.timezone)
     first, last = resolve_period(city, first, last)
     _check_count(first, last, interval, MAX_WINDOWS, "widen the interval, or export CSV")
@@ -94,34 +101,53 @@ def metric_series(
     # A window is read whole, even where it reaches outside [first, last].
     read_from, read_to = days[0], calendar.next_start(days[-1], interval) - timedelta(days=1)
     starts: list[Start] = (
-        [_local_hour(d, h, zone) for d in days for h in range(24)]
+        # Real hours: 23 on the day the clocks go forward, 25 on the day they go back.
+        [h.start for d in days for h in calendar.hours_of_day(d, zone)]
         if interval == "hour"
         else list(days)
     )
     starts = sorted(set(starts))
 
     cells = _cells(session, city.id, read_from, read_to, interval, zone)
-    coverage = _coverage(session, city.id, read_from, read_to, interval, zone)
-    active = entries.count_sites(session, city.id)
+    coverage = _coverage(session, city.id, read_from, read_to, interval, zone, site_id)
+    # A site retired before a window began is not active in it; one retired since was.
+    active_at = entries.active_sites(session, city.id)
+    if site is not None:
+        cells = {k: [c for c in cs if c.site == site] for k, cs in cells.items()}
+        active_at = _one_site
+
+    # What every metric of a window shares, worked out once per window rather than once per
+    # metric and group; and each window's cells split by group in one pass (a year by day by
+    # site is 7,300 windows of a group: filtering them per metric cost most of the request).
+    contexts = {}
+    for start in starts:
+        events, reporting = coverage.get(start, (0, 0))
+        began = start if isinstance(start, datetime) else datetime.combine(start, time(), zone)
+        contexts[start] = WindowFacts(
+            _hours(start, interval, zone),
+            active_at(began),
+            reporting,
+            events,
+            city.population,
+            partial=window_end(start, interval, zone) > now,
+        )
+    groups: dict[str | None, dict[Start, list[Cell]]] = {None: cells}
+    if group_by is not None:
+        groups = {}
+        for start, window in cells.items():
+            for c in window:
+                group = metrics.group_key(c, group_by)
+                groups.setdefault(group, {}).setdefault(start, []).append(c)
+        groups = dict(sorted(groups.items()))
 
     series: list[api.Series] = []
     for name in names:
         metric = metrics.METRICS[name]
-        keys: list[str | None] = [None]
-        if group_by is not None:
-            keys = [*sorted({metrics.group_key(c, group_by) for cs in cells.values() for c in cs})]
-        for key in keys:
-            points = []
-            for start in starts:
-                window = cells.get(start, [])
-                if key is not None and group_by is not None:
-                    window = [c for c in window if metrics.group_key(c, group_by) == key]
-                events, reporting = coverage.get(start, (0, 0))
-                ctx = WindowFacts(
-                    _hours(start, interval, zone), active, reporting, events, city.population
-                )
-                value = compute(name, window, ctx)
-                points.append(_point(start, value, events, reporting, active))
+        for key, by_start in groups.items():
+            points = [
+                _point(start, compute(name, by_start.get(start, []), ctx), ctx)
+                for start, ctx in contexts.items()
+            ]
             series.append(api.Series(name=name, unit=metric.unit, key=key, points=points))
     return api.MetricsResponse(
         city=city.slug,
@@ -157,11 +183,24 @@ def chunks(
 
 
 def compute(name: str, cells: Sequence[Cell], ctx: WindowFacts) -> metrics.Value:
-    """A metric of one window; a window without a single event says so."""
+    """A metric of one window, with its confidence; a window without a single event says so."""
     value = metrics.METRICS[name].compute(cells, ctx)
     if value.value is None and value.range is None and not ctx.events:
-        return metrics.missing("no events in this window")
-    return value
+        value = metrics.missing(metrics.NO_EVENTS)
+    return metrics.assess(value, ctx)
+
+
+def _one_site(_: datetime) -> int:
+    """A site's own series: its one site is the whole of what may report."""
+    return 1
+
+
+def window_end(start: Start, interval: Interval, zone: ZoneInfo) -> datetime:
+    """The instant a window is over: an hour's real end, or the local midnight after a day,
+    week, month or year. A window that ends after now is partial."""
+    if isinstance(start, datetime):
+        return calendar.hour_at(start, zone).end
+    return datetime.combine(calendar.next_start(start, interval), time(), zone)
 
 
 @dataclass(frozen=True)
@@ -178,8 +217,15 @@ class Period:
         return compute(name, self.cells if cells is None else cells, self.facts)
 
 
-def read_period(session: Session, city_slug: str, first: date | None, last: date | None) -> Period:
-    """The cells of [first, last] summed over the whole period, in the database."""
+def read_period(
+    session: Session,
+    city_slug: str,
+    first: date | None,
+    last: date | None,
+    now: datetime | None = None,
+) -> Period:
+    """The cells of [first, last] summed over the whole period, in the database; `partial`
+    when the period is not over at `now` (the present by default)."""
     city = entries.get_city(session, city_slug)
     zone = ZoneInfo(city.timezone)
     first, last = resolve_period(city, first, last)
@@ -187,10 +233,11 @@ def read_period(session: Session, city_slug: str, first: date | None, last: date
     events, reporting = _coverage(session, city.id, first, last, "period", zone).get(first, (0, 0))
     ctx = WindowFacts(
         calendar.hours_between(first, last + timedelta(days=1), zone),
-        entries.count_sites(session, city.id),
+        entries.active_sites(session, city.id)(datetime.combine(first, time(), zone)),
         reporting,
         events,
         city.population,
+        partial=window_end(last, "day", zone) > (now or datetime.now(UTC)),
     )
     return Period(city, first, last, cells, ctx)
 
@@ -207,18 +254,22 @@ def _start_of(row: Any, bucket: Bucket, first: date, zone: ZoneInfo) -> Start:
 
 
 def _local_hour(day: date, hour: int, zone: ZoneInfo) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, tzinfo=zone)
+    """The start of a local day's hour window by its key (`calendar.hour_key`), with its
+    offset: the two passes of an hour the clock repeats are two windows."""
+    try:
+        return calendar.hour_window(day, hour, zone).start
+    except ValueError:  # rows keyed in another zone than the city's now (not read as windows)
+        return datetime(day.year, day.month, day.day, hour % 24, tzinfo=zone)
 
 
 def _hours(start: Start, interval: Interval, zone: ZoneInfo) -> float:
-    if interval == "hour" or isinstance(start, datetime):
-        return 1.0
+    if isinstance(start, datetime):
+        # Its true length: half an hour where the clock moves by half an hour (Lord Howe).
+        return calendar.hour_at(start, zone).hours
     return calendar.hours_between(start, calendar.next_start(start, interval), zone)
 
 
-def _point(
-    start: Start, value: metrics.Value, events: int, reporting: int, active: int
-) -> api.Point:
+def _point(start: Start, value: metrics.Value, ctx: WindowFacts) -> api.Point:
     return api.Point(
         start=start,
         # Ratios of integer sums: 9 decimals keep every digit the inputs had.
@@ -227,7 +278,11 @@ def _point(
         reason=value.reason,
         terms=list(value.terms) if value.terms is not None else None,
         range=[round(v, 9) for v in value.range] if value.range is not None else None,
-        coverage=api.Coverage(events=events, sites_reporting=reporting, sites_active=active),
+        confidence=value.confidence,
+        partial=ctx.partial,
+        coverage=api.Coverage(
+            events=ctx.events, sites_reporting=ctx.sites_reporting, sites_active=ctx.sites_active
+        ),
     )
 
 
@@ -325,9 +380,16 @@ def _sources(first: date, last: date) -> list[tuple[Any, date, date]]:
 
 
 def _coverage(
-    session: Session, city_id: int, first: date, last: date, bucket: Bucket, zone: ZoneInfo
+    session: Session,
+    city_id: int,
+    first: date,
+    last: date,
+    bucket: Bucket,
+    zone: ZoneInfo,
+    site_id: int | None = None,
 ) -> dict[Start, tuple[int, int]]:
-    """Events and sites reporting per window, summed in the database."""
+    """Events and sites reporting per window (of one site when `site_id` is given), summed in
+    the database."""
     t: type[SiteActivity] | type[SiteActivityDay] = (
         SiteActivity if bucket == "hour" else SiteActivityDay
     )
@@ -339,6 +401,7 @@ def _coverage(
     query = (
         select(*window, t.site_id, func.sum(t.events))
         .where(t.city_id == city_id, t.day.between(first, last))
+        .where(true() if site_id is None else t.site_id == site_id)
         .group_by(*window, t.site_id)
     )
     events: dict[Start, int] = defaultdict(int)

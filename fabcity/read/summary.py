@@ -27,6 +27,7 @@ FIGURES: tuple[tuple[str, str, bool], ...] = (
     ("pito", "PITO: products in, trash out", False),
     ("input_kg", "Inputs", False),
     ("waste_kg", "Waste", False),
+    ("waste_kg_per_person", "Waste per person", False),
     ("dmc", "Domestic material consumption", False),
     ("energy_kwh", "Electricity", False),
     ("open_design_share", "Made from open designs", False),
@@ -46,6 +47,7 @@ def figure(name: str, label: str, value: Value, headline: bool = False) -> repor
         reason=value.reason,
         terms=list(value.terms) if value.terms is not None else None,
         range=[round(v, 9) for v in value.range] if value.range is not None else None,
+        confidence=value.confidence,
         headline=headline,
     )
 
@@ -77,6 +79,7 @@ def summarise(period: Period) -> reports.Summary:
         population=period.city.population,
         from_=period.first,
         to=period.last,
+        partial=ctx.partial,
         coverage=api.Coverage(
             events=ctx.events, sites_reporting=ctx.sites_reporting, sites_active=ctx.sites_active
         ),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -102,12 +104,17 @@ def resource_infos(session: Session) -> dict[str, ResourceInfo]:
 # Cities, sites, devices ---------------------------------------------------------------------
 
 
-def create_city(session: Session, body: api.CityIn) -> models.City:
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name`, or a refusal that says so."""
     try:
-        ZoneInfo(body.timezone)
+        return ZoneInfo(name)
     # OSError: the name is looked up as a file path (a name too long for one, say).
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        raise Invalid(f"unknown time zone {body.timezone!r}; use an IANA name") from exc
+        raise Invalid(f"unknown time zone {name!r}; use an IANA name") from exc
+
+
+def create_city(session: Session, body: api.CityIn) -> models.City:
+    zone(body.timezone)
     if session.scalar(select(models.City.id).where(models.City.slug == body.slug)) is not None:
         raise Conflict(f"city {body.slug!r} exists")
     city = models.City(**body.model_dump())
@@ -172,13 +179,26 @@ def list_sites(
     return page(session, query, models.Site.slug, after, limit)
 
 
-def count_sites(session: Session, city_id: int) -> int:
-    return (
-        session.scalar(
-            select(func.count()).select_from(models.Site).where(models.Site.city_id == city_id)
-        )
-        or 0
-    )
+def active_sites(session: Session, city_id: int) -> Callable[[datetime], int]:
+    """How many of the city's sites were active at an instant (a window's start): those never
+    retired, and those retired after it. A retired site no longer lowers the reporting
+    coverage of the windows after its retirement, and still counts in those it lived through,
+    so a past window's coverage does not move when a site retires today. One read per call."""
+    found = session.scalars(select(models.Site.retired_at).where(models.Site.city_id == city_id))
+    never = 0
+    retired: list[datetime] = []
+    for when in found:
+        if when is None:
+            never += 1
+        else:
+            # SQLite returns stored times without their offset; they were stored in UTC.
+            retired.append(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+    retired.sort()
+
+    def active_at(instant: datetime) -> int:
+        return never + len(retired) - bisect_right(retired, instant)
+
+    return active_at
 
 
 def site_coordinates(session: Session, city_id: int) -> list[tuple[float, float]]:
@@ -199,22 +219,33 @@ def create_device(session: Session, site: models.Site, body: api.DeviceIn) -> mo
     )
     if session.scalar(exists) is not None:
         raise Conflict(f"device {body.slug!r} exists at site {site.slug!r}")
-    settings = _device_settings(body.adapter, body.settings)
-    identity = routing.settings_identity(body.adapter, settings)
-    if identity is not None:
-        for other in adapter_devices(session, body.adapter):
-            if routing.settings_identity(other.adapter, other.settings) == identity:
-                raise Conflict(
-                    f"device {other.source} already reads {body.adapter} {identity!r}; "
-                    "two devices on one topic would count its messages twice"
-                )
-    # Only the keys given are stored: defaults apply when read, so a better default later
-    # reaches every device that did not choose otherwise.
-    stored = settings.model_dump(mode="json", exclude_unset=True)
+    stored = checked_settings(session, body.adapter, body.settings)
     device = models.Device(site_id=site.id, **{**body.model_dump(), "settings": stored})
     session.add(device)
     session.flush()
     return device
+
+
+def checked_settings(
+    session: Session, adapter: str, given: dict[str, Any], device_id: int | None = None
+) -> dict[str, Any]:
+    """A device's settings for `adapter`, validated, as stored; refused when another active
+    device (not `device_id`) already reads what they point at."""
+    settings = _device_settings(adapter, given)
+    identity = routing.settings_identity(adapter, settings)
+    if identity is not None:
+        for other in adapter_devices(session, adapter, include_retired=False):
+            if other.id == device_id:
+                continue
+            if routing.settings_identity(other.adapter, other.settings) == identity:
+                raise Conflict(
+                    f"device {other.source} already reads {adapter} {identity!r}; "
+                    "two devices on one topic would count its messages twice"
+                )
+    # Only the keys given are stored: defaults apply when read, so a better default later
+    # reaches every device that did not choose otherwise.
+    stored: dict[str, Any] = settings.model_dump(mode="json", exclude_unset=True)
+    return stored
 
 
 def _device_settings(adapter: str, settings: dict[str, Any]) -> BaseModel:
@@ -228,8 +259,13 @@ def _device_settings(adapter: str, settings: dict[str, Any]) -> BaseModel:
         raise Invalid(str(exc)) from exc
 
 
-def adapter_devices(session: Session, adapter: str | None = None) -> list[AdapterDevice]:
-    """Every device read by an adapter (not the native topics), with what routing needs."""
+def adapter_devices(
+    session: Session, adapter: str | None = None, include_retired: bool = True
+) -> list[AdapterDevice]:
+    """Every device read by an adapter (not the native topics), with what routing needs.
+
+    A retired device is still read, so that its messages are refused as a retired device's
+    (and dead-lettered with that reason), until an active device takes over what it read."""
     query = (
         select(models.Device, models.Site.slug, models.City.slug, models.City.timezone)
         .join(models.Site, models.Site.id == models.Device.site_id)
@@ -240,6 +276,7 @@ def adapter_devices(session: Session, adapter: str | None = None) -> list[Adapte
     if adapter is not None:
         query = query.where(models.Device.adapter == adapter)
     out: list[AdapterDevice] = []
+    retired: list[AdapterDevice] = []
     zones: dict[str, ZoneInfo] = {}
     for device, site, city, timezone in session.execute(query):
         if device.adapter not in routing.ADAPTERS:
@@ -248,7 +285,7 @@ def adapter_devices(session: Session, adapter: str | None = None) -> list[Adapte
             settings = devices.validate_settings(device.adapter, device.settings or {})
         except ValueError:
             continue  # registered before a stricter rule; `devices list` shows it
-        out.append(
+        (out if device.retired_at is None else retired).append(
             AdapterDevice(
                 id=device.id,
                 source=f"/{city}/{site}/{device.slug}",
@@ -257,7 +294,12 @@ def adapter_devices(session: Session, adapter: str | None = None) -> list[Adapte
                 timezone=zones.setdefault(timezone, ZoneInfo(timezone)),
             )
         )
-    return out
+    if not include_retired:
+        return out
+    taken = {routing.settings_identity(d.adapter, d.settings) for d in out}
+    return out + [
+        d for d in retired if routing.settings_identity(d.adapter, d.settings) not in taken
+    ]
 
 
 def all_devices(session: Session, city: str | None = None) -> list[tuple[str, str, models.Device]]:
@@ -353,3 +395,87 @@ def mark_heard(session: Session, heard: dict[str, datetime]) -> None:
         # On the connection: one statement run for every row (executemany), where the
         # session would take a list of rows for an update by primary key.
         session.connection().execute(statement, rows)
+
+
+# What the bridge listens to (issue 17) --------------------------------------------------------
+
+
+def registry_version(session: Session) -> int:
+    """A number the database raises at every write that changes what the bridge listens to
+    (triggers of migration 0014): one primary-key read, cheap to ask every half second."""
+    return session.scalar(select(models.RegistryVersion.version)) or 0
+
+
+@dataclass(frozen=True)
+class Listened:
+    """The devices a bridge listens for: those read by an adapter, and the ids of those on
+    the native topics. Retired devices, and devices of a retired site or city, are not."""
+
+    adapters: list[AdapterDevice]
+    native: list[int]
+
+
+def listened_devices(session: Session) -> Listened:
+    active = session.execute(
+        select(models.Device.id, models.Device.adapter)
+        .join(models.Site, models.Site.id == models.Device.site_id)
+        .join(models.City, models.City.id == models.Site.city_id)
+        .where(
+            models.Device.retired_at.is_(None),
+            models.Site.retired_at.is_(None),
+            models.City.retired_at.is_(None),
+        )
+    ).all()
+    ids = {device_id for device_id, _ in active}
+    native = sorted(device_id for device_id, adapter in active if adapter == "fabcity")
+    return Listened([d for d in adapter_devices(session) if d.id in ids], native)
+
+
+def mark_listening(session: Session, since: dict[int, datetime | None]) -> None:
+    """Record since when the bridge listens to each device (None: it no longer does). Only
+    this column: the registry's triggers do not fire on it."""
+    if not since:
+        return
+    statement = (
+        update(models.Device)
+        .where(models.Device.id == bindparam("l_id"))
+        .values(listening_since=bindparam("l_since"))
+    )
+    rows = [{"l_id": device_id, "l_since": when} for device_id, when in sorted(since.items())]
+    session.connection().execute(statement, rows)
+
+
+def forget_listening(session: Session) -> None:
+    """No device is listened to: the bridge stops, or starts after one that died."""
+    session.execute(
+        update(models.Device)
+        .where(models.Device.listening_since.is_not(None))
+        .values(listening_since=None)
+    )
+
+
+# The answer for a site or a device, as the API and the CLI's `--json` give it.
+
+
+def site_view(site: models.Site, city: str) -> api.Site:
+    return api.Site.model_validate(
+        {**_fields(site, api.SiteIn), "city": city, "retired_at": site.retired_at}
+    )
+
+
+def device_view(device: models.Device, city: str, site: str) -> api.Device:
+    return api.Device.model_validate(
+        {
+            **_fields(device, api.DeviceIn),
+            "city": city,
+            "site": site,
+            "online": device.online,
+            "last_seen": device.last_seen,
+            "listening_since": device.listening_since,
+            "retired_at": device.retired_at,
+        }
+    )
+
+
+def _fields(row: object, model: type[BaseModel]) -> dict[str, object]:
+    return {name: getattr(row, name) for name in model.model_fields}

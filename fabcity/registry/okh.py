@@ -8,8 +8,8 @@ kilograms, then `modelled`).
 Neither standard has a mass field for the whole product in every version, so we read, on the
 module and on each part: `mass-kg` (kg), `mass-g` (g; OKH-LOSH's 3D-printed parts), and `mass`
 (a number is grams, as OKH-LOSH; a text may carry its unit, '1.2 kg'; OKH-LOSH v1 gives a table
-`{value, unit}`). A product with no mass of its own weighs the sum of its parts when every part
-has one.
+`{value, unit}`, which `[[part.mass]]` makes a list of one). A product with no mass of its own
+weighs the sum of its parts when every part has one.
 
 Licences are kept as the manifest wrote them, and mapped to SPDX where they can be: an SPDX
 expression is normalised (`gpl-2.0+` is `GPL-2.0-or-later`), a licence named in prose ("CERN
@@ -92,13 +92,36 @@ def load(text: str | bytes, kind: str) -> dict[str, Any]:
         elif "json" in kind:
             doc = json.loads(text)
         else:
-            doc = yaml.safe_load(text)
+            doc = _yaml(text)
     except (ValueError, yaml.YAMLError) as exc:
         # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors.
         raise Invalid(f"the manifest cannot be read: {exc}") from exc
+    if doc is None:
+        # A template whose every field is still a comment (makersmakingchange's OpenAT
+        # template) reads as nothing at all.
+        raise Invalid("the manifest is empty: it holds no fields, only comments or nothing")
     if not isinstance(doc, dict):
         raise Invalid("a manifest must be a mapping of fields")
     return doc
+
+
+# White space at the end of a line, tabs among it.
+_TRAILING_TABS = re.compile(r"[ \t]*\t[ \t]*$", re.MULTILINE)
+
+
+def _yaml(text: str | bytes) -> Any:
+    """A YAML document. YAML allows tabs as white space after a value (`IPC: <tab>`, as in
+    OKH-LOSH's 2020 sample of the MPPT 1210 HUS); PyYAML refuses them ("found character '\\t'
+    that cannot start any token"). Such a document is read again without its trailing white
+    space, which changes no value but a block literal's own trailing blanks."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        stripped = _TRAILING_TABS.sub("", raw)
+        if stripped == raw:
+            raise
+        return yaml.safe_load(stripped)
 
 
 def standard_of(doc: dict[str, Any]) -> str:
@@ -209,6 +232,10 @@ def _mass(item: dict[str, Any], where: str) -> float | None:
         if value is None:
             continue
         label = f"`{where}{key}`"
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+            # `[[part.mass]]` makes a list of one table: a copy of OHLOOM's manifest writes it
+            # so (tm-miha's Precious hocker). Two masses for one thing would say nothing.
+            value = value[0]
         if isinstance(value, dict):
             value, unit, label = _mass_table(value, label)
         if isinstance(value, bool):

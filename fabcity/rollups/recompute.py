@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -45,10 +45,11 @@ from fabcity.core.models import (
     FlowRollupHour,
     FlowRollupMonth,
     Resource,
+    RollupChange,
     SiteActivity,
     SiteActivityDay,
 )
-from fabcity.core.sql import insert_add
+from fabcity.core.sql import insert_add, insert_replace
 from fabcity.rollups import pending, windows
 from fabcity.rollups.pending import Mark
 from fabcity.rollups.windows import Window
@@ -61,11 +62,13 @@ _DESIGN = case(
     (Design.is_open.is_(True), literal("open")),
     else_=literal("closed"),
 )
-# Things made of a registered design with a mass: count × mass, in millionths of kg.
+# Things made of a registered design with a mass: count × mass, in millionths of kg. Not for
+# a count that came weighed: its mass is a flow of its own, and counts once.
 _MODELLED = and_(
     Flow.action.in_(("produce", "modify")),
     Resource.dimension == "count",
     Design.mass_kg.is_not(None),
+    Flow.weighed.is_(False),
 )
 _DIMS = (
     Flow.city_id,
@@ -165,7 +168,17 @@ def recompute(session: Session, claimed: list[Window], marks: Sequence[Mark] = (
             session.execute(delete(daily).where(days(daily)))
         _fill_days(session, days)
         refresh_months(session, {(c, d.replace(day=1)) for c, d in rebuilt})
+    changed(session, touched)
     return touched
+
+
+def changed(session: Session, hours: Iterable[Window], at: datetime | None = None) -> None:
+    """Say that the rollups of these (city, day, hour) windows changed `at` (now)."""
+    at = at or datetime.now(UTC)
+    rows = [{"city_id": c, "day": d, "hour": h, "changed_at": at} for c, d, h in set(hours)]
+    if rows:
+        keys = ["city_id", "day", "hour"]
+        session.execute(insert_replace(session, RollupChange, keys, ["changed_at"]), rows)
 
 
 def _add(
@@ -230,6 +243,10 @@ def fill(session: Session, where: Callable[[Any], Any]) -> None:
     _fill_days(session, where)
     days = session.execute(select(FlowRollup.city_id, FlowRollup.day).where(where(FlowRollup)))
     refresh_months(session, {(c, d.replace(day=1)) for c, d in days})
+    hours = select(SiteActivity.city_id, SiteActivity.day, SiteActivity.hour).where(
+        where(SiteActivity)
+    )
+    changed(session, [(c, d, h) for c, d, h in session.execute(hours.distinct())])
 
 
 def _fill_hours(session: Session, where: Callable[[Any], Any]) -> None:

@@ -19,7 +19,9 @@ from fabcity.core.db import is_postgres
 from fabcity.core.models import DirtyWindow, Flow
 from fabcity.core.sql import insert_ignore
 
-Window = tuple[int, date, int]  # city id, local day, local hour
+# City id, local day, hour key: the clock hour, or 24 more for the second pass of an hour the
+# clock repeats (`fabcity.core.calendar.hour_key`), so that every window is a real hour.
+Window = tuple[int, date, int]
 
 
 def mark_dirty(session: Session, windows: Iterable[Window]) -> None:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from fabcity.core.settings import get_settings
 from schemas.access import DeadLetterFilter
-from services.cli.common import console, err, fail, refused, session
+from services.cli.common import JsonFlag, console, err, fail, print_json, refused, session
 
 if TYPE_CHECKING:
     from fabcity.core.models import DeadLetter
@@ -63,6 +63,7 @@ def deadletters_list(
     reason: Annotated[str | None, typer.Option(help="Only reasons containing this.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 100,
     after_id: Annotated[int, typer.Option(help="Start after this id (paging).")] = 0,
+    as_json: JsonFlag = False,
 ) -> None:
     """Dead letters, oldest first: when, where from, and why they were refused."""
     # lazy: the ingest path and its database stack add ~0.4 s to `fabcity --help`
@@ -71,6 +72,9 @@ def deadletters_list(
     wanted = DeadLetterFilter(topic_prefix=topic_prefix, reason_contains=reason)
     with session() as s:
         letters = deadletters.list_letters(s, wanted, limit, after_id)
+        if as_json:
+            print_json([deadletters.described(d) for d in letters])
+            return
     table = Table("id", "received", "topic", "bytes", "reason", "last replay")
     for d in letters:
         when = d.received_at.isoformat(timespec="seconds")
@@ -80,7 +84,9 @@ def deadletters_list(
 
 
 @app.command("show")
-def deadletters_show(letter_id: int) -> None:
+def deadletters_show(
+    letter_id: Annotated[int, typer.Argument(help="The letter's id (`fabcity deadletters list`).")],
+) -> None:
     """One dead letter: its reason, then its payload exactly as received (or the part kept,
     when it was cut short), on stdout."""
     # lazy: the ingest path and its database stack add ~0.4 s to `fabcity --help`

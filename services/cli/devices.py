@@ -1,4 +1,5 @@
-"""`fabcity devices add|list`: devices and the adapters that read what they publish."""
+"""`fabcity devices add|list|update|retire`: devices and the adapters that read what they
+publish."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import typer
 from rich.table import Table
 
 from schemas import api as api_schemas
-from services.cli.common import console, fail, refused, session
+from services.cli.common import (
+    CityArg,
+    DeviceArg,
+    JsonFlag,
+    SiteArg,
+    console,
+    fail,
+    print_json,
+    refused,
+    session,
+)
 
 app = typer.Typer(help="Devices and the adapters that read what they publish.")
 
@@ -54,9 +65,9 @@ def _settings(
 
 @app.command("add")
 def devices_add(
-    city: str,
-    site: str,
-    slug: str,
+    city: CityArg,
+    site: SiteArg,
+    slug: DeviceArg,
     adapter: Annotated[
         str, typer.Option(help="fabcity, " + ", ".join(_WHERE) + ", sparkplug.")
     ] = "fabcity",
@@ -100,6 +111,7 @@ def devices_add(
 @app.command("list")
 def devices_list(
     city: Annotated[str | None, typer.Argument(help="Only this city's devices.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Every device: adapter, settings, and whether it is online and when it was last seen."""
     # lazy: the registry and its database stack add ~0.4 s to `fabcity --help`
@@ -107,9 +119,74 @@ def devices_list(
 
     with session() as s:
         rows = entries.all_devices(s, city)
+        if as_json:
+            print_json([entries.device_view(d, c, st) for c, st, d in rows])
+            return
     table = Table("device", "adapter", "settings", "online", "last seen")
     for c, st, d in rows:
         online = "—" if d.online is None else ("yes" if d.online else "no")
+        if d.retired_at is not None:  # kept for its events; its new ones are refused
+            online = f"retired {d.retired_at.date().isoformat()}"
         seen = d.last_seen.isoformat(timespec="seconds") if d.last_seen else "—"
         table.add_row(f"/{c}/{st}/{d.slug}", d.adapter, str(d.settings), online, seen)
     console.print(table)
+
+
+@app.command("update")
+def devices_update(
+    city: CityArg,
+    site: SiteArg,
+    slug: DeviceArg,
+    name: Annotated[str | None, typer.Option(help="Its name as people know it.")] = None,
+    kind: Annotated[str | None, typer.Option(help="printer, laser, cnc, meter, scale, ...")] = None,
+    adapter: Annotated[
+        str | None, typer.Option(help="How it speaks: fabcity or a firmware's own format.")
+    ] = None,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Set an adapter setting, KEY=VALUE (VALUE read as JSON)."),
+    ] = None,
+    unset: Annotated[
+        list[str] | None, typer.Option("--unset", help="Remove an adapter setting.")
+    ] = None,
+) -> None:
+    """Correct a device. New settings or kind derive its stored events' flows again, and the
+    hours they fall in are recomputed; the change is logged (`fabcity cities changes`)."""
+    # lazy: the registry and its database stack add ~0.4 s to `fabcity --help`
+    from fabcity.ingest import rebuild
+    from fabcity.registry import changes, entries
+
+    given: dict[str, object] = {"name": name, "kind": kind, "adapter": adapter}
+    given = {k: v for k, v in given.items() if v is not None}
+    with refused(), session() as s:
+        c = entries.get_city(s, city)
+        st = entries.get_site(s, c, site)
+        device = changes.get_device(s, st, slug)
+        if setting or unset:
+            merged = dict(device.settings or {})
+            merged.update(_settings(setting, adapter or device.adapter, None, None))
+            for key in unset or []:
+                merged.pop(key, None)
+            given["settings"] = merged
+        if not given:
+            fail("nothing to change: give at least one option", 2)
+        try:
+            body = api_schemas.DevicePatch.model_validate(given)
+        except ValueError as exc:
+            fail(exc, 1)
+        d = changes.update_device(s, c, st, device, body, "cli", rebuild.rederive_device)
+        line = f"/{city}/{site}/{slug}: {d.name} ({d.kind}, {d.adapter}) {dict(d.settings)}"
+    console.print(line)
+
+
+@app.command("retire")
+def devices_retire(city: CityArg, site: SiteArg, slug: DeviceArg) -> None:
+    """Retire a device that events refer to (its new events are refused with the reason);
+    delete one that none does."""
+    from fabcity.registry import changes, entries
+
+    with refused(), session() as s:
+        c = entries.get_city(s, city)
+        st = entries.get_site(s, c, site)
+        removal = changes.remove_device(s, c, st, changes.get_device(s, st, slug), "cli")
+    console.print(f"{removal.outcome} {removal.entry}: {removal.detail}")

@@ -1,7 +1,9 @@
 """`fabcity up`: the whole platform in one process on an SQLite file, for a first look.
 
 The MQTT broker is Mosquitto when it is installed (a child process, MQTT 5), else amqtt in
-a thread (MQTT 3.1.1); the banner says which, and what amqtt cannot do.
+a thread (MQTT 3.1.1); the banner says which, and what amqtt cannot do. The bridge follows the
+registry as `fabcity bridge` does (`services.mqtt.watch`): a device registered through the API
+is heard within a second, and the printers it must go to (Bambu, PrusaLink) are polled.
 """
 
 from __future__ import annotations

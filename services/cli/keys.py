@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from services.cli.common import console, err, refused, session
+from services.cli.common import JsonFlag, console, err, print_json, refused, session
 
 if TYPE_CHECKING:
     from fabcity.registry.keys import Issued
@@ -58,13 +58,18 @@ def keys_create(
 @app.command("list")
 def keys_list(
     revoked: Annotated[bool, typer.Option(help="Also list revoked keys.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Every key: id, role, tenant, when made and revoked. Never the secrets."""
     # lazy: the registry and its database stack add ~0.4 s to `fabcity --help`
     from fabcity.registry import keys
+    from schemas.access import Key
 
     with session() as s:
         found = keys.list_keys(s, revoked)
+        if as_json:
+            print_json([Key.model_validate(k) for k in found])
+            return
     table = Table("id", "lookup", "role", "city", "site", "device", "name", "created", "revoked")
     for k in found:
         table.add_row(
@@ -76,7 +81,9 @@ def keys_list(
 
 
 @app.command("revoke")
-def keys_revoke(key_id: int) -> None:
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="The key's id (`fabcity keys list`).")],
+) -> None:
     """Revoke a key. The API refuses it at once; the broker after `fabcity broker-config` and
     a restart of the broker (its dynamic-security file is read at start)."""
     # lazy: the registry and its database stack add ~0.4 s to `fabcity --help`
@@ -90,7 +97,9 @@ def keys_revoke(key_id: int) -> None:
 
 
 @app.command("rotate")
-def keys_rotate(key_id: int) -> None:
+def keys_rotate(
+    key_id: Annotated[int, typer.Argument(help="The key's id (`fabcity keys list`).")],
+) -> None:
     """A new key with the same role and tenant, printed on stdout; the old one is revoked."""
     # lazy: the registry and its database stack add ~0.4 s to `fabcity --help`
     from fabcity.registry import keys

@@ -61,7 +61,10 @@ def _until_stopped() -> threading.Event:
 @app.command()
 def up(
     api_port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8000,
-    mqtt_port: Annotated[int, typer.Option(help="Port of the embedded MQTT broker.")] = 1883,
+    # 1884, not MQTT's 1883 (as `make run`): a system Mosquitto often holds 1883 already.
+    mqtt_port: Annotated[
+        int, typer.Option(help="Port of the embedded MQTT broker (1883 is often taken).")
+    ] = 1884,
     data_dir: Annotated[Path, typer.Option(help="Where the SQLite file lives.")] = Path("data"),
     simulate: Annotated[bool, typer.Option(help="Feed a simulated city.")] = True,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -89,8 +92,8 @@ def up(
 @app.command()
 def api(
     role: Annotated[Role, typer.Option(help="Serve ingest, query, or both.")] = Role.both,
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     forwarded_allow_ips: Annotated[
         str | None,
@@ -159,7 +162,6 @@ def bridge(
     # lazy: the bridge pulls in the HTTP app's dispatcher and paho (~0.8 s of `--help`)
     from services.http.app import dispatcher_for
     from services.mqtt.bridge import Bridge
-    from services.mqtt.links import start_links
 
     _logging()
     settings = get_settings()
@@ -167,12 +169,10 @@ def bridge(
     with database() as factory:
         b = Bridge(settings, factory, dispatcher_for(settings))
         gc_tuning.tune()
+        # It follows the registry: device topics, and the printers it must go to (Bambu, each
+        # its own broker; PrusaLink, over HTTP), registered before it started or since.
         b.start()
-        # Printers the bridge must go to: Bambu (each its own broker) and PrusaLink (HTTP).
-        links = start_links(factory, b.dispatcher)
         _until_stopped().wait()
-        for link in links:
-            link.stop()
         b.stop()
 
 
@@ -274,8 +274,12 @@ def simulate(
     api_url: Annotated[str, typer.Option("--api", help="Base URL of the API.")] = (
         "http://127.0.0.1:8000"
     ),
-    mqtt_host: Annotated[str, typer.Option()] = "127.0.0.1",
-    mqtt_port: Annotated[int, typer.Option()] = 1883,
+    mqtt_host: Annotated[str, typer.Option(help="The MQTT broker the machines publish to.")] = (
+        "127.0.0.1"
+    ),
+    mqtt_port: Annotated[
+        int, typer.Option(help="Its port (a full stack's broker: 1883; `fabcity up`'s: 1884).")
+    ] = 1883,
     mqtt_protocol: Annotated[str, typer.Option(help="5 or 3.1.1")] = "5",
     interval: Annotated[float, typer.Option(help="Seconds between ticks.")] = 2.0,
     history_days: Annotated[int, typer.Option(help="Days of history to post first.")] = 14,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
@@ -17,12 +17,19 @@ from fabcity.ingest import deadletters
 from fabcity.ingest import replay as replaying
 from fabcity.registry import keys
 from schemas import access
-from services.http.dependencies import AppState, AppStateDep, RowId, SessionDep
+from services.http.dependencies import AppState, AppStateDep, PrincipalDep, RowId, SessionDep
 
 router = APIRouter(prefix="/v1")
 
 
 # Keys ---------------------------------------------------------------------------------------
+
+
+@router.get("/whoami", response_model=access.Caller, tags=["access"])
+def whoami(who: PrincipalDep) -> access.Caller:
+    """The calling key's role and the city, site and device it is bound to: a lab's page
+    learns from its key where it reports, without reading the registry."""
+    return access.Caller(role=who.role, city=who.city, site=who.site, device=who.device)
 
 
 def _issued(issued: keys.Issued) -> access.IssuedKey:
@@ -68,29 +75,10 @@ def rotate_key(key_id: RowId, s: SessionDep) -> access.IssuedKey:
 # Dead letters -------------------------------------------------------------------------------
 
 
-def _letter(letter: models.DeadLetter) -> dict[str, Any]:
-    return {
-        "id": letter.id,
-        "received_at": letter.received_at,
-        "channel": letter.channel,
-        "topic": letter.topic,
-        "reason": letter.reason,
-        "size": letter.payload_size,
-        "sha256": letter.payload_sha256,
-        "kept": len(letter.payload),
-        "truncated": letter.truncated,
-        "content_type": letter.content_type,
-        "properties": [tuple(pair) for pair in letter.properties or ()],
-        "replays": letter.replays or 0,
-        "last_replay_at": letter.last_replay_at,
-        "last_replay_outcome": letter.last_replay_outcome,
-    }
-
-
 def _detail(letter: models.DeadLetter) -> access.DeadLetterDetail:
     return access.DeadLetterDetail.model_validate(
         {
-            **_letter(letter),
+            **deadletters.described(letter).model_dump(),
             "payload": letter.payload.decode("utf-8", errors="replace"),
             "payload_base64": base64.b64encode(letter.payload).decode(),
         }
@@ -115,7 +103,7 @@ def list_dead_letters(
         received_after=received_after,
     )
     found = deadletters.list_letters(s, wanted, limit, after_id)
-    return [access.DeadLetter.model_validate(_letter(letter)) for letter in found]
+    return [deadletters.described(letter) for letter in found]
 
 
 @router.get(

@@ -24,16 +24,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fabcity.core.db import make_engine, make_sessionmaker
 from fabcity.core.settings import Settings
+from fabcity.registry.entries import DEFAULT_RESOURCES
+from schemas import vocabulary
 from services.http import (
     access,
     auth,
     dashboard,
+    definitions,
     events,
     metrics,
     problems,
     registry,
+    spreadsheets,
     standards,
     statistics,
+    targets,
 )
 from services.http.dependencies import AppState, AppStateDep
 from services.http.problems import problem
@@ -68,6 +73,11 @@ def create_app(
     app = FastAPI(
         title="fabcity",
         summary="How far a city is from being a Fab City: locally productive, globally connected.",
+        # The words of a flow, on /docs: actions (with an example each), rings, fates and the
+        # default resources.
+        description=vocabulary.describe(
+            (r.name, r.unit, r.mfa_category, r.secondary) for r in DEFAULT_RESOURCES
+        ),
         version="0.1.0",
         lifespan=lifespan,
         # Served below from local assets: FastAPI's own pages load Swagger UI from a CDN.
@@ -87,12 +97,16 @@ def create_app(
     # are then apart by prefix (`/v1/events` against the rest), so one reverse proxy or
     # Ingress in front routes them by path alone (deploy/proxy, deploy/k8s/ingress.yaml).
     if role in ("both", "ingest"):
+        # Before the events router: its /v1/events/{…} routes would take these paths.
+        app.include_router(spreadsheets.router)
         app.include_router(events.router)
     if role in ("both", "query"):
         app.include_router(standards.write)
         app.include_router(registry.router)
         app.include_router(metrics.router)
         app.include_router(statistics.router)
+        app.include_router(targets.router)
+        app.include_router(definitions.router)
         app.include_router(standards.read)
         app.include_router(dashboard.router)
 

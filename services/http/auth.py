@@ -67,6 +67,11 @@ ADMIN: Policy = Policy(frozenset({"admin"}))
 READ: Policy = Policy(frozenset({"admin", "planner"}))
 WRITE_EVENTS: Policy = Policy(frozenset({"admin", "site", "device"}))
 PUBLIC: Policy = Policy(frozenset(), public=True)
+# Events as stored: a lab manager (site key) reads its site's, a planner its city's; the
+# route keeps each to them (`fabcity.read.events.Viewer`), an event outside being a 404.
+READ_EVENTS: Policy = Policy(frozenset({"admin", "planner", "site"}))
+LAB_READ: Policy = Policy(frozenset({"admin", "planner", "site"}))
+ANY_KEY: Policy = Policy(frozenset({"admin", "planner", "site", "device"}))
 
 # (method, path template) → policy. A route missing here is admin-only at run time, and fails
 # tests/services/http/test_access_matrix.py until it is added: decide who may call it.
@@ -78,18 +83,40 @@ POLICIES: dict[tuple[str, str], Policy] = {
     # the dashboard's page and assets: it asks the person for a planner key to fetch data
     ("GET", "/"): PUBLIC,
     ("GET", "/dashboard/{name}"): PUBLIC,
+    # the lab's page: it asks for the lab's site key before it posts anything
+    ("GET", "/lab"): PUBLIC,
+    # what the metrics mean: no city's data, and the explanation page is read without a key
+    ("GET", "/explain"): PUBLIC,
+    ("GET", "/v1/definitions"): PUBLIC,
     # ingest: sites and devices write their own events (the source is checked per event)
     ("POST", "/v1/events"): WRITE_EVENTS,
+    # what a message became; corrections are events, posted above
+    ("GET", "/v1/events"): READ_EVENTS,
+    ("GET", "/v1/events/{source:path}/{id}"): READ_EVENTS,
+    # a lab's spreadsheet: the same check per event as above; the template is a blank form
+    ("POST", "/v1/events/import"): WRITE_EVENTS,
+    ("GET", "/v1/events/template"): PUBLIC,
     # the registry: planners read, admins write
     ("GET", "/v1/cities"): READ,
     ("POST", "/v1/cities"): ADMIN,
     ("GET", "/v1/cities/{city}"): READ,
+    ("PATCH", "/v1/cities/{city}"): ADMIN,
+    ("DELETE", "/v1/cities/{city}"): ADMIN,
     ("GET", "/v1/cities/{city}/sites"): READ,
     ("POST", "/v1/cities/{city}/sites"): ADMIN,
-    ("GET", "/v1/cities/{city}/sites/{site}/devices"): READ,
+    ("PATCH", "/v1/cities/{city}/sites/{site}"): ADMIN,
+    ("DELETE", "/v1/cities/{city}/sites/{site}"): ADMIN,
+    # a lab's page lists its own machines (the tenant check keeps a site key to its site)
+    ("GET", "/v1/cities/{city}/sites/{site}/devices"): LAB_READ,
     ("POST", "/v1/cities/{city}/sites/{site}/devices"): ADMIN,
+    ("PATCH", "/v1/cities/{city}/sites/{site}/devices/{device}"): ADMIN,
+    ("DELETE", "/v1/cities/{city}/sites/{site}/devices/{device}"): ADMIN,
     ("GET", "/v1/cities/{city}/devices"): READ,
-    ("GET", "/v1/resources"): READ,
+    # who changed what in the registry, and how many hours it sent to be recomputed
+    ("GET", "/v1/cities/{city}/changes"): READ,
+    # the vocabulary: whoever writes events needs it as much as whoever reads figures
+    ("GET", "/v1/resources"): ANY_KEY,
+    ("POST", "/v1/resources"): ADMIN,
     # metrics and statistics
     ("GET", "/v1/cities/{city}/metrics"): READ,
     ("GET", "/v1/cities/{city}/summary"): READ,
@@ -113,6 +140,11 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("DELETE", "/v1/subscriptions/{subscription_id}"): ADMIN,
     ("GET", "/v1/subscriptions/{subscription_id}/deliveries"): ADMIN,
     # keys and dead letters: operators only
+    ("GET", "/v1/whoami"): ANY_KEY,
+    # targets are the planners' to set, for their city (the tenant check holds them to it)
+    ("GET", "/v1/cities/{city}/targets"): READ,
+    ("PUT", "/v1/cities/{city}/targets/{metric}"): READ,
+    ("DELETE", "/v1/cities/{city}/targets/{metric}"): READ,
     ("GET", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys"): ADMIN,
     ("GET", "/v1/keys/{key_id}"): ADMIN,
@@ -129,6 +161,8 @@ POLICIES: dict[tuple[str, str], Policy] = {
 PUBLIC_PATHS = frozenset(
     {"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc"}
     | {"/openapi.json", "/dashboard", "/favicon.ico"}
+    # the lab's page (it asks for the lab's key) and its blank spreadsheet, a plain link
+    | {"/lab", "/v1/events/template", "/explain", "/v1/definitions"}
 )
 PUBLIC_PREFIXES = ("/metrics/", "/static/", "/dashboard/")
 

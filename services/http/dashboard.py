@@ -14,7 +14,13 @@ from fabcity.core.errors import NotFound
 router = APIRouter(include_in_schema=False)
 
 HERE = Path(__file__).with_name("static")
-ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+ASSETS = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "lab.js": "text/javascript",
+    "lab.css": "text/css",
+    "explain.js": "text/javascript",
+}
 # The page and its script change with a release, plotly.js only with the plotly package.
 FRESH = {"Cache-Control": "no-cache"}
 LASTING = {"Cache-Control": "public, max-age=86400"}
@@ -31,6 +37,18 @@ def plotly_js() -> Path:
 @router.get("/")
 def index() -> FileResponse:
     return FileResponse(HERE / "index.html", media_type="text/html", headers=FRESH)
+
+
+@router.get("/lab")
+def lab() -> FileResponse:
+    """A lab's page: log a job, a repair, waste or a delivery, or upload a spreadsheet."""
+    return FileResponse(HERE / "lab.html", media_type="text/html", headers=FRESH)
+
+
+@router.get("/explain")
+def explain() -> FileResponse:
+    """What each metric means: one page, an anchor per metric (`/explain#fci`)."""
+    return FileResponse(HERE / "explain.html", media_type="text/html", headers=FRESH)
 
 
 @router.get("/dashboard/{name}")

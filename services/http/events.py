@@ -1,4 +1,5 @@
-"""The ingest API: `POST /v1/events`, one event or a batch, stored before it is acknowledged.
+"""The ingest API: `POST /v1/events`, one event or a batch, stored before it is acknowledged;
+and the events as stored, read back: `GET /v1/events` and `GET /v1/events/{source}/{id}`.
 
 The CloudEvents HTTP binding, both content modes:
 
@@ -15,21 +16,35 @@ The CloudEvents HTTP binding, both content modes:
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import unquote
 
 import msgspec
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
+from pydantic import AwareDatetime
 
 from fabcity.core.db import transaction
-from fabcity.core.errors import FabcityError, PayloadTooLarge, UnsupportedMediaType
+from fabcity.core.errors import FabcityError, Invalid, PayloadTooLarge, UnsupportedMediaType
+from fabcity.ingest.bounds import Bounds
 from fabcity.ingest.service import ingest
+from fabcity.read import events as stored
+from fabcity.registry.keys import Principal
 from schemas.api import IngestResult
-from schemas.events import CloudEvent, is_json_media
-from services.http.dependencies import AppState, AppStateDep, PrincipalDep, RawBody, Sent
+from schemas.events import CloudEvent, EventSummary, EventType, EventView, is_json_media
+from schemas.reports import Page
+from services.http.dependencies import (
+    AppState,
+    AppStateDep,
+    PagingDep,
+    PrincipalDep,
+    RawBody,
+    Sent,
+    SessionDep,
+)
 from services.http.problems import problem
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -192,7 +207,86 @@ def _store(state: AppState, items: list[Any], scope: str | None = None) -> Inges
     are committed, or it could look for them before they are there. The commit comes before
     the 202 all the same."""
     with transaction(state.factory) as session:
-        outcome = ingest(session, items, scope=scope)
+        # This app's bounds (its settings), not the process's: an app made with other
+        # settings, as tests and embedded callers make them, refuses by its own.
+        outcome = ingest(session, items, scope=scope, bounds=Bounds.of(state.settings))
     if outcome.windows_marked:
         state.dispatcher.nudge()
     return outcome.result
+
+
+# The events as stored, read back ------------------------------------------------------------
+
+
+def viewer_of(who: Principal) -> stored.Viewer:
+    """What a key may read: a site key its site's events, a planner key its city's (or every
+    city's), an admin everything."""
+    if who.role == "admin":
+        return stored.Viewer()
+    return stored.Viewer(who.city, who.site if who.role in ("site", "device") else None)
+
+
+@router.get("/events", response_model=Page[EventSummary], tags=["events"])
+def list_events(
+    s: SessionDep,
+    paging: PagingDep,
+    who: PrincipalDep,
+    city: str | None = None,
+    site: Annotated[str | None, Query(description="Within `city`.")] = None,
+    device: Annotated[str | None, Query(description="Within `site`.")] = None,
+    source: str | None = None,
+    type: EventType | None = None,
+    start: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="Events whose `time` is at or after (RFC 3339)."),
+    ] = None,
+    end: Annotated[
+        AwareDatetime | None,
+        Query(alias="to", description="Events whose `time` is before (RFC 3339)."),
+    ] = None,
+) -> Page[EventSummary]:
+    """Stored events in the order they were stored, the newest last; each says whether it
+    still counts. A site key sees its site's events, a planner key its city's."""
+    key = paging.after()
+    # The cursor holds an event's row id: ASCII digits, within 64 bits.
+    if key is not None and not (key.isascii() and key.isdigit() and int(key) < 2**63):
+        raise Invalid("`cursor` is not one this API gave; pass `next_cursor` as given")
+    filters = stored.Filters(
+        city=city,
+        site=site,
+        device=device,
+        source=source,
+        type=type.value if type is not None else None,
+        start=_utc(start, "from"),
+        end=_utc(end, "to"),
+    )
+    rows = stored.list_events(s, viewer_of(who), filters, int(key) if key else None, paging.rows)
+    # The cursor is the last event's row id: stable while events are added.
+    return paging.page(rows, lambda r: [str(r[0])], lambda r: r[1])
+
+
+def _utc(at: datetime | None, name: str) -> datetime | None:
+    """The instant in UTC, as events' times are stored."""
+    if at is None:
+        return None
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is valid RFC 3339, but before year 1 in UTC.
+        raise Invalid(f"`{name}`: {at.isoformat()} lies outside years 1 to 9999 in UTC") from None
+
+
+@router.get(
+    "/events/{source:path}/{id}",
+    response_model=EventView,
+    tags=["events"],
+    responses={404: {"description": "No such event, or not one this key may see"}},
+)
+def get_event(source: str, id: str, s: SessionDep, who: PrincipalDep) -> EventView:
+    """One event as stored, the flows derived from it (with their state, and the device
+    settings they were derived with), its corrections, and the windows it counts in.
+
+    `source` as the event gave it, its leading `/` optional:
+    `/v1/events/testville/lab/e-1` is event `e-1` of source `/testville/lab`."""
+    source = source if source.startswith("/") else "/" + source
+    return stored.get_event(s, viewer_of(who), source, id)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 import anyio
 import orjson
@@ -16,11 +17,12 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
+from fabcity.core import calendar, models
 from fabcity.core.calendar import Interval
 from fabcity.core.db import transaction
 from fabcity.core.errors import Invalid
 from fabcity.core.models import MICRO
-from fabcity.read import exports, queries, sankey, summary
+from fabcity.read import exports, freshness, queries, sankey, summary
 from fabcity.read.metrics import GroupBy
 from fabcity.registry import entries
 from schemas import api, reports
@@ -34,6 +36,10 @@ Names = Annotated[
 ]
 From = Annotated[date | None, Query(alias="from", description="First day (inclusive), city time.")]
 To = Annotated[date | None, Query(description="Last day (inclusive); today if absent.")]
+SiteOnly = Annotated[
+    str | None,
+    Query(max_length=64, description="One site's slug: its figures only, e.g. `site=fablab`."),
+]
 Format = Annotated[
     Literal["json", "csv"] | None,
     Query(description="`csv` for a CSV export; the Accept header `text/csv` does the same."),
@@ -177,6 +183,7 @@ def _series_rows(
     spans: list[tuple[date, date]],
     interval: Interval,
     group_by: GroupBy | None,
+    site: str | None = None,
 ) -> Iterator[list[object]]:
     """Rows of a long series (`spans` from `queries.chunks`, found before the response
     starts, so a period refused is a problem, not a CSV cut short): read a span of windows at
@@ -186,7 +193,7 @@ def _series_rows(
     response streams, after the request's session has been committed and closed."""
     for a, b in spans:
         with transaction(factory) as s:
-            chunk = queries.metric_series(s, city, names, a, b, interval, group_by)
+            chunk = queries.metric_series(s, city, names, a, b, interval, group_by, site=site)
         yield from exports.metric_rows(chunk)
 
 
@@ -199,16 +206,25 @@ def city_metrics(
     asked: SeriesDep,
     interval: Interval = "day",
     group_by: GroupBy | None = None,
+    site: SiteOnly = None,
     format: Format = None,
 ) -> Response:
-    """Metric series per window. A value not recorded is null with a reason, never 0."""
+    """Metric series per window. A value not recorded is null with a reason, never 0. Each
+    value carries its `confidence`, DIDO and FCI a `range` where terms are not recorded, and
+    a window not over yet is `partial`. `site` narrows them to one site (drilling down from
+    the city); with `group_by=device`, to that site's devices."""
     wanted = asked.wanted()
     if wants_csv(request, format):
-        # The city and the period now: an unknown one is a 404, not a CSV cut short.
+        # The city, site and period now: an unknown one is a 404, not a CSV cut short.
         spans = queries.chunks(s, city, asked.first, asked.last, interval)
-        rows = _series_rows(state.factory, city, wanted, spans, interval, group_by)
-        return csv_stream(state.exports, exports.METRIC_COLUMNS, rows, f"{city}-metrics")
-    body = queries.metric_series(s, city, wanted, asked.first, asked.last, interval, group_by)
+        if site is not None:
+            entries.get_site(s, entries.get_city(s, city), site)
+        rows = _series_rows(state.factory, city, wanted, spans, interval, group_by, site)
+        name = f"{city}-{site}-metrics" if site else f"{city}-metrics"
+        return csv_stream(state.exports, exports.METRIC_COLUMNS, rows, name)
+    body = queries.metric_series(
+        s, city, wanted, asked.first, asked.last, interval, group_by, site=site
+    )
     return cached(request, json_of(body))
 
 
@@ -324,5 +340,24 @@ def city_ngsi_ld(
     response = queries.metric_series(s, city, wanted, asked.first, asked.last, interval, None)
     found = entries.get_city(s, city)
     location = exports.places(entries.site_coordinates(s, found.id))
-    entities = exports.kpi_entities(response, found.name, options == "keyValues", location)
+    modified = _modified(s, found, response)
+    entities = exports.kpi_entities(
+        response, found.name, options == "keyValues", location, modified
+    )
     return cached(request, orjson.dumps(entities), LD_JSON)
+
+
+def _modified(
+    s: Session, city: models.City, response: api.MetricsResponse
+) -> dict[date | datetime, datetime]:
+    """When the figures of each window last changed, by window start (`dateModified`)."""
+    starts = {p.start for series in response.series for p in series.points}
+    if not starts:
+        return {}
+    zone, interval = ZoneInfo(city.timezone), response.interval
+    days = [st.astimezone(zone).date() if isinstance(st, datetime) else st for st in starts]
+    # A window is read whole (see `queries.metric_series`): so is what changed it.
+    last = max(calendar.next_start(d, interval) for d in days) - timedelta(days=1)
+    changes = freshness.last_changes(s, city.id, min(days), last, interval == "hour")
+    found = {st: freshness.window_modified(changes, st, interval, zone) for st in starts}
+    return {st: when for st, when in found.items() if when is not None}

@@ -54,6 +54,7 @@ def _facility(site: models.Site, facility: models.Facility, city: str) -> standa
             "kind": site.kind,
             "latitude": site.latitude,
             "longitude": site.longitude,
+            "retired_at": site.retired_at,
             "city": city,
             "okw_id": facility.okw_id,
             "status": facility.status,

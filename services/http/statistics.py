@@ -12,7 +12,8 @@ from fabcity.core.models import Design
 from fabcity.read import circularity
 from fabcity.registry import entries, statistics
 from schemas.statistics import MciIn, MciOut, StatisticsIn, StatisticsOut
-from services.http.dependencies import RowId, SessionDep
+from services.http.dependencies import PrincipalDep, RowId, SessionDep
+from services.http.registry import actor
 
 router = APIRouter(prefix="/v1", tags=["metrics"])
 
@@ -20,9 +21,12 @@ Year = Annotated[int, Path(ge=1900, le=2200)]
 
 
 @router.put("/cities/{city}/statistics/{year}", response_model=StatisticsOut)
-def put_statistics(city: str, year: Year, body: StatisticsIn, s: SessionDep) -> StatisticsOut:
-    """Store a year's official statistics; answers with the accounts derived from them."""
-    return statistics.put(s, entries.get_city(s, city), year, body)
+def put_statistics(
+    city: str, year: Year, body: StatisticsIn, s: SessionDep, who: PrincipalDep
+) -> StatisticsOut:
+    """Store a year's official statistics; answers with the accounts derived from them. What
+    they replace is kept in the city's log of changes (`/v1/cities/{city}/changes`)."""
+    return statistics.put(s, entries.get_city(s, city), year, body, actor(who))
 
 
 @router.get("/cities/{city}/statistics/{year}", response_model=StatisticsOut)

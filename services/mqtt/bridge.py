@@ -16,6 +16,11 @@ never become an event and the broker would only deliver it again. Retained messa
 handled by the same rules, deliberately: the broker sends them again at every (re)subscribe,
 so a retained message that becomes an event is a duplicate the second time, and one that is
 refused is a repeat of the letter already kept.
+
+The bridge that reads the device topics (`bridge_adapters`) follows the registry while it
+runs (`services.mqtt.watch`): within a second of a device's registration, change, retirement
+or deletion it (un)subscribes its topics and starts or stops its printer link, and records
+since when the device is listened to.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import transaction
 from fabcity.core.settings import Settings
+from fabcity.ingest.bounds import Bounds
 from fabcity.ingest.deadletters import OUTCOMES, Budget, Keeper, Kept, Quota
 from fabcity.ingest.service import ingest
 from fabcity.ingest.topics import source_of, to_event
@@ -53,6 +59,7 @@ from services.mqtt.client import (
     TWO_BYTE_INTEGER_MAX,
     Client,
 )
+from services.mqtt.watch import RegistryWatch
 from workers.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -184,6 +191,8 @@ class Received:
     # MQTT 5 user properties and content type: CloudEvents binary mode lives in them.
     properties: tuple[tuple[str, str], ...] = ()
     content_type: str | None = None
+    # PUBLISH's DUP flag: the broker sent it before, and it may have been committed already.
+    dup: bool = False
 
 
 class Bridge:
@@ -191,6 +200,8 @@ class Bridge:
         self, settings: Settings, factory: sessionmaker[Session], dispatcher: Dispatcher
     ) -> None:
         self.settings = settings
+        # Its own settings' bounds on what an event may carry, as the HTTP path does.
+        self.bounds = Bounds.of(settings)
         self.factory = factory
         self.dispatcher = dispatcher
         self.v5 = settings.mqtt_protocol == "5"
@@ -239,6 +250,13 @@ class Bridge:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        # The SUBSCRIBE of the current connection (set and read on the network thread).
+        self._connect_mid: int | None = None
+        self.watch = (
+            RegistryWatch(settings, factory, dispatcher, self.topic)
+            if settings.bridge_adapters
+            else None
+        )
 
     @property
     def topic(self) -> str:
@@ -248,10 +266,12 @@ class Bridge:
 
     @property
     def adapter_topics(self) -> list[str]:
-        return self.adapters.filters()
+        return list(self.watch.filters) if self.watch is not None else []
 
     def start(self) -> Bridge:
-        self.adapters.start(self.client)
+        self.adapters.start()
+        if self.watch is not None:
+            self.watch.start(self.client)
         properties = None
         if self.v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -276,6 +296,8 @@ class Bridge:
     def stop(self) -> None:
         """Stop taking messages; what is not committed stays unacknowledged at the broker."""
         self._stop.set()
+        if self.watch is not None:
+            self.watch.stop()
         self.adapters.stop()
         for writer in self._writers:
             writer.join(timeout=WRITER_JOIN_TIMEOUT_S)
@@ -295,12 +317,19 @@ class Bridge:
                     client.disconnect()
                 return
             self._generation += 1
-            client.subscribe([(t, AT_LEAST_ONCE) for t in (self.topic, *self.adapter_topics)])
+            topics = [self.topic, *self.adapter_topics]
+            _, self._connect_mid = client.subscribe([(t, AT_LEAST_ONCE) for t in topics])
+            if self.watch is not None and self._connect_mid is not None:
+                self.watch.sent(self._connect_mid, topics)
         except Exception:
             log.exception("on_connect failed")
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
-        if any(code.is_failure for code in codes):
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: Any, _p: Any) -> None:
+        if self.watch is not None:
+            self.watch.acked(mid, codes)
+        if mid != self._connect_mid:
+            return  # the watch's, for devices registered since
+        if codes and codes[0].is_failure:
             log.error("the broker refused the subscription to %s: %s", self.topic, codes)
             return
         self.connected.set()
@@ -326,6 +355,7 @@ class Bridge:
                 self._generation,
                 datetime.now(UTC),
                 *lanes.publish_properties(msg),
+                dup=bool(msg.dup),
             )
             if self.adapters.takes(received.topic):
                 self.adapters.put(received)
@@ -364,7 +394,7 @@ class Bridge:
         kept: Kept | None = None
         try:
             with transaction(self.factory) as session:
-                outcome = ingest(session, [e for _, e in good])
+                outcome = ingest(session, [e for _, e in good], bounds=self.bounds)
                 dead.extend((good[r.index][0], r.error) for r in outcome.result.rejected)
                 kept = self.keeper.keep(session, "mqtt", dead)
                 # After the events: a status event among them has set `online` first.

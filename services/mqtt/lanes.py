@@ -1,5 +1,6 @@
-"""The bridge's side of the device adapters: which topics to subscribe to, what an MQTT 5
-PUBLISH carries besides its payload, and the lane that stores device messages.
+"""The bridge's side of the device adapters: what an MQTT 5 PUBLISH carries besides its
+payload, and the lane that stores device messages. Which topics to subscribe to follows the
+registry in `services.mqtt.watch`.
 
 Device messages do not share the native writers: adapters keep per-device state (a job's
 start, an energy counter, Sparkplug aliases), so one device's messages must be applied in
@@ -20,15 +21,12 @@ from typing import Generic, TypeVar
 import paho.mqtt.client as mqtt
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.adapters.routing import minimal_filters, subscriptions
 from fabcity.core.db import transaction
 from fabcity.core.settings import Settings
 from fabcity.ingest.deadletters import CUT, KEPT, Incoming, Keeper, Kept
 from fabcity.ingest.intake import Stored, store
 from fabcity.ingest.topics import is_native
-from fabcity.registry import entries
 from services.mqtt.batching import take_batch, write_batches
-from services.mqtt.client import AT_LEAST_ONCE
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +52,7 @@ def publish_properties(msg: mqtt.MQTTMessage) -> tuple[tuple[tuple[str, str], ..
 
 
 class DeviceLane(Generic[M]):
-    """Subscribes to the adapter topics and stores device messages in arrival order."""
+    """Stores device messages in arrival order."""
 
     def __init__(
         self,
@@ -73,7 +71,6 @@ class DeviceLane(Generic[M]):
         # Shared with the bridge's native writers: one quota per process.
         self.keeper = keeper or Keeper(settings.dead_letter_payload_bytes)
         self._counted = counted
-        self._filters: list[str] = []
         self._queue: queue.Queue[M] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -83,24 +80,6 @@ class DeviceLane(Generic[M]):
 
     # topics ------------------------------------------------------------------------------
 
-    def filters(self) -> list[str]:
-        return list(self._filters) if self.enabled else []
-
-    def refresh(self) -> list[str]:
-        """Re-read the registry; returns the filters that are new."""
-        if not self.enabled:
-            return []
-        try:
-            with transaction(self.factory) as session:
-                devices = entries.adapter_devices(session)
-        except Exception:
-            log.exception("could not read the registered devices; keeping the topics I have")
-            return []
-        wanted = minimal_filters([*self.settings.mqtt_adapter_topics, *subscriptions(devices)])
-        new = [f for f in wanted if f not in self._filters]
-        self._filters = wanted
-        return new
-
     def takes(self, topic: str) -> bool:
         return self.enabled and not is_native(topic, self.settings.mqtt_topic_prefix)
 
@@ -109,21 +88,10 @@ class DeviceLane(Generic[M]):
 
     # life --------------------------------------------------------------------------------
 
-    def start(self, client: mqtt.Client) -> None:
+    def start(self) -> None:
         if not self.enabled:
             return
-        self.refresh()
-
-        def watch() -> None:
-            # A device registered while the bridge runs is heard without a restart.
-            while not self._stop.wait(self.settings.mqtt_adapter_refresh_s):
-                new = self.refresh()
-                if new and client.is_connected():
-                    log.info("subscribing to the topics of new devices: %s", ", ".join(new))
-                    client.subscribe([(f, AT_LEAST_ONCE) for f in new])
-
         self._threads = [
-            threading.Thread(target=watch, name="bridge-device-topics", daemon=True),
             threading.Thread(target=self._loop, name="bridge-device-lane", daemon=True),
         ]
         for thread in self._threads:

@@ -6,7 +6,11 @@
 - A PrusaLink printer only answers HTTP: it is polled.
 
 Both hand their messages to the same adapters and the same ingest path as the bridge, one
-small transaction per batch.
+small transaction per batch. The bridge's registry watch (`services.mqtt.watch`) starts a link
+when such a printer is registered, restarts it when its settings change and stops it when the
+printer is retired or deleted. A link says since when it listens (`listening_since`: the
+printer's report subscription acknowledged, or its first answer to a poll) and calls
+`on_listening` then, so the watch records it at once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import queue
 import ssl
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -27,9 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.adapters import bambu, prusalink
 from fabcity.adapters.base import Device, Message
-from fabcity.core.db import transaction
 from fabcity.ingest.intake import Stored
-from fabcity.registry import entries
 from schemas.devices import BambuSettings, PrusaLinkSettings
 from services.mqtt.batching import FIRST_ITEM_WAIT_S, take_batch, write_batches
 from services.mqtt.client import AT_MOST_ONCE, CREDENTIALS_REFUSED
@@ -106,11 +109,19 @@ class _Writer:
             self.dispatcher.nudge()
 
 
+def _nothing() -> None:
+    pass
+
+
 class BambuLink:
     """One MQTT client connected to one Bambu printer."""
 
     def __init__(
-        self, device: Device, factory: sessionmaker[Session], dispatcher: Dispatcher
+        self,
+        device: Device,
+        factory: sessionmaker[Session],
+        dispatcher: Dispatcher,
+        on_listening: Callable[[], None] = _nothing,
     ) -> None:
         settings = device.settings
         assert isinstance(settings, BambuSettings) and settings.host
@@ -118,6 +129,9 @@ class BambuLink:
         self.settings = settings
         self.writer = _Writer(f"bambu-{settings.serial}", factory, dispatcher)
         self.connected = threading.Event()
+        # The first time the printer acknowledged the report subscription.
+        self.listening_since: datetime | None = None
+        self._on_listening = on_listening
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"fabcity-{settings.serial}-{uuid.uuid4().hex[:CLIENT_ID_SUFFIX_CHARS]}",
@@ -137,6 +151,7 @@ class BambuLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     def start(self) -> BambuLink:
         self.writer.start()
@@ -173,6 +188,19 @@ class BambuLink:
         except Exception:
             log.exception("on_connect failed")
 
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, _mid: int, codes: object, _p: object
+    ) -> None:
+        try:
+            if any(code.is_failure for code in codes):  # type: ignore[attr-defined]
+                log.error("printer %s refused its report topic: %s", self.settings.serial, codes)
+                return
+            if self.listening_since is None:
+                self.listening_since = datetime.now(UTC)
+                self._on_listening()
+        except Exception:
+            log.exception("on_subscribe failed")
+
     def _on_disconnect(self, *_: object) -> None:
         try:
             if self.connected.is_set():
@@ -192,11 +220,19 @@ class PrusaLinkPoller:
     """Polls one PrusaLink printer's `/api/v1/status` and `/api/v1/job`."""
 
     def __init__(
-        self, device: Device, factory: sessionmaker[Session], dispatcher: Dispatcher
+        self,
+        device: Device,
+        factory: sessionmaker[Session],
+        dispatcher: Dispatcher,
+        on_listening: Callable[[], None] = _nothing,
     ) -> None:
         settings = device.settings
         assert isinstance(settings, PrusaLinkSettings)
+        self.device = device
         self.settings = settings
+        # The first time the printer answered a poll.
+        self.listening_since: datetime | None = None
+        self._on_listening = on_listening
         self.writer = _Writer(f"prusalink-{device.id}", factory, dispatcher)
         headers = {"X-Api-Key": settings.api_key} if settings.api_key else {}
         auth = (
@@ -235,7 +271,11 @@ class PrusaLinkPoller:
             }
         except (httpx.HTTPError, ValueError) as exc:
             body = {"error": f"{type(exc).__name__}: {exc}"[:POLL_ERROR_CHARS]}
-        return Message(prusalink.topic(self.settings), orjson.dumps(body), datetime.now(UTC))
+        now = datetime.now(UTC)
+        if "error" not in body and self.listening_since is None:
+            self.listening_since = now
+            self._on_listening()
+        return Message(prusalink.topic(self.settings), orjson.dumps(body), now)
 
     def _loop(self) -> None:
         while not self.writer.stopping.is_set():
@@ -249,17 +289,24 @@ class PrusaLinkPoller:
 Link = BambuLink | PrusaLinkPoller
 
 
-def start_links(factory: sessionmaker[Session], dispatcher: Dispatcher) -> list[Link]:
-    """A client for every registered Bambu printer with a `host`, a poller for every
-    PrusaLink printer."""
-    with transaction(factory) as session:
-        devices = entries.adapter_devices(session)
-    links: list[Link] = []
-    for device in devices:
-        if device.adapter == "bambu" and getattr(device.settings, "host", None):
-            links.append(BambuLink(device, factory, dispatcher).start())
-        elif device.adapter == "prusalink":
-            links.append(PrusaLinkPoller(device, factory, dispatcher).start())
-    if links:
-        log.info("started %d printer links (Bambu clients, PrusaLink pollers)", len(links))
-    return links
+def link_for(
+    device: Device,
+    factory: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    on_listening: Callable[[], None] = _nothing,
+) -> Link | None:
+    """A client for a Bambu printer with a `host`, a poller for a PrusaLink printer (not
+    started); None for a device the bridge does not go to."""
+    if not goes_to(device):
+        return None
+    if device.adapter == "bambu":
+        return BambuLink(device, factory, dispatcher, on_listening)
+    return PrusaLinkPoller(device, factory, dispatcher, on_listening)
+
+
+def goes_to(device: Device) -> bool:
+    """Whether the bridge goes to this device: a Bambu printer with a `host` (without one, it
+    is bridged into the city's broker), a PrusaLink printer."""
+    return device.adapter == "prusalink" or (
+        device.adapter == "bambu" and bool(getattr(device.settings, "host", None))
+    )

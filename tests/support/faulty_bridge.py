@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from services.mqtt.bridge import Bridge, Received
 
@@ -34,12 +35,37 @@ def fail_after_commit() -> None:
     Bridge._commit = commit_then_exit  # type: ignore[method-assign,assignment]
 
 
+# With this set, the fault is in the device lane instead: the bridge exits right after the
+# lane commits a batch holding a message on this topic, before acknowledging the batch.
+LANE_FAULT_TOPIC = "FABCITY_TEST_LANE_EXIT_AFTER_TOPIC"
+
+
+def fail_after_lane_commit(topic: str) -> None:
+    """Make the device lane exit once it has committed a batch with a message on `topic`."""
+    from services.mqtt import lanes
+
+    store = lanes.store_batch
+
+    def store_then_exit(factory: Any, batch: list[Any], keeper: Any = None) -> Any:
+        outcome = store(factory, batch, keeper)
+        if any(m.topic == topic for m in batch):
+            log.warning("fault injection: exiting after the lane's commit, before its ack")
+            os._exit(EXIT_AFTER_COMMIT)
+        return outcome
+
+    lanes.store_batch = store_then_exit
+
+
 def main() -> None:
     # Imported here, not at the top: a test that only reads `EXIT_AFTER_COMMIT` does not load
     # the whole command.
     from services.cli.main import app
 
-    fail_after_commit()
+    lane_topic = os.environ.get(LANE_FAULT_TOPIC)
+    if lane_topic:
+        fail_after_lane_commit(lane_topic)
+    else:
+        fail_after_commit()
     app(prog_name="fabcity")
 
 

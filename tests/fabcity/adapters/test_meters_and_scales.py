@@ -131,6 +131,30 @@ def test_shelly_switch_energy_in_wh_and_notify_status_with_its_timestamp() -> No
     assert reading.time == datetime.fromtimestamp(1767348960.12, UTC)
 
 
+def test_a_shelly_counter_is_ordered_by_arrival_not_by_two_clocks() -> None:
+    # `status/switch:0` carries no time (the receive time stands in) and `NotifyStatus` the
+    # device's `ts`. Delivered late (a backlog at the broker), the notification's `ts` is
+    # before the status message's receipt: it is still the next reading, not an old one.
+    dev = device("shelly", topic_prefix="shellyplusplugs-e86beae12f10")
+    p = "shellyplusplugs-e86beae12f10"
+    notify = load("shelly/notify-status.json")  # ts 1767348960.12: 10:16:00 UTC
+    notify["params"]["switch:0"]["aenergy"]["total"] = 26564.252
+    received = datetime(2026, 1, 2, 10, 20, tzinfo=UTC)
+    out = events(
+        run(
+            dev,
+            [
+                message(f"{p}/status/switch:0", switch(26064.252), received),
+                message(f"{p}/events/rpc", notify, received.replace(second=1)),
+                message(f"{p}/status/switch:0", switch(27264.252), received.replace(second=2)),
+            ],
+        )
+    )
+    # 26,064.252 Wh (baseline) → 26,564.252 → 27,264.252: 0.5 then 0.7 kWh, each when read.
+    assert [e.data["energy_kwh"] for e in out] == pytest.approx([0.5, 0.7])
+    assert out[0].time == datetime.fromtimestamp(1767348960.12, UTC)
+
+
 def test_shelly_pro_3em_counts_emdata_total_act() -> None:
     dev = device("shelly", topic_prefix="shellypro3em-1", meter="em")
     p = "shellypro3em-1"

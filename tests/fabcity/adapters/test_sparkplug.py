@@ -112,6 +112,33 @@ def test_alias_only_data_resolves_through_the_birth_and_makes_jobs_and_energy() 
     )
 
 
+def test_a_job_timed_by_receipt_says_its_hours_are_modelled() -> None:
+    # The spec asks for timestamps; a payload without any leaves only the receive time, which
+    # a backlog or a restart bunches up: the job's start is then `modelled`, as elsewhere.
+    dev = device(
+        "sparkplug",
+        group_id="fablab-a",
+        edge_node_id="gw-cnc-01",
+        device_id="shopbot-1",
+        job_active_metric="Running",
+    )
+    untimed = [pb.Metric(None, 4, None, pb.BOOLEAN, v) for v in (True, False)]
+    timed = [pb.Metric(None, 4, MS + s * 1000, pb.BOOLEAN, v) for s, v in ((1, True), (9, False))]
+    decoded = run(
+        dev,
+        [
+            message(DEV.format("DBIRTH"), dbirth(1)),
+            message(DEV.format("DDATA"), pb.encode(pb.Payload(None, 2, (untimed[0],))), at=10),
+            message(DEV.format("DDATA"), pb.encode(pb.Payload(None, 3, (untimed[1],))), at=70),
+            message(DEV.format("DDATA"), pb.encode(pb.Payload(None, 4, (timed[0],)))),
+            message(DEV.format("DDATA"), pb.encode(pb.Payload(None, 5, (timed[1],)))),
+        ],
+    )
+    by_receipt, by_clock = [e.data for e in events(decoded) if e.type is EventType.machine_job]
+    assert by_receipt["modelled"] == ["started"]
+    assert "modelled" not in by_clock
+
+
 def test_an_unknown_alias_is_refused() -> None:
     dev = device("sparkplug", group_id="fablab-a", edge_node_id="gw-cnc-01", device_id="shopbot-1")
     with pytest.raises(Refused, match="alias 4"):

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import itertools
+from datetime import UTC, date, datetime, timedelta
 from typing import get_args
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from fabcity.core.calendar import Interval, hours_between, next_start, window_start, window_starts
+from fabcity.core.calendar import (
+    Interval,
+    hour_at,
+    hour_key,
+    hours_between,
+    hours_of_day,
+    next_start,
+    window_start,
+    window_starts,
+)
 
 DAY = date(2026, 3, 10)
 MADRID = ZoneInfo("Europe/Madrid")
@@ -170,3 +180,92 @@ class TestHoursBetween:
     def test_a_year_has_all_its_hours_back(self) -> None:
         assert hours_between(date(2026, 1, 1), date(2027, 1, 1), MADRID) == 365 * 24
         assert hours_between(date(2024, 1, 1), date(2025, 1, 1), MADRID) == 366 * 24
+
+
+# Both changes of clocks of 2026 in zones that move by an hour, by an hour on a half-hour
+# offset, by half an hour, at midnight, and in one that never moves:
+# (zone, day, hours in the day, hour windows, the windows that are not a clock hour's first pass
+# as (key, start, end)).
+CHANGES = [
+    # EU: forward at 02:00+01:00 on the last Sunday of March, back at 03:00+02:00 in October.
+    ("Europe/Madrid", date(2026, 3, 29), 23, 23, []),
+    ("Europe/Madrid", date(2026, 10, 25), 25, 25,
+     [(26, "2026-10-25T02:00:00+01:00", "2026-10-25T03:00:00+01:00")]),
+    # US: forward at 02:00 on the second Sunday of March, back at 02:00 on the first of November.
+    ("America/New_York", date(2026, 3, 8), 23, 23, []),
+    ("America/New_York", date(2026, 11, 1), 25, 25,
+     [(25, "2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00")]),
+    # +09:30 in winter, +10:30 in summer: back at 03:00 on the first Sunday of April, forward
+    # at 02:00 on the first Sunday of October. The hours start on the clock's hour, 30 minutes
+    # off UTC's.
+    ("Australia/Adelaide", date(2026, 4, 5), 25, 25,
+     [(26, "2026-04-05T02:00:00+09:30", "2026-04-05T03:00:00+09:30")]),
+    ("Australia/Adelaide", date(2026, 10, 4), 23, 23, []),
+    # +10:30 and +11:00: back from 02:00 to 01:30, forward from 02:00 to 02:30; the hour the
+    # change cuts is half an hour long.
+    ("Australia/Lord_Howe", date(2026, 4, 5), 24.5, 25,
+     [(25, "2026-04-05T01:30:00+10:30", "2026-04-05T02:00:00+10:30")]),
+    ("Australia/Lord_Howe", date(2026, 10, 4), 23.5, 24,
+     [(2, "2026-10-04T02:30:00+11:00", "2026-10-04T03:00:00+11:00")]),
+    # Back from 01:00 to 00:00: the day starts with the hour it repeats.
+    ("America/Havana", date(2026, 11, 1), 25, 25,
+     [(24, "2026-11-01T00:00:00-05:00", "2026-11-01T01:00:00-05:00")]),
+    # +05:30 all year: every day has 24 hours, on the clock's hours.
+    ("Asia/Kolkata", date(2026, 10, 25), 24, 24, []),
+]  # fmt: skip
+
+
+class TestRealHours:
+    """Hour windows are real hours, labelled with their offset; days stay local days."""
+
+    @pytest.mark.parametrize(("zone", "day", "length", "count", "odd"), CHANGES)
+    def test_the_hours_of_a_day_tile_it(
+        self, zone: str, day: date, length: float, count: int, odd: list[tuple[int, str, str]]
+    ) -> None:
+        tz = ZoneInfo(zone)
+        hours = hours_of_day(day, tz)
+        assert len(hours) == count
+        assert sum(h.hours for h in hours) == length == hours_between(day, day + timedelta(1), tz)
+        # From local midnight to local midnight, end to start, each key once.
+        # (In UTC: Python never finds a time equal to one its zone shows twice, like
+        # Havana's midnight on 2026-11-01.)
+        midnight = datetime.combine(day, datetime.min.time(), tz).astimezone(UTC)
+        after = datetime.combine(day + timedelta(1), datetime.min.time(), tz).astimezone(UTC)
+        assert (hours[0].start, hours[-1].end) == (midnight, after)
+        assert all(a.end == b.start for a, b in itertools.pairwise(hours))
+        assert len({h.key for h in hours}) == count
+        # Each starts on the clock's hour, in its own offset, except where a change cuts it.
+        unusual = [
+            (h.key, h.start.isoformat(), h.end.isoformat())
+            for h in hours
+            if h.key >= 24 or h.hours != 1 or h.start.minute
+        ]
+        assert unusual == odd
+
+    @pytest.mark.parametrize(("zone", "day"), [(z, d) for z, d, *_ in CHANGES])
+    def test_every_instant_falls_in_the_hour_its_key_names(self, zone: str, day: date) -> None:
+        tz = ZoneInfo(zone)
+        hours = hours_of_day(day, tz)
+        at = hours[0].start.astimezone(UTC)
+        while at < hours[-1].end:
+            local = at.astimezone(tz)
+            hour = hour_at(at, tz)
+            assert (hour.day, hour.key) == (local.date(), hour_key(local))
+            assert hour.start <= at < hour.end
+            # A window never spans a change: its label's offset is that of all it holds.
+            assert hour.start.utcoffset() == local.utcoffset()
+            at += timedelta(minutes=5)
+
+    def test_the_autumn_hour_madrid_lives_twice_is_two_windows(self) -> None:
+        # The issue's case: 02:30+02:00 is 00:30 UTC, 02:30+01:00 is 01:30 UTC.
+        tz = ZoneInfo("Europe/Madrid")
+        first = hour_at(datetime.fromisoformat("2026-10-25T02:30:00+02:00"), tz)
+        second = hour_at(datetime.fromisoformat("2026-10-25T02:30:00+01:00"), tz)
+        assert (first.key, first.start.isoformat(), first.end.isoformat()) == (
+            2, "2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00"
+        )  # fmt: skip
+        assert (second.key, second.start.isoformat(), second.end.isoformat()) == (
+            26, "2026-10-25T02:00:00+01:00", "2026-10-25T03:00:00+01:00"
+        )  # fmt: skip
+        # Labels compare as the instants they are, not as wall clocks.
+        assert first.start != second.start and first.start < second.start

@@ -31,8 +31,8 @@ def test_csv_quotes_what_needs_it_and_leaves_null_empty() -> None:
         (date(2026, 2, 1), "month", "2026-02", ("2026-02-01", "2026-02-28")),
         (date(2026, 1, 1), "year", "2026", ("2026-01-01", "2026-12-31")),
         # the data model's period is of dates: an hour's is its local day
-        (datetime(2026, 3, 9, 23, tzinfo=ZoneInfo("Europe/Madrid")), "hour", "2026-03-09T23",
-         ("2026-03-09", "2026-03-09")),
+        (datetime(2026, 3, 9, 23, tzinfo=ZoneInfo("Europe/Madrid")), "hour",
+         "2026-03-09T23:00+01:00", ("2026-03-09", "2026-03-09")),
     ],
 )  # fmt: skip
 def test_kpi_periods(start: date, interval: str, period: str, span: tuple[str, str]) -> None:

@@ -21,6 +21,7 @@ from fabcity.read.metrics import (
     GroupBy,
     Value,
     WindowFacts,
+    confidence,
     group_key,
     weakest,
 )
@@ -200,6 +201,7 @@ A_DAY: dict[str, tuple[float, str]] = {
     "ptb": (9.0, "measured"),  # 14 − 5
     "dmi_per_person": (0.0095, "measured"),  # 19 / 2000
     "dmc_per_person": (0.007, "measured"),  # 14 / 2000
+    "waste_kg_per_person": (0.005, "measured"),  # 10 / 2000
     "u": (1.5, "measured"),
     "cmu": (1.5 / 15.5, "measured"),  # U / (DMC + U) = 1.5 / 15.5
     "pito": (16 / 30, "measured"),  # (beyond 10 + landfill 4 + incineration 2) / (20 + 10)
@@ -611,7 +613,7 @@ class TestMaterialAccounts:
         assert_value(compute("dmi_per_person", mfa_cells(), with_population), 0.071, "measured")
         assert_value(compute("dmc_per_person", mfa_cells(), with_population), 0.059, "measured")
 
-    @pytest.mark.parametrize("name", ["dmi_per_person", "dmc_per_person"])
+    @pytest.mark.parametrize("name", ["dmi_per_person", "dmc_per_person", "waste_kg_per_person"])
     def test_per_person_without_population_is_none_with_a_reason(self, name: str) -> None:
         assert_missing(compute(name, mfa_cells(), ctx(population=None)), "population")
 
@@ -699,10 +701,24 @@ class TestDido:
         value = compute("dido", cells, context)
         assert_value(value, (0.75 + 0.5) / 2, "modelled")
         assert value.terms == ("local_input_share", "reporting_coverage")
-        # PITO = beyond 1 / inputs 4; FCI = 0.625 × 0.75, modelled through DIDO.
+        # The two missing terms at 0: 1.25 / 4; at 1: 3.25 / 4.
+        assert value.range == (0.3125, 0.8125)
+        # PITO = beyond 1 / inputs 4; FCI = 0.625 × 0.75, modelled through DIDO, and DIDO's
+        # range × 0.75.
         fci = compute("fci", cells, context)
         assert_value(fci, 0.625 * 0.75, "modelled")
         assert fci.terms == ("local_input_share", "reporting_coverage")
+        assert fci.range == pytest.approx((0.3125 * 0.75, 0.8125 * 0.75))
+
+    def test_a_window_without_events_has_no_dido(self) -> None:
+        # Reporting coverage is a real 0 there (no site reported), but a DIDO of it alone
+        # would read as a city that makes nothing locally.
+        quiet = ctx(sites_active=2, sites_reporting=0, events=0)
+        assert compute("reporting_coverage", [], quiet).value == 0
+        for name in ("dido", "fci"):
+            value = compute(name, [], quiet)
+            assert (value.value, value.range) == (None, None)
+            assert value.reason == "no events in this window"
 
 
 class TestFci:
@@ -726,7 +742,10 @@ class TestFci:
         assert value.range is not None
         low, high = value.range
         assert low == 0.0
-        assert high == pytest.approx(0.5)  # DIDO = (0.5 + 0.5) / 2
+        # DIDO = (0.5 + 0.5) / 2 = 0.5 of two terms; with the two others at 1, (1 + 2) / 4:
+        # the range reaches DIDO's upper bound.
+        assert high == pytest.approx(0.75)
+        assert compute("dido", cells, context).range == (0.25, 0.75)
         assert value.reason
         assert value.state == "modelled"
         assert value.terms == ("open_design_share", "reporting_coverage")
@@ -806,3 +825,33 @@ class TestGroupKey:
     def test_group_key_of_a_site_report_and_of_a_resource_without_mfa_category(self) -> None:
         assert group_key(power(1.0, device=""), "device") == "(site reports)"
         assert group_key(power(1.0), "mfa_category") == "none"
+
+
+class TestConfidence:
+    """METRICS.md, "Confidence": low, medium or high from the window's coverage."""
+
+    @pytest.mark.parametrize(
+        ("events", "reporting", "partial", "expected"),
+        [
+            (9, 10, False, "low"),  # fewer than 10 events
+            (10, 10, False, "medium"),
+            (29, 10, False, "medium"),
+            (30, 10, False, "high"),
+            (30, 8, False, "high"),  # 80 % of the sites
+            (30, 7, False, "medium"),  # 70 %
+            (30, 5, False, "medium"),  # half
+            (30, 4, False, "low"),  # fewer than half
+            (100, 10, True, "low"),  # the window is not over
+        ],
+    )
+    def test_boundaries(self, events: int, reporting: int, partial: bool, expected: str) -> None:
+        context = replace(
+            ctx(sites_active=10, sites_reporting=reporting, events=events), partial=partial
+        )
+        assert confidence(Value(1.0, "measured"), context) == expected
+
+    def test_a_range_is_never_high_and_nothing_recorded_has_none(self) -> None:
+        context = ctx(sites_active=1, sites_reporting=1, events=50)
+        assert confidence(Value(1.0, "modelled", range=(0.75, 1.0)), context) == "medium"
+        assert confidence(Value(None, "modelled", range=(0.0, 1.0)), context) == "medium"
+        assert confidence(Value(None, None, "no waste recorded"), context) is None

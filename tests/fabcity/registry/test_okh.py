@@ -277,3 +277,31 @@ def test_the_licence_is_kept_as_written_and_as_spdx(factory: sessionmaker[Sessio
         bare = s.get_one(Design, bare.id)
         assert (bare.licence, bare.licence_text, bare.is_open) == (None, None, None)
         assert [d.title for d in designs.list_designs(s, open_only=True)] == ["Loom"]
+
+
+def test_a_tab_after_a_key_is_white_space_as_yaml_says() -> None:
+    # OKH-LOSH's 2020 sample of the MPPT 1210 HUS writes `IPC: <tab>`: YAML counts the tab
+    # as white space; PyYAML alone refuses the document.
+    doc = okh.load(b"name: MPPT\nIPC: \t\n  G05F 1/67\nlicense: CC-BY-SA-4.0\n", "yaml")
+    assert (doc["IPC"], okh.parse(doc).licence) == ("G05F 1/67", "CC-BY-SA-4.0")
+    # A tab that indents is another matter, and still refused.
+    with pytest.raises(Invalid, match="cannot be read"):
+        okh.load(b"name: X\n\tversion: 1\n", "yaml")
+
+
+def test_an_empty_manifest_says_so() -> None:
+    with pytest.raises(Invalid, match="the manifest is empty"):
+        okh.load(b"# title: [value]\n", "yaml")
+    with pytest.raises(Invalid, match="a manifest must be a mapping"):
+        okh.load(b"- title: X\n", "yaml")
+
+
+def test_a_mass_table_may_come_as_a_list_of_one() -> None:
+    # `[[part.mass]]` (TOML's array of tables) makes `mass` a list of one table.
+    text = 'name = "Loom"\n[[part]]\nname = "Comb"\n[[part.mass]]\nvalue = 30\nunit = "g"\n'
+    manifest = okh.parse(okh.load(text, "toml"))
+    assert [(p.name, p.mass_kg) for p in manifest.parts] == [("Comb", 0.03)]
+    assert manifest.mass_kg == 0.03
+    two = text + '[[part.mass]]\nvalue = 31\nunit = "g"\n'
+    with pytest.raises(Invalid, match=r"`part\[0\]\.mass` .* is not a mass"):
+        okh.parse(okh.load(two, "toml"))

@@ -63,3 +63,17 @@ def test_okh_import_reads_losh_mass_tables(sqlite_url: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "1 designs created, 0 updated, 0 refused" in done.stdout
+
+
+def test_okh_import_of_the_real_corpus(sqlite_url: str) -> None:
+    # tests/fixtures/okh/corpus: 21 manifests from public repositories, of which only the
+    # OpenAT template (comments only) cannot be read.
+    corpus = OKH / "corpus"
+    done = fabcity(
+        sqlite_url, "import", "okh", str(corpus), "--url-prefix", "https://designs.example.org/"
+    )
+    assert done.returncode == 1, done.stderr
+    assert "20 designs created, 0 updated, 1 refused" in done.stdout
+    assert f"{corpus / 'openat-template.yml'}: the manifest is empty" in done.stderr.replace(
+        "\n", ""
+    )

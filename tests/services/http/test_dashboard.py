@@ -3,7 +3,8 @@
 Nothing is downloaded: without /usr/bin/chromium the test is skipped with the install command
 (and fails in CI, where `.ci/run` installs it). It seeds a city with known numbers, serves the
 app on a free port, and reads what the page shows: the tiles, plotly's own `gd.data`, the
-Sankey, the tables. It leaves a screenshot in docs/dashboard.png.
+Sankey, the tables. It leaves a screenshot in docs/dashboard.png. A second city's week,
+ending today, shows a period not over yet and an FCI with a range.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import update
@@ -123,10 +125,19 @@ def wait_ready(driver: Any, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+TILES = (
+    "return [...document.querySelectorAll('.tile')].map(t => ({metric: t.dataset.metric,"
+    " value: t.dataset.value, state: t.dataset.state, text: t.innerText,"
+    " confidence: t.dataset.confidence, range: t.dataset.range, partial: t.dataset.partial,"
+    " dashed: getComputedStyle(t).borderTopStyle === 'dashed'}))"
+)
+
+
 def trace(driver: Any, chart: str, metric: str) -> dict[str, Any]:
     traces = driver.execute_script(
         "return document.getElementById(arguments[0]).data.map("
-        "t => ({meta: t.meta, x: t.x, y: t.y, customdata: t.customdata}))",
+        "t => ({meta: t.meta, x: t.x, y: t.y, customdata: t.customdata, text: t.text,"
+        " marker: t.marker}))",
         chart,
     )
     return next(t for t in traces if t["meta"] == metric)
@@ -138,17 +149,17 @@ def test_the_dashboard_shows_the_seeded_city(browser: Any, served: str) -> None:
     wait_ready(browser)
     assert browser.execute_script("return document.getElementById('status').textContent") == ""
 
-    tiles = {
-        t["metric"]: t
-        for t in browser.execute_script(
-            "return [...document.querySelectorAll('.tile')].map(t => ({metric: t.dataset.metric,"
-            " value: t.dataset.value, state: t.dataset.state, text: t.innerText}))"
-        )
-    }
+    tiles = {t["metric"]: t for t in browser.execute_script(TILES)}
     days = [i for i in range(DAYS) if i != QUIET]
     made_total = sum(made_on(i) for i in days)
     assert float(tiles["produced_count"]["value"]) == made_total == 38
-    assert tiles["produced_count"]["text"].split("\n")[1:] == ["38", "reported"]
+    assert tiles["produced_count"]["text"].split("\n")[1:3] == ["38", "reported"]
+    # 13 events from 1 of the 2 sites: at least 10 and half the sites, fewer than 30: medium.
+    assert tiles["produced_count"]["confidence"] == "medium"
+    assert "medium confidence" in tiles["produced_count"]["text"]
+    # every DIDO term recorded here: FCI has no range, and the period is long over
+    assert tiles["fci"]["range"] == "" and tiles["fci"]["confidence"] == "medium"
+    assert {t["partial"] for t in tiles.values()} == {"false"}
     assert float(tiles["repaired_count"]["value"]) == sum(1 for i in days if i % 3 == 0)
     assert float(tiles["local_input_share"]["value"]) == pytest.approx(3 / 5)
     assert "60.0 %" in tiles["local_input_share"]["text"]
@@ -163,6 +174,9 @@ def test_the_dashboard_shows_the_seeded_city(browser: Any, served: str) -> None:
     assert made["x"][0] == str(FIRST) and len(made["y"]) == DAYS
     assert made["y"] == [None if i == QUIET else made_on(i) for i in range(DAYS)]
     assert made["customdata"][0] == "reported"
+    assert made["text"][0] == "low confidence"  # one event a day
+    assert made["text"][QUIET] == "not recorded"
+    assert made["marker"]["pattern"]["shape"] == [""] * DAYS  # every day is over
     share = trace(browser, "chart-shares", "local_input_share")
     assert share["y"][QUIET] is None and share["y"][0] == pytest.approx(0.6)
 
@@ -212,3 +226,79 @@ def test_the_dashboard_fits_a_phone(browser: Any, served: str) -> None:
     # nothing wider than the screen; tiles two to a row at most
     assert widths[0] <= widths[1]
     assert widths[2] <= widths[1] / 2 + 20 or widths[2] <= widths[1]
+
+
+@pytest.fixture
+def served_today(sqlite_url: str) -> Iterator[tuple[str, date]]:
+    """The test city's week up to today: an event three days ago, and one a minute ago, each
+    1 kg of wood from the city consumed and 1 kg discarded to be recycled (METRICS.md's
+    check). Nothing is made, so open_design_share is not recorded: DIDO and FCI get a range."""
+    engine = make_engine(sqlite_url)
+    factory = make_sessionmaker(engine)
+    register(factory)
+    now = datetime.now(UTC)
+    today = now.astimezone(ZoneInfo("Europe/Madrid")).date()
+    data = [flow("consume", "wood", 1, "kg", ring="city"),
+            flow("discard", "wood", 1, "kg", fate="recycle")]  # fmt: skip
+    events = [
+        event(data, time=(now - timedelta(days=3)).isoformat()),
+        event(data, time=(now - timedelta(minutes=1)).isoformat()),
+    ]
+    with transaction(factory) as s:
+        assert ingest(s, events).result.accepted == 2
+    with transaction(factory) as s:
+        recompute_dirty(s, 1000)
+    app = create_app(settings_for(sqlite_url), "query", factory=factory, dispatcher=NoDispatch())
+    try:
+        with serving(app) as url:
+            yield url, today
+    finally:
+        engine.dispose()
+
+
+def test_a_period_not_over_and_a_range_are_drawn_apart(
+    browser: Any, served_today: tuple[str, date]
+) -> None:
+    url, today = served_today
+    first = today - timedelta(days=6)
+    browser.get(f"{url}/?city={CITY}&from={first}&to={today}&interval=day")
+    wait_ready(browser)
+    assert browser.execute_script("return document.getElementById('status').textContent") == ""
+    tiles = {t["metric"]: t for t in browser.execute_script(TILES)}
+    # The week: 2 events from 1 of 2 sites. DIDO: local 1, diverted 1, coverage 1/2, open
+    # designs not recorded: 2.5 / 3, range [2.5 / 4, 3.5 / 4]; PITO 0, so FCI the same.
+    fci = tiles["fci"]
+    assert float(fci["value"]) == pytest.approx(2.5 / 3)
+    assert [float(v) for v in fci["range"].split(",")] == [0.625, 0.875]
+    assert "0.625 – 0.875" in fci["text"] and "range" in fci["text"]
+    assert fci["confidence"] == "low" and "low confidence" in fci["text"]
+    assert {t["partial"] for t in tiles.values()} == {"true"}
+    assert all(t["dashed"] for t in tiles.values())
+    coverage = browser.execute_script("return document.getElementById('coverage').textContent")
+    assert "not over yet" in coverage
+
+    share = trace(browser, "chart-shares", "fci")
+    assert share["x"][-1] == str(today) and len(share["y"]) == 7
+    # FCI with a range is modelled (a hollow diamond); today is not over yet: a hollow
+    # diamond with a dot, and larger.
+    assert share["marker"]["symbol"][-1] == "diamond-open-dot"
+    assert share["marker"]["symbol"][3] == "diamond-open"
+    assert share["marker"]["size"][-1] > share["marker"]["size"][3]
+    local = trace(browser, "chart-shares", "local_input_share")
+    assert (local["marker"]["symbol"][3], local["marker"]["symbol"][-1]) == (
+        "square",
+        "square-open-dot",
+    )  # reported
+    assert share["text"][-1] == "low confidence, period not over"
+    # Both days with events have a range, drawn as a bar from its low to its high end.
+    span = trace(browser, "chart-shares", "fci:range")
+    assert span["x"] == [str(first + timedelta(days=3))] * 2 + [None] + [str(today)] * 2 + [None]
+    assert span["y"] == [0.625, 0.875, None, 0.625, 0.875, None]
+    inputs = trace(browser, "chart-mass", "input_kg")
+    assert inputs["marker"]["pattern"]["shape"][-1] == "/"
+    assert inputs["marker"]["pattern"]["shape"][3] == ""
+    assert inputs["marker"]["opacity"][-1] < inputs["marker"]["opacity"][3] == 1
+    notes = browser.execute_script(
+        "return document.getElementById('chart-mass').layout.annotations.map(a => a.text)"
+    )
+    assert any("not over yet" in n for n in notes)

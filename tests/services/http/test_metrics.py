@@ -188,12 +188,13 @@ def test_metrics_answer_csv_by_accept_or_format(client: CityClient) -> None:
 
 
 def test_a_long_csv_export_goes_past_the_json_window_cap(client: CityClient) -> None:
-    # 200 days of hours is 4,800 windows: JSON refuses, CSV streams them span by span.
+    # 200 days of hours is 4,801 windows (2025-10-26 has 25 hours in Madrid): JSON refuses,
+    # CSV streams them span by span.
     params = {"names": "input_kg", "from": "2025-06-01", "to": "2025-12-17", "interval": "hour"}
     assert client.get(f"/v1/cities/{CITY}/metrics", params=params).status_code == 422
     export = client.get(f"/v1/cities/{CITY}/metrics", params={**params, "format": "csv"})
     rows = read_csv(export.text)
-    assert len({r["start"] for r in rows}) == len(rows) == 200 * 24
+    assert len({r["start"] for r in rows}) == len(rows) == 200 * 24 + 1
     assert rows[0]["start"] == "2025-06-01T00:00:00+02:00"
     assert rows[-1]["start"] == "2025-12-17T23:00:00+01:00"
     assert all(r["value"] == "" and r["reason"] for r in rows)  # not recorded: empty, never 0

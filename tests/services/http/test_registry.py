@@ -30,8 +30,9 @@ class TestCities:
         created = client.post("/v1/cities", json=BARCELONA)
 
         assert created.status_code == 201, created.text
-        assert created.json() == BARCELONA
-        assert client.get("/v1/cities/barcelona").json() == BARCELONA
+        # A city in use has no `retired_at`.
+        assert created.json() == {**BARCELONA, "retired_at": None}
+        assert client.get("/v1/cities/barcelona").json() == {**BARCELONA, "retired_at": None}
         assert [c["slug"] for c in client.get("/v1/cities").json()["items"]] == ["barcelona", CITY]
 
     def test_a_duplicate_city_is_a_409_problem(self, client: TestClient) -> None:
@@ -71,9 +72,9 @@ class TestSitesAndDevices:
         }
         created = client.post("/v1/cities/barcelona/sites", json=site)
         assert created.status_code == 201, created.text
-        assert created.json() == {**site, "city": "barcelona"}
+        assert created.json() == {**site, "city": "barcelona", "retired_at": None}
         sites = client.get("/v1/cities/barcelona/sites").json()["items"]
-        assert sites == [{**site, "city": "barcelona"}]
+        assert sites == [{**site, "city": "barcelona", "retired_at": None}]
 
         device = {"slug": "laser", "name": "Laser", "kind": "laser", "adapter": "octoprint"}
         made = client.post("/v1/cities/barcelona/sites/ateneu/devices", json=device)
@@ -86,6 +87,8 @@ class TestSitesAndDevices:
             # Nothing heard from it yet: unknown, not offline.
             "online": None,
             "last_seen": None,
+            "listening_since": None,  # no bridge runs here
+            "retired_at": None,
         }
         assert made.json() == expected
         assert client.get("/v1/cities/barcelona/sites/ateneu/devices").json()["items"] == [expected]

@@ -4,9 +4,11 @@ export checked against the Smart Data Models' own JSON Schema."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -15,15 +17,18 @@ from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import make_engine, make_sessionmaker
+from fabcity.core.models import Event, RollupChange
 from services.http.app import create_app
 from tests.conftest import settings_for
 from tests.fixtures import NGSI_LD, OKH, OKW
 from tests.support.api import CityClient, city_client, ingest
 from tests.support.city import CITY, event, flow, register
 from tests.support.procs import FABCITY
+from workers import jobs
 from workers.dispatch import NoDispatch
 
 YAML = {"content-type": "application/yaml"}
@@ -150,7 +155,8 @@ def test_cli_imports_a_directory_with_a_progress_bar(sqlite_url: str) -> None:
 
     okh = run("okh", str(OKH), "--url-prefix", "https://designs.example.org/okh")
     assert okh.returncode == 1
-    assert "5 designs created, 0 updated, 4 refused" in okh.stdout
+    # The 9 made-up manifests (5 good, 4 bad) and the 21 of corpus/ (20 read, 1 empty).
+    assert "25 designs created, 0 updated, 5 refused" in okh.stdout
     assert "no-title.yml: `title` is missing" in okh.stderr
 
     one = run("okh", str(OKH / "stool.toml"), "--url", "https://designs.example.org/okh/stool.toml")
@@ -187,14 +193,18 @@ def key_values_of(entity: dict[str, Any]) -> dict[str, Any]:
             simple[name] = attribute
             continue
         assert attribute["type"] in ("Property", "GeoProperty"), (name, attribute)
-        simple[name] = attribute["value"]
+        value = attribute["value"]
+        # A typed value ({"@type": "DateTime", "@value": …}) is its `@value` in key-values.
+        if isinstance(value, dict) and value.get("@type") == "DateTime":
+            value = value["@value"]
+        simple[name] = value
     return simple
 
 
-@pytest.fixture
-def kpi_city(sqlite_url: str) -> Iterator[CityClient]:
+@contextmanager
+def _kpi_city(url: str) -> Iterator[CityClient]:
     """Testville with two geolocated sites and flows over two days, in several hours."""
-    with city_client(sqlite_url) as c:
+    with city_client(url) as c:
         for slug, (lat, lon) in (("lab-geo", LAB_AT), ("hub-geo", HUB_AT)):
             body = {"slug": slug, "name": slug, "latitude": lat, "longitude": lon}
             assert c.post(f"/v1/cities/{CITY}/sites", json=body).status_code == 201
@@ -205,6 +215,19 @@ def kpi_city(sqlite_url: str) -> Iterator[CityClient]:
             event(flow("discard", "plastic", 0.5, "kg", fate="recycle"),
                   source=f"/{CITY}/hub-geo", time="2026-03-11T08:00:00+01:00"),
         ])  # fmt: skip
+        yield c
+
+
+@pytest.fixture
+def kpi_city(sqlite_url: str) -> Iterator[CityClient]:
+    with _kpi_city(sqlite_url) as c:
+        yield c
+
+
+@pytest.fixture
+def kpi_city_on_both(db_url: str) -> Iterator[CityClient]:
+    """The same, on SQLite and on PostgreSQL."""
+    with _kpi_city(db_url) as c:
         yield c
 
 
@@ -242,15 +265,117 @@ def test_every_interval_of_the_ngsi_ld_export_follows_the_kpi_data_model(
             "type": "MultiPoint", "coordinates": [[HUB_AT[1], HUB_AT[0]], [LAB_AT[1], LAB_AT[0]]]
         }  # fmt: skip
         assert simple["areaServed"] == "Testville"
+        # Every window shown holds stored events: each says when its figures last changed.
+        assert simple["dateModified"].endswith("Z"), entity["id"]
         if not options:
+            assert entity["dateModified"]["value"]["@type"] == "DateTime"
             assert entity["location"]["type"] == "GeoProperty"
             observed = entity["kpiValue"]["observedAt"]
             assert observed.endswith("Z") and datetime.fromisoformat(observed)
 
     if interval == "hour" and not options:
         by_id = {e["id"]: e for e in entities}
-        late = by_id[f"urn:ngsi-ld:KeyPerformanceIndicator:{CITY}:input_kg:2026-03-10T23"]
+        late = by_id[f"urn:ngsi-ld:KeyPerformanceIndicator:{CITY}:input_kg:2026-03-10T23:00+01:00"]
         # 23:00 in Madrid is within the 10th there, and 22:00 UTC
         assert late["calculationPeriod"]["value"] == {"from": "2026-03-10", "to": "2026-03-10"}
         assert late["kpiValue"]["observedAt"] == "2026-03-10T22:00:00Z"
         assert late["kpiValue"]["value"] == 2
+
+
+def test_date_modified_is_when_the_figures_of_the_window_last_changed(
+    kpi_city_on_both: CityClient,
+) -> None:
+    kpi_city = kpi_city_on_both
+    # The recompute wrote when each hour's rollups changed (now); put known times (UTC) on
+    # the three hours holding events, in an order unlike the hours' own.
+    changed = {("2026-03-10", 10): "2026-03-12T09:00", ("2026-03-10", 23): "2026-03-12T10:00",
+               ("2026-03-11", 8): "2026-03-12T08:00"}  # fmt: skip
+    with kpi_city.factory.begin() as s:
+        rows = s.scalars(select(RollupChange)).all()
+        assert {(r.day.isoformat(), r.hour) for r in rows} == set(changed)
+        for r in rows:
+            r.changed_at = datetime.fromisoformat(changed[(r.day.isoformat(), r.hour)] + "+00:00")
+
+    def modified(interval: str) -> dict[str, str]:
+        params = {"interval": interval, "from": "2026-03-10", "to": "2026-03-11",
+                  "names": "input_kg", "options": "keyValues"}  # fmt: skip
+        entities = kpi_city.get(f"/v1/cities/{CITY}/ngsi-ld", params=params).json()
+        return {e["id"].split(":input_kg:")[1]: e["dateModified"] for e in entities}
+
+    # input_kg has a value where filament came in: 10:00 and 23:00 on the 10th. The 10th's
+    # latest change is 10:00 UTC (its 23:00 hour), its 10:00 hour's 09:00.
+    assert modified("day") == {"2026-03-10": "2026-03-12T10:00:00Z"}
+    assert modified("hour") == {"2026-03-10T10:00+01:00": "2026-03-12T09:00:00Z",
+                                "2026-03-10T23:00+01:00": "2026-03-12T10:00:00Z"}  # fmt: skip
+    assert modified("month") == {"2026-03": "2026-03-12T10:00:00Z"}
+
+    # A retraction of the 10:15 event, sent now on the 11th: it changes the 10th's figures
+    # (and its 10:00 hour's), not the 11th's, wherever it lies itself.
+    before = datetime.now(UTC)
+    with kpi_city.factory.begin() as s:
+        target = s.scalars(
+            select(Event).where(Event.day == date(2026, 3, 10), Event.hour == 10)
+        ).one()
+        source, target_id = target.source, target.event_id
+    ingest(kpi_city, [event({"id": target_id}, source=source, type="fabcity.event.retracted",
+                            time="2026-03-11T12:00:00+01:00")])  # fmt: skip
+    after = modified("hour")
+    # The retracted hour has no input left, and so no entity; the 23:00 hour is untouched.
+    assert after == {"2026-03-10T23:00+01:00": "2026-03-12T10:00:00Z"}
+    day = modified("day")["2026-03-10"]
+    assert before <= datetime.fromisoformat(day) <= datetime.now(UTC)
+
+
+def test_date_modified_follows_a_design_registered_after_its_flows(kpi_city: CityClient) -> None:
+    # A design's mass and licence feed the figures of the windows its flows lie in: its
+    # registration changes them after the events did.
+    url = "https://designs.example.org/okh/stool.toml"
+    ingest(kpi_city, [event(flow("produce", "part", 1, "count", design=url),
+                            time="2026-03-11T12:00:00+01:00")])  # fmt: skip
+    with kpi_city.factory.begin() as s:
+        for r in s.scalars(select(RollupChange)):
+            r.changed_at = datetime(2026, 3, 12, 8, tzinfo=UTC)
+
+    def modified() -> dict[str, str]:
+        params = {"interval": "day", "from": "2026-03-10", "to": "2026-03-11",
+                  "names": "produced_count", "options": "keyValues"}  # fmt: skip
+        entities = kpi_city.get(f"/v1/cities/{CITY}/ngsi-ld", params=params).json()
+        return {e["id"].split(":produced_count:")[1]: e["dateModified"] for e in entities}
+
+    # Parts were produced on the 10th (2) and one of the stool design on the 11th.
+    assert modified() == {
+        "2026-03-10": "2026-03-12T08:00:00Z",
+        "2026-03-11": "2026-03-12T08:00:00Z",
+    }
+    before = datetime.now(UTC)
+    stool = (OKH / "stool.toml").read_bytes()
+    assert kpi_city.post("/v1/designs", params={"url": url}, content=stool,
+                         headers=TOML).status_code == 201  # fmt: skip
+    jobs.recompute_dirty_windows(kpi_city.factory, 100)  # as the worker does, nudged
+    after = modified()
+    assert after["2026-03-10"] == "2026-03-12T08:00:00Z"
+    assert before <= datetime.fromisoformat(after["2026-03-11"]) <= datetime.now(UTC)
+
+
+def test_ngsi_ld_reads_no_events_on_the_request_path(kpi_city_on_both: CityClient) -> None:
+    """The query side reads rollups only: `dateModified` comes from `rollup_changes`, which
+    the recompute writes, not from scanning a window's events at every request."""
+    from sqlalchemy import event as sa_event
+
+    engine = kpi_city_on_both.factory.kw["bind"]
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for interval in ("hour", "day", "month"):
+            params = {"interval": interval, "from": "2026-03-10", "to": "2026-03-11"}
+            response = kpi_city_on_both.get(f"/v1/cities/{CITY}/ngsi-ld", params=params)
+            assert response.status_code == 200, response.text
+            assert all("dateModified" in e for e in response.json())
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", seen)
+    assert statements
+    assert not [s for s in statements if re.search(r"\b(FROM|JOIN)\s+events\b", s)], statements

@@ -151,8 +151,13 @@ def test_fci_is_a_range_when_pito_is_not_recorded(client: CityClient) -> None:
     assert got["pito"]["value"] is None and got["pito"]["reason"]
     assert got["dido"]["state"] == "modelled"
     assert set(got["dido"]["terms"]) == {"open_design_share", "reporting_coverage"}
+    # open_design_share 1 (an unregistered design is not a closed one), reporting_coverage
+    # 1 of 2 sites: DIDO 0.75, with the two unrecorded terms at 0 and at 1 [0.375, 0.875].
+    assert got["dido"]["value"] == 0.75
+    assert got["dido"]["range"] == [0.375, 0.875]
+    # No PITO either: FCI is [0, DIDO's upper bound] (METRICS.md), no single number.
     assert got["fci"]["value"] is None
-    assert got["fci"]["range"] == [0, got["dido"]["value"]]
+    assert got["fci"]["range"] == [0, 0.875]
 
 
 def test_hourly_windows_are_in_the_city_time(client: CityClient) -> None:

@@ -270,46 +270,32 @@ def _flows(
             )
             .order_by(f.id)
         )
-        return [
-            StoredFlow(
-                action=r.action,
-                resource=r.resource,
-                quantity=r.amount / models.MICRO,
-                unit=units.get(r.resource, ""),
-                ring=r.ring,
-                fate=r.fate or None,
-                recycled=r.recycled,
-                material=r.material,
-                design_url=r.design_url,
-                job=r.job,
-                state=r.state,
-                counted=True,
-            )
-            for r in rows
-        ]
+        return [_stored(r, units, counted=True) for r in rows]
     # It counts no more: what it would derive, as a rebuild would, shown as not counted.
     info = DeviceInfo(device.id, device.kind, dict(device.settings or {})) if device else None
     try:
         derived = derive(read(event.payload), entries.resource_infos(session), info)
     except (ValidationError, Invalid):
         return []
-    return [
-        StoredFlow(
-            action=d.action,
-            resource=d.resource,
-            quantity=d.amount / models.MICRO,
-            unit=units.get(d.resource, ""),
-            ring=d.ring,
-            fate=d.fate or None,
-            recycled=d.recycled,
-            material=d.material,
-            design_url=d.design_url,
-            job=d.job,
-            state=d.state,
-            counted=False,
-        )
-        for d in derived
-    ]
+    return [_stored(d, units, counted=False) for d in derived]
+
+
+def _stored(flow: Any, units: dict[str, str], counted: bool) -> StoredFlow:
+    """A flow as the event view shows it: a stored row, or one derived again (same fields)."""
+    return StoredFlow(
+        action=flow.action,
+        resource=flow.resource,
+        quantity=flow.amount / models.MICRO,
+        unit=units.get(flow.resource, ""),
+        ring=flow.ring,
+        fate=flow.fate or None,
+        recycled=flow.recycled,
+        material=flow.material,
+        design_url=flow.design_url,
+        job=flow.job,
+        state=flow.state,
+        counted=counted,
+    )
 
 
 _INTERVALS: tuple[Interval, ...] = ("day", "week", "month", "year")

@@ -33,7 +33,7 @@ from schemas import api
 from services.mqtt.bridge import Bridge
 from tests.conftest import settings_for
 from tests.support.api import CityClient, city_client
-from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from tests.support.city import CITY, DEVICE, SITE, count_rows, event, flow, register
 from tests.support.procs import wait_until
 from workers import jobs
 from workers.dispatch import NoDispatch
@@ -57,11 +57,6 @@ def register_other(factory: sessionmaker[Session]) -> None:
             s, api.CityIn(slug=OTHER_CITY, name="Othertown", country="FR", timezone="UTC")
         )
         entries.create_site(s, city, api.SiteIn(slug=SITE, name="Lab"))
-
-
-def count(factory: sessionmaker[Session], model: type, *where: Any) -> int:
-    with transaction(factory) as s:
-        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
 def input_kg(factory: sessionmaker[Session], city: str) -> float | None:
@@ -91,8 +86,8 @@ class TestIngestBounds:
             assert [r["index"] for r in body["rejected"]] == list(range(10))
             assert all("more than one flow may carry" in r["error"] for r in body["rejected"])
             assert "[0] data[0]: 1e+09 filament" in body["detail"]
-            assert count(client.factory, Event) == 0
-            assert count(client.factory, Flow) == 0
+            assert count_rows(client.factory, Event) == 0
+            assert count_rows(client.factory, Flow) == 0
 
     def test_an_event_whose_flows_together_are_too_much_is_refused(
         self, factory: sessionmaker[Session]
@@ -137,7 +132,7 @@ class TestIngestBounds:
             outcome = ingest(s, [body])
         [refused] = outcome.result.rejected
         assert "derived: 1e+09 filament" in refused.error
-        assert count(factory, Event) == 0
+        assert count_rows(factory, Event) == 0
 
     def test_a_batch_past_its_bound_refuses_the_events_past_it(
         self, factory: sessionmaker[Session]
@@ -221,14 +216,14 @@ def test_the_attack_over_mqtt_is_dead_lettered_with_its_reason(
         wait_until(bridge.connected.is_set, 10)
         for body in huge_events(f"/{CITY}/{SITE}/{DEVICE}"):
             client.publish(topic, json.dumps(body).encode(), qos=1).wait_for_publish(10)
-        wait_until(lambda: count(pg_factory, DeadLetter) == 10, 30)
+        wait_until(lambda: count_rows(pg_factory, DeadLetter) == 10, 30)
     finally:
         bridge.stop()
         client.loop_stop()
     with transaction(pg_factory) as s:
         reasons = list(s.scalars(select(DeadLetter.reason)))
     assert all("more than one flow may carry" in r for r in reasons), reasons
-    assert count(pg_factory, Event) == 0
+    assert count_rows(pg_factory, Event) == 0
 
 
 class TestRecomputeIsolation:
@@ -263,8 +258,8 @@ class TestRecomputeIsolation:
 
         assert input_kg(factory, OTHER_CITY) == pytest.approx(2.5)
         # The failing city stays pending, for a try once its data is mended.
-        assert count(factory, PendingRollup, PendingRollup.city_id == testville) >= 1
-        assert count(factory, DirtyWindow, DirtyWindow.city_id == testville) == 1
+        assert count_rows(factory, PendingRollup, PendingRollup.city_id == testville) >= 1
+        assert count_rows(factory, DirtyWindow, DirtyWindow.city_id == testville) == 1
         assert failures(CITY) == before + 1
         assert any(
             getattr(r, "city", None) == CITY and CITY in r.getMessage() for r in caplog.records
@@ -291,8 +286,8 @@ class TestRecomputeIsolation:
         now[0] = 100.0
         jobs.recompute_dirty_windows(factory, 100, backoff)
         assert failures(CITY) == before + 2
-        assert count(factory, PendingRollup) == 0
-        assert count(factory, DirtyWindow) == 0
+        assert count_rows(factory, PendingRollup) == 0
+        assert count_rows(factory, DirtyWindow) == 0
         assert backoff.waiting() == set()
 
 

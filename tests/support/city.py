@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import transaction
@@ -65,3 +66,9 @@ def event(
     if time is not None:
         body["time"] = time if isinstance(time, str) else time.isoformat()
     return body
+
+
+def count_rows(factory: sessionmaker[Session], model: type, *where: Any) -> int:
+    """How many rows of `model` (matching `where`) are stored."""
+    with transaction(factory) as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0

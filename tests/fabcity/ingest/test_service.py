@@ -13,12 +13,7 @@ from fabcity.core.db import transaction
 from fabcity.core.models import DirtyWindow, Event, Flow, FlowRollup, PendingRollup
 from fabcity.ingest.service import ingest
 from fabcity.rollups import recompute
-from tests.support.city import CITY, DEVICE, SITE, event, flow, register
-
-
-def count(factory: sessionmaker[Session], model: type) -> int:
-    with transaction(factory) as s:
-        return s.scalar(select(func.count()).select_from(model)) or 0
+from tests.support.city import CITY, DEVICE, SITE, count_rows, event, flow, register
 
 
 def test_event_stored_once_however_often_it_arrives(factory: sessionmaker[Session]) -> None:
@@ -30,8 +25,8 @@ def test_event_stored_once_however_often_it_arrives(factory: sessionmaker[Sessio
         again = ingest(s, [e])
     assert (first.result.accepted, first.result.duplicates) == (1, 1)
     assert (again.result.accepted, again.result.duplicates) == (0, 1)
-    assert count(factory, Event) == 1
-    assert count(factory, Flow) == 2
+    assert count_rows(factory, Event) == 1
+    assert count_rows(factory, Flow) == 2
     with transaction(factory) as s:
         consumed = s.scalar(select(Flow.amount).where(Flow.action == "consume"))
         state = s.scalar(select(Flow.state).where(Flow.action == "consume"))
@@ -56,7 +51,7 @@ def test_a_quantity_too_large_to_store_is_refused_not_raised(
     reasons = {r.index: r.error for r in outcome.result.rejected}
     assert "less than or equal to 1000000000" in reasons[0]
     assert "too large to store" in reasons[1]
-    assert count(factory, Flow) == 1
+    assert count_rows(factory, Flow) == 1
 
 
 def test_a_time_outside_the_years_in_utc_is_refused_not_raised(
@@ -176,9 +171,9 @@ def test_bad_events_store_nothing_and_say_why(factory: sessionmaker[Session]) ->
     assert "nowhere" in errors[2]
     assert "ghost" in errors[3]
     assert "type" in errors[4]
-    assert count(factory, Event) == 0
-    assert count(factory, DirtyWindow) == 0
-    assert count(factory, PendingRollup) == 0
+    assert count_rows(factory, Event) == 0
+    assert count_rows(factory, DirtyWindow) == 0
+    assert count_rows(factory, PendingRollup) == 0
 
 
 def test_recompute_sums_flows_per_window_and_clears_the_marks(

@@ -4,35 +4,19 @@ one within the skew is stored. The real Mosquitto, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.db import transaction
 from fabcity.core.models import DeadLetter, Event
 from services.mqtt.bridge import Bridge
 from tests.conftest import settings_for
-from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from tests.support.city import CITY, DEVICE, SITE, count_rows, event, flow
 from tests.support.mqtt import publisher
 from tests.support.procs import wait_until
 from workers.dispatch import NoDispatch
-
-
-@pytest.fixture
-def city(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    factory = make_sessionmaker(engine)
-    register(factory)
-    yield factory
-    engine.dispose()
-
-
-def count(factory: sessionmaker[Session], model: type) -> int:
-    with transaction(factory) as s:
-        return s.scalar(select(func.count()).select_from(model)) or 0
 
 
 def test_a_future_event_is_dead_lettered_with_its_reason(
@@ -51,7 +35,7 @@ def test_a_future_event_is_dead_lettered_with_its_reason(
                          ("an-hour", (now + timedelta(hours=1)).isoformat())):  # fmt: skip
             body = json.dumps(event(flow(), id=id, source=source, time=when)).encode()
             client.publish(topic, body, qos=1).wait_for_publish(10)
-        wait_until(lambda: count(city, DeadLetter) == 2 and count(city, Event) == 1, 15)
+        wait_until(lambda: count_rows(city, DeadLetter) == 2 and count_rows(city, Event) == 1, 15)
     finally:
         bridge.stop()
         client.loop_stop()

@@ -6,35 +6,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.db import transaction
 from fabcity.core.models import DeadLetter, Device, Event
 from fabcity.ingest.replay import replay
 from fabcity.registry import entries
 from schemas import api
 from services.mqtt.bridge import Bridge, Heard
 from tests.conftest import settings_for
-from tests.support.city import CITY, DEVICE, SITE, flow, register
+from tests.support.city import CITY, DEVICE, SITE, flow
 from tests.support.mqtt import publisher
 from tests.support.procs import wait_until
 from workers.dispatch import NoDispatch
-
-
-@pytest.fixture
-def city(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    factory = make_sessionmaker(engine)
-    register(factory)
-    yield factory
-    engine.dispose()
 
 
 def device(factory: sessionmaker[Session], slug: str) -> Device:

@@ -4,36 +4,20 @@ stay. The real Mosquitto, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.db import transaction
 from fabcity.core.models import DeadLetter, Event
 from fabcity.ingest.service import ingest
 from fabcity.registry import changes, entries
 from services.mqtt.bridge import Bridge
 from tests.conftest import settings_for
-from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from tests.support.city import CITY, DEVICE, SITE, count_rows, event, flow
 from tests.support.mqtt import publisher
 from tests.support.procs import wait_until
 from workers.dispatch import NoDispatch
-
-
-@pytest.fixture
-def city(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    factory = make_sessionmaker(engine)
-    register(factory)
-    yield factory
-    engine.dispose()
-
-
-def count(factory: sessionmaker[Session], model: type) -> int:
-    with transaction(factory) as s:
-        return s.scalar(select(func.count()).select_from(model)) or 0
 
 
 def test_a_retired_device_is_dead_lettered_with_the_reason(
@@ -54,7 +38,7 @@ def test_a_retired_device_is_dead_lettered_with_the_reason(
         wait_until(bridge.connected.is_set, 10)
         body = json.dumps(event(flow(), id="after", source=source)).encode()
         client.publish(topic, body, qos=1).wait_for_publish(10)
-        wait_until(lambda: count(city, DeadLetter) == 1, 15)
+        wait_until(lambda: count_rows(city, DeadLetter) == 1, 15)
     finally:
         bridge.stop()
         client.loop_stop()

@@ -131,6 +131,7 @@ def run(options: Options, console: Console) -> None:
     sim_thread = None
     console.print(f"[bold]fabcity[/] is up. Data in {db_path}")
     console.print(f"  Dashboard      {api_url}/")
+    console.print(f"  A lab's page   {api_url}/lab (log work, upload a spreadsheet)")
     console.print(f"  API and docs   {api_url}/docs (no API keys: auth is off in this mode)")
     console.print(
         f"  MQTT broker    mqtt://{options.host}:{options.mqtt_port} "

@@ -33,8 +33,11 @@ from tests.support.servers import Mosquitto, serving
 
 DEVICES = f"/v1/cities/{CITY}/sites/{SITE}/devices"
 # The bridge learns of the registration within half a second; the link's first answer follows
-# (a PrusaLink poll at once, a Bambu connection on loopback): within the second.
-TAKEN_UP_S = 1.0
+# (a PrusaLink poll at once, a Bambu connection on loopback). The one-second target is measured
+# by `python -m bench.registry_pickup`; here, on cores shared with the rest of the suite, the
+# bound only holds the bridge to its next looks (before, a printer registered after the
+# bridge started was never polled at all).
+TAKEN_UP_S = 5.0
 
 
 # The API over HTTP (`fabcity up`) or in the test's process (a TestClient is one).

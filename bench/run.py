@@ -537,7 +537,7 @@ def main() -> None:
         "--rounds", type=int, default=3, help="rounds of raw limit then platform, for medians"
     )
     parser.add_argument("--processes", type=int, default=2, help="bridge processes")
-    parser.add_argument("--rate", type=int, default=5000, help="freshness load, events/s")
+    parser.add_argument("--rate", type=int, default=10_000, help="freshness load, events/s")
     parser.add_argument("--fresh-seconds", type=int, default=30)
     parser.add_argument("--query-events", type=int, default=10_000_000)
     parser.add_argument(
@@ -584,14 +584,17 @@ def main() -> None:
             copy = statistics.median(x.raw for x in rounds["http"])
             show(Figure("receive only: the bridge's client, no work", receive, "msg/s", drain,
                         "bare subscriber drain", "-", None, cpu=receive_cpu))  # fmt: skip
-            for key, name, raw_name, target, floor in (
+            # The targets of "twice as fast per event": the MQTT ratios as medians, HTTP in
+            # every round (its spread is part of what is judged).
+            for key, name, raw_name, target, floor, every in (
                 ("one", "MQTT QoS 1 -> committed, 1 bridge", "bare subscriber drain",
-                 ">= 0.8 x drain", 0.8),
+                 ">= 1.5 x drain", 1.5, False),
                 ("many", f"MQTT QoS 1 -> committed, {args.processes} bridges",
-                 "bare subscriber drain", ">= 0.8 x drain", 0.8),
-                ("http", "HTTP batch (1,000) -> committed", "COPY", ">= 0.5 x COPY", 0.5),
+                 "bare subscriber drain", ">= 2.5 x drain", 2.5, False),
+                ("http", "HTTP batch (1,000) -> committed", "COPY",
+                 ">= 0.8 x COPY in every round", 0.8, True),
             ):  # fmt: skip
-                show(paired(name, rounds[key], raw_name, target, floor))
+                show(paired(name, rounds[key], raw_name, target, floor, every))
             for key, procs in (("one", 1), ("many", args.processes)):
                 peak = max(x.rss for x in rounds[key])
                 show(Figure(f"bridge RSS, backlog {args.events:,}, {procs} proc", peak, "MiB", None,
@@ -603,11 +606,11 @@ def main() -> None:
                 )
                 note = f"median {median:.2f} s over {probes} probes"
                 show(Figure(f"freshness p95 at {args.rate:,} events/s {label}", p95, "s", None, "",
-                            "<= 2 s", p95 <= 2, note))  # fmt: skip
+                            "<= 1 s", p95 <= 1, note))  # fmt: skip
         if "query" in args.steps:
             q95, raw_ms = query_p95(stack, args.query_events)
             show(Figure(f"query p95, {args.query_events:,} events", q95, "ms", raw_ms,
-                        "GROUP BY over raw flows", "-", None))  # fmt: skip
+                        "GROUP BY over raw flows", "<= 25 ms", q95 <= 25))  # fmt: skip
         if args.backlog:
             rate, rss, spent = bridge_drain(stack, args.backlog, 1)
             show(Figure(f"bridge RSS, backlog {args.backlog:,}, 1 proc", rss, "MiB", None, "",
@@ -631,9 +634,12 @@ class Round:
         return self.value / self.raw
 
 
-def paired(name: str, rounds: list[Round], raw_name: str, target: str, floor: float) -> Figure:
+def paired(
+    name: str, rounds: list[Round], raw_name: str, target: str, floor: float, every: bool = False
+) -> Figure:
     """A figure from rounds: the median value, the median raw limit, the median of the rounds'
-    own ratios (each against the raw limit measured minutes before it), every ratio listed."""
+    own ratios (each against the raw limit measured minutes before it), every ratio listed. It
+    holds when the median ratio reaches `floor`, or with `every`, when each round's does."""
     ordered = sorted(rounds, key=lambda x: x.ratio)
     middle = ordered[(len(ordered) - 1) // 2]
     ratio = statistics.median(x.ratio for x in rounds)
@@ -644,7 +650,7 @@ def paired(name: str, rounds: list[Round], raw_name: str, target: str, floor: fl
         statistics.median(x.raw for x in rounds),
         raw_name,
         target,
-        ratio >= floor,
+        min(x.ratio for x in rounds) >= floor if every else ratio >= floor,
         "ratios by round: " + ", ".join(f"{x.ratio:.2f}" for x in rounds),
         middle.cpu,
         ratio,

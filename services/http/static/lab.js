@@ -164,6 +164,10 @@ async function postEvent(event) {
 async function submitEntry(e) {
   e.preventDefault();
   const form = e.target;
+  if (!here.city || !here.site) {
+    say("Say which city and site first (above).", true);
+    return;
+  }
   try {
     const event = {
       specversion: "1.0",
@@ -288,6 +292,10 @@ async function submitSheet(e) {
   e.preventDefault();
   const file = e.target.elements.file.files[0];
   if (!file) return;
+  if (!here.city) {
+    say("Say which city first (above).", true);
+    return;
+  }
   const xlsx = file.name.toLowerCase().endsWith(".xlsx");
   const type = xlsx ? "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" : "text/csv";
   const response = await call("POST", `/v1/events/import?city=${encodeURIComponent(here.city)}`, await file.arrayBuffer(), type);

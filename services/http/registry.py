@@ -76,22 +76,17 @@ def list_changes(city: str, s: SessionDep, paging: PagingDep) -> Page[api.Regist
     return paging.page(rows, lambda r: [str(r.id)], api.RegistryChange.model_validate)
 
 
-# As the CLI's `--json` shows them too: one shape, in fabcity.registry.entries.
-_site = entries.site_view
-_device = entries.device_view
-
-
 @router.get("/cities/{city}/sites", response_model=Page[api.Site])
 def list_sites(city: str, s: SessionDep, paging: PagingDep) -> Page[api.Site]:
     c = entries.get_city(s, city)
     rows = entries.list_sites(s, c, paging.after(), paging.rows)
-    return paging.page(rows, _slug, lambda site: _site(site, c.slug))
+    return paging.page(rows, _slug, lambda site: entries.site_view(site, c.slug))
 
 
 @router.post("/cities/{city}/sites", response_model=api.Site, status_code=201)
 def create_site(city: str, body: api.SiteIn, s: SessionDep) -> api.Site:
     c = entries.get_city(s, city)
-    return _site(entries.create_site(s, c, body), c.slug)
+    return entries.site_view(entries.create_site(s, c, body), c.slug)
 
 
 @router.patch("/cities/{city}/sites/{site}", response_model=api.Site)
@@ -102,7 +97,7 @@ def update_site(
     name this one."""
     c = entries.get_city(s, city)
     changed = changes.update_site(s, c, entries.get_site(s, c, site), body, actor(who))
-    return _site(changed, c.slug)
+    return entries.site_view(changed, c.slug)
 
 
 @router.delete("/cities/{city}/sites/{site}", response_model=api.Removal)
@@ -117,14 +112,14 @@ def list_devices(city: str, site: str, s: SessionDep, paging: PagingDep) -> Page
     c = entries.get_city(s, city)
     st = entries.get_site(s, c, site)
     rows = entries.list_devices(s, st, paging.after(), paging.rows)
-    return paging.page(rows, _slug, lambda d: _device(d, c.slug, st.slug))
+    return paging.page(rows, _slug, lambda d: entries.device_view(d, c.slug, st.slug))
 
 
 @router.post("/cities/{city}/sites/{site}/devices", response_model=api.Device, status_code=201)
 def create_device(city: str, site: str, body: api.DeviceIn, s: SessionDep) -> api.Device:
     c = entries.get_city(s, city)
     st = entries.get_site(s, c, site)
-    return _device(entries.create_device(s, st, body), c.slug, st.slug)
+    return entries.device_view(entries.create_device(s, st, body), c.slug, st.slug)
 
 
 @router.patch("/cities/{city}/sites/{site}/devices/{device}", response_model=api.Device)
@@ -143,7 +138,7 @@ def update_device(
     st = entries.get_site(s, c, site)
     d = changes.get_device(s, st, device)
     changed = changes.update_device(s, c, st, d, body, actor(who), rebuild.rederive_device)
-    found = _device(changed, c.slug, st.slug)
+    found = entries.device_view(changed, c.slug, st.slug)
     state.dispatcher.nudge()
     return found
 
@@ -179,5 +174,7 @@ def city_devices(city: str, s: SessionDep, paging: PagingDep) -> Page[api.Device
     c = entries.get_city(s, city)
     found = entries.city_devices(s, c, after, paging.rows)
     return paging.page(
-        found, lambda row: [row[0], row[1].slug], lambda row: _device(row[1], c.slug, row[0])
+        found,
+        lambda row: [row[0], row[1].slug],
+        lambda row: entries.device_view(row[1], c.slug, row[0]),
     )

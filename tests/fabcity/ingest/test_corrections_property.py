@@ -26,7 +26,7 @@ from fabcity.ingest.rebuild import rebuild
 from fabcity.ingest.service import ingest
 from fabcity.rollups import recompute
 from tests.fabcity.ingest import test_rebuild as base
-from tests.fabcity.ingest.test_rebuild import STEPS, a_flow, an_event, register_design
+from tests.fabcity.ingest.test_rebuild import STEPS, a_flow, an_event
 
 Batches = list[list[dict[str, Any]]]
 History = tuple[Batches, list[tuple[str, int]]]
@@ -164,16 +164,8 @@ def check(factory: sessionmaker[Session], history: History) -> None:
                 refused.error
             )
             assert batch[refused.index]["id"].startswith("c")
-        if step in ("some", "all"):
-            with transaction(factory) as s:
-                recompute.recompute_dirty(s, n if step == "some" else 1000)
-        elif step == "rebuild":
-            rebuild(factory)
-        elif step == "design":
-            register_design(factory, n)
-    with transaction(factory) as s:
-        recompute.recompute_dirty(s, 10_000)
-    incremental = base.snapshot(factory)
+        base.take_step(factory, step, n)
+    incremental = base.settled(factory)
     rebuild(factory, from_events=True)
     assert base.snapshot(factory) == incremental
 

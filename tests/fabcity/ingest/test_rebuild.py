@@ -202,6 +202,25 @@ def clear(factory: sessionmaker[Session]) -> None:
             s.execute(delete(table))
 
 
+def take_step(factory: sessionmaker[Session], step: str, n: int) -> None:
+    """What happens between two batches: a worker's partial or full sweep, a rebuild, or a
+    design registered."""
+    if step in ("some", "all"):
+        with transaction(factory) as s:
+            recompute.recompute_dirty(s, n if step == "some" else 1000)
+    elif step == "rebuild":
+        rebuild(factory)
+    elif step == "design":
+        register_design(factory, n)
+
+
+def settled(factory: sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]]]:
+    """The rollups once every dirty window is recomputed."""
+    with transaction(factory) as s:
+        recompute.recompute_dirty(s, 10_000)
+    return snapshot(factory)
+
+
 def check(factory: sessionmaker[Session], history: History) -> None:
     batches, steps = history
     clear(factory)
@@ -209,16 +228,8 @@ def check(factory: sessionmaker[Session], history: History) -> None:
         with transaction(factory) as s:
             outcome = ingest(s, batch)
         assert not outcome.result.rejected, outcome.result.rejected
-        if step in ("some", "all"):
-            with transaction(factory) as s:
-                recompute.recompute_dirty(s, n if step == "some" else 1000)
-        elif step == "rebuild":
-            rebuild(factory)
-        elif step == "design":
-            register_design(factory, n)
-    with transaction(factory) as s:
-        recompute.recompute_dirty(s, 10_000)
-    incremental = snapshot(factory)
+        take_step(factory, step, n)
+    incremental = settled(factory)
     distinct = {e["id"] for b in batches for e in b}
     assert len(incremental["activity"]) > 0 or not distinct
     rebuild(factory, from_events=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -120,6 +120,15 @@ def _finish(event: FastFlowEvent) -> Read | None:
         if flow.fate is not None and flow.action is not Action.discard:
             return None
     return Read(event.id, event.source, EventType.flow, when, flows, None)
+
+
+class Preread(NamedTuple):
+    """An event read already (by `read_fast_json`, from the bytes it came as), with that JSON
+    text, which is stored as it came: the MQTT bridge reads a message once, to check its
+    source against the topic, and ingest does not read it again."""
+
+    event: Read
+    text: str
 
 
 def read(raw: dict[str, Any]) -> Read:

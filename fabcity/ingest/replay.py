@@ -20,6 +20,7 @@ from fabcity.ingest.deadletters import as_text, not_replayable
 from fabcity.ingest.intake import route
 from fabcity.ingest.service import ingest
 from fabcity.ingest.topics import MAX_PAYLOAD_BYTES, is_native, to_event
+from schemas.fast import Preread
 
 
 @dataclass
@@ -45,7 +46,7 @@ def replay(
     letters = list(session.scalars(query))
     reasons: dict[int, str] = {}
     not_replayed = 0
-    events: list[tuple[int, dict[str, Any]]] = []
+    events: list[tuple[int, dict[str, Any] | Preread]] = []
     device_letters: list[tuple[int, Message]] = []
     for letter in letters:
         topic = letter.topic or ""

@@ -30,14 +30,14 @@ from fabcity.flows import meters
 from fabcity.flows.derive import derive
 from fabcity.ingest import corrections
 from fabcity.ingest.bounds import Bounds, check_batch, check_event, check_time
-from fabcity.ingest.origins import OriginResolver
+from fabcity.ingest.origins import Known, OriginResolver
 from fabcity.ingest.store import Ready, slices, store
 from fabcity.registry import entries
 from fabcity.registry.keys import within
 from fabcity.rollups import pending, windows
 from schemas.api import IngestResult, Rejected
 from schemas.events import DeviceStatusData, EventType, MeterReadingData, decode_data_base64
-from schemas.fast import Read, read, read_fast_json
+from schemas.fast import Preread, Read, read, read_fast_json
 
 
 @dataclass
@@ -53,18 +53,24 @@ def prepare(
     received_at: datetime,
     scope: str | None = None,
     bounds: Bounds | None = None,
+    known: Known | None = None,
 ) -> tuple[list[Ready], list[Rejected]]:
     """Validate and normalise; nothing is written. An item is an event as a dict, or as its
-    JSON text (`msgspec.Raw`: the HTTP API hands a batch's events over unparsed). With a
+    JSON text (`msgspec.Raw`: the HTTP API hands a batch's events over unparsed), or read
+    already (`Preread`: the MQTT bridge reads each message to check it). With a
     `scope` (a source prefix: the credentials' site or device), an event whose source lies
     outside it is refused. Events past the `bounds` (`fabcity.ingest.bounds`; the settings'
-    by default) are refused."""
+    by default) are refused. A long-lived writer passes its `known` sources and resources,
+    kept across batches while the registry stands still."""
     bounds = bounds or Bounds.default()
     totals: dict[int, int] = {}
     read_items, rejected = _read_all(items)
-    resolver = OriginResolver(session)
+    if known is not None:
+        shared, resources = known.current(session)
+    else:
+        shared, resources = None, entries.resource_infos(session)
+    resolver = OriginResolver(session, shared)
     resolver.prime({event.source for _, event, _ in read_items})
-    resources = entries.resource_infos(session)
     zones: dict[str, ZoneInfo] = {}
     ready: list[Ready] = []
     for index, event, payload in read_items:
@@ -111,6 +117,9 @@ def _read_all(items: Sequence[Any]) -> tuple[list[tuple[int, Read, str]], list[R
     rejected: list[Rejected] = []
     for index, raw in enumerate(items):
         try:
+            if type(raw) is Preread:
+                read_items.append((index, raw.event, _checked(raw.text)))
+                continue
             if isinstance(raw, msgspec.Raw):
                 text = _checked(_utf8(raw))
                 fast = read_fast_json(raw)
@@ -189,11 +198,12 @@ def ingest(
     received_at: datetime | None = None,
     scope: str | None = None,
     bounds: Bounds | None = None,
+    known: Known | None = None,
 ) -> IngestOutcome:
     """Store the good events of `items` once each; report duplicates and refusals by index.
-    `scope`, `bounds`: see `prepare`."""
+    `scope`, `bounds`, `known`: see `prepare`."""
     received_at = received_at or datetime.now(UTC)
-    ready, rejected = prepare(items, session, received_at, scope, bounds)
+    ready, rejected = prepare(items, session, received_at, scope, bounds, known)
 
     # A repeat inside one batch is a duplicate as much as a repeat of a stored event.
     unique: dict[tuple[str, str], Ready] = {}

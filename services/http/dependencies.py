@@ -17,6 +17,7 @@ from fabcity.core import pagination
 from fabcity.core.db import transaction
 from fabcity.core.errors import PayloadTooLarge, UnsupportedMediaType
 from fabcity.core.settings import Settings
+from fabcity.ingest.origins import Known
 from fabcity.registry.keys import ADMIN, Principal
 from schemas.reports import Page
 from workers.dispatch import Dispatcher
@@ -42,6 +43,8 @@ class AppState:
     factory: sessionmaker[Session]
     dispatcher: Dispatcher
     exports: anyio.CapacityLimiter = field(default_factory=_export_lane)
+    # The sources and resources ingest resolved, kept while the registry stands still.
+    known: Known = field(default_factory=Known)
 
 
 # The dependencies that only read the request are `async def`: FastAPI would run a plain `def`

@@ -209,7 +209,9 @@ def _store(state: AppState, items: list[Any], scope: str | None = None) -> Inges
     with transaction(state.factory) as session:
         # This app's bounds (its settings), not the process's: an app made with other
         # settings, as tests and embedded callers make them, refuses by its own.
-        outcome = ingest(session, items, scope=scope, bounds=Bounds.of(state.settings))
+        outcome = ingest(
+            session, items, scope=scope, bounds=Bounds.of(state.settings), known=state.known
+        )
     if outcome.windows_marked:
         state.dispatcher.nudge()
     return outcome.result

@@ -7,8 +7,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,63 @@ def take_batch(
         except queue.Empty:
             break
     return batch
+
+
+class Backlog(Generic[T]):
+    """A bounded first-in first-out store of items put in runs, taken in batches.
+
+    The bridge's receiving thread reads many messages per pass over its buffer
+    (`services.mqtt.client`); a `queue.Queue` takes its lock and wakes a writer once per
+    message on each side, about 3 us a message here. This takes the lock once per run and
+    once per batch. It holds at most `maxsize` items: a run that does not fit waits for room
+    (the receiving thread blocks, TCP pushes back, the backlog stays at the broker), a part at
+    a time, so the bound is never passed.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[T] = deque()
+        self._maxsize = maxsize
+        self._changed = threading.Condition()
+
+    def put(self, item: T) -> None:
+        self.put_many((item,))
+
+    def put_many(self, items: Sequence[T]) -> None:
+        start = 0
+        with self._changed:
+            while start < len(items):
+                room = self._maxsize - len(self._items)
+                if room <= 0:
+                    self._changed.wait()
+                    continue
+                self._items.extend(items[start : start + room])
+                start += room
+                self._changed.notify_all()
+
+    def take(self, size: int, wait_s: float, first_s: float = FIRST_ITEM_WAIT_S) -> list[T]:
+        """As `take_batch`: up to `size` items, the first waited for `first_s`, the rest
+        for `wait_s` at most; an empty list after `first_s`."""
+        with self._changed:
+            if not self._items:
+                deadline = time.monotonic() + first_s
+                while not self._items:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return []
+                    self._changed.wait(remaining)
+            deadline = time.monotonic() + wait_s
+            while len(self._items) < size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            items = self._items
+            batch = [items.popleft() for _ in range(min(size, len(items)))]
+            self._changed.notify_all()  # room for the receiving thread
+            return batch
+
+    def qsize(self) -> int:
+        return len(self._items)
 
 
 def write_batches(

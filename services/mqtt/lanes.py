@@ -25,7 +25,7 @@ from fabcity.core.db import transaction
 from fabcity.core.settings import Settings
 from fabcity.ingest.deadletters import CUT, KEPT, Incoming, Keeper, Kept
 from fabcity.ingest.intake import Stored, store
-from fabcity.ingest.topics import is_native
+from fabcity.ingest.topics import native_prefix
 from services.mqtt.batching import take_batch, write_batches
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class DeviceLane(Generic[M]):
         self.settings = settings
         self.factory = factory
         self.enabled = settings.bridge_adapters
+        self._native = native_prefix(settings.mqtt_topic_prefix)
         self._ack = ack
         self._nudge = nudge
         # Shared with the bridge's native writers: one quota per process.
@@ -81,7 +82,8 @@ class DeviceLane(Generic[M]):
     # topics ------------------------------------------------------------------------------
 
     def takes(self, topic: str) -> bool:
-        return self.enabled and not is_native(topic, self.settings.mqtt_topic_prefix)
+        # The receiving thread asks this of every message: the prefix is made once.
+        return self.enabled and not topic.startswith(self._native)
 
     def put(self, message: M) -> None:
         self._queue.put(message)

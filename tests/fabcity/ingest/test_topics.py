@@ -11,6 +11,7 @@ import pytest
 from fabcity.ingest.topics import MAX_PAYLOAD_BYTES as MAX_PAYLOAD
 from fabcity.ingest.topics import Parsed, source_of, to_event
 from schemas.events import CloudEvent
+from schemas.fast import Preread
 from tests.support.city import event, flow
 
 PREFIX = "fabcity/v1"
@@ -89,6 +90,24 @@ def test_a_full_event_whose_source_matches_passes_through_unchanged() -> None:
     assert parsed.reason is None
     # Its own id, time and extensions are kept: nothing of the envelope is replaced.
     assert parsed.event == body
+
+
+def test_a_plain_flow_event_is_read_once_and_kept_as_it_came() -> None:
+    body = event(flow(quantity=2.5), id="plain", source=SOURCE, time="2026-03-10T08:00:00Z")
+    sent = orjson.dumps(body, option=orjson.OPT_INDENT_2)
+
+    parsed = to_event(TOPIC, sent, PREFIX, RECEIVED)
+
+    assert isinstance(parsed.event, Preread)
+    assert parsed.event.text == sent.decode()  # stored as sent, not as re-encoded
+    assert (parsed.event.event.id, parsed.event.event.source) == ("plain", SOURCE)
+    assert parsed.event.event.time == datetime(2026, 3, 10, 8, tzinfo=UTC)
+    assert [f.quantity for f in parsed.event.event.flows] == [2.5]
+
+
+def test_a_plain_flow_event_of_another_source_is_refused_as_any_event_is() -> None:
+    body = event(flow(), id="x", source="/testville/lab/laser")
+    assert "does not match its topic" in refusal(parse(body))
 
 
 @pytest.mark.parametrize(

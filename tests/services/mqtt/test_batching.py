@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from services.mqtt.batching import (
     RETRY_FIRST_DELAY_S,
     RETRY_LONGEST_DELAY_S,
+    Backlog,
     take_batch,
     write_batches,
 )
@@ -102,3 +104,41 @@ def test_what_is_queued_at_the_stop_is_stored_only_when_draining(
         drain=drain,
     )
     assert stored == expected
+
+
+# The backlog between the receiving thread and the writers --------------------------------------
+
+
+def test_the_backlog_gives_batches_in_order_and_never_holds_more_than_its_bound() -> None:
+    backlog: Backlog[int] = Backlog(maxsize=100)
+    deepest = 0
+    taken: list[int] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        nonlocal deepest
+        while len(taken) < 1000:
+            deepest = max(deepest, backlog.qsize())
+            time.sleep(0.001)  # slower than the receiving thread: the bound is what holds it
+            taken.extend(backlog.take(size=30, wait_s=0.0, first_s=1.0))
+        done.set()
+
+    threading.Thread(target=writer, daemon=True).start()
+    # Runs larger than the bound: each goes in a part at a time, as room is made.
+    for start in range(0, 1000, 250):
+        backlog.put_many(list(range(start, start + 250)))
+    assert done.wait(10)
+    assert taken == list(range(1000))
+    assert deepest <= 100
+
+
+def test_a_take_waits_for_its_first_item_then_briefly_for_the_rest() -> None:
+    backlog: Backlog[str] = Backlog(maxsize=10)
+    started = time.monotonic()
+    assert backlog.take(size=5, wait_s=0.0, first_s=0.05) == []  # nothing came: look at stop
+    assert time.monotonic() - started >= 0.05
+    threading.Timer(0.05, lambda: backlog.put_many(["a", "b"])).start()
+    # The first item is waited for; the batch goes out short once `wait_s` has passed.
+    assert backlog.take(size=5, wait_s=0.05, first_s=5.0) == ["a", "b"]
+    backlog.put("c")
+    assert backlog.take(size=1, wait_s=5.0) == ["c"]  # full at once: no wait

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
-from fabcity.core.models import DeadLetter, Device, Event, Flow, Site
+from fabcity.core.models import City, DeadLetter, Device, Event, Flow, Site
 from fabcity.registry import entries
 from schemas import api
 from services.mqtt.bridge import Bridge
@@ -142,6 +142,9 @@ def test_the_registry_version_moves_at_every_write_that_changes_what_is_listened
     steps: list[tuple[str, Any, bool]] = [
         ("settings changed", lambda d, s: setattr(d, "settings", {"topic": "b"}), True),
         ("renamed", lambda d, s: setattr(d, "name", "Plug 2"), False),
+        # What ingest reads of the registry (`fabcity.ingest.origins.Known`), migration 0018.
+        ("kind changed", lambda d, s: setattr(d, "kind", "laser_cutter"), True),
+        ("zone changed", lambda d, s: setattr(s.get(City, s.get(Site, d.site_id).city_id), "timezone", "UTC"), True),
         ("retired", lambda d, s: setattr(d, "retired_at", datetime.now(UTC)), True),
         ("heard", lambda d, s: entries.mark_heard(s, {f"/{CITY}/{SITE}/plug": NOW}), False),
         ("status", lambda d, s: entries.mark_status(s, {d.id: (datetime.now(UTC), True)}), False),

@@ -192,7 +192,7 @@ class Cpu:
             "wall": time.perf_counter(),
         }
 
-    def per_event(self, events: int, platform_name: str) -> str:
+    def per_event(self, events: int, platform_name: str) -> Spent:
         end = self.read()
         d = {k: end[k] - self.start[k] for k in end}
         us = {k: v / events * 1e6 for k, v in d.items() if k != "wall"}
@@ -202,14 +202,27 @@ class Cpu:
         # What the cores could do at this cost, every one of them busy: a rate above it needs
         # less CPU per event, not more parallelism.
         ceiling = (os.cpu_count() or 1) * 1e6 / us["machine"] if us["machine"] > 0 else 0
-        return (
+        return Spent(
             f"CPU per event: broker {us['broker']:.0f} us, "
             f"{platform_name} {us['platform']:.0f} us, "
             f"PostgreSQL {us['postgres']:.0f} us, other {other:.0f} us; "
             f"total {us['machine']:.0f} us, so the cores, all busy, would reach "
             f"{ceiling:,.0f} events/s; "
-            f"cores {busy:.0f} % busy, {stolen:.0f} % stolen by the host"
+            f"cores {busy:.0f} % busy, {stolen:.0f} % stolen by the host",
+            us,
         )
+
+
+class Spent(str):
+    """`Cpu.per_event`'s line, which also keeps its figures (us per event by part) for the
+    targets judged on them."""
+
+    us: dict[str, float]
+
+    def __new__(cls, line: str, us: dict[str, float]) -> Spent:
+        made = super().__new__(cls, line)
+        made.us = us
+        return made
 
 
 def tool(*args: object) -> list[str]:
@@ -336,14 +349,24 @@ def rss_mib(proc: subprocess.Popen[bytes]) -> float:
 
 
 def http_batches(
-    stack: Stack, n: int, batch: int = 1000, clients: int = 4, workers: int = 2
+    stack: Stack,
+    n: int,
+    batch: int = 1000,
+    clients: int = 4,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    latencies: list[float] | None = None,
+    started_load: Callable[[subprocess.Popen[bytes]], object] | None = None,
 ) -> tuple[float, str]:
     """`POST /v1/events` batches of 1,000 against `fabcity api --role ingest --workers 2`:
-    (committed events/s, where the CPU went; the client threads are "other")."""
+    (committed events/s, where the CPU went; the client threads are "other"). bench.http_spread
+    passes the API's `env`, a list for each request's seconds (`latencies`), and `started_load`,
+    called with the API process just before the load starts."""
     stack.reset()
     port = free_port()
     api_proc = stack.start(
         ["api", "--role", "ingest", "--port", str(port), "--workers", str(workers)],
+        **(env or {}),
     )
     wait_for_port(port, 60)
     bodies = []
@@ -361,7 +384,10 @@ def http_batches(
         accepted = 0
         with httpx.Client(timeout=120) as http:
             for body in mine:
+                sent = time.perf_counter()
                 r = http.post(url, content=body, headers=headers)
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - sent)  # list.append: thread-safe
                 r.raise_for_status()
                 accepted += int(r.json()["accepted"])
         return accepted
@@ -369,6 +395,8 @@ def http_batches(
     with httpx.Client() as http:  # warm both workers up
         for _ in range(4):
             http.get(f"http://127.0.0.1:{port}/healthz")
+    if started_load is not None:
+        started_load(api_proc)
     cpu = Cpu(stack, api_proc)
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -595,6 +623,15 @@ def main() -> None:
                  ">= 0.8 x COPY in every round", 0.8, True),
             ):  # fmt: skip
                 show(paired(name, rounds[key], raw_name, target, floor, every))
+            for key, procs in (("one", 1), ("many", args.processes)):
+                # The bridges' own CPU per event: what stands between the path and the floor
+                # of broker plus database.
+                own = [x.cpu.us["platform"] for x in rounds[key] if isinstance(x.cpu, Spent)]
+                if own:
+                    us = statistics.median(own)
+                    show(Figure(f"bridges' CPU per event, {procs} proc", us, "us", None, "",
+                                "<= 25 us", us <= 25,
+                                "by round: " + ", ".join(f"{x:.1f}" for x in own)))  # fmt: skip
             for key, procs in (("one", 1), ("many", args.processes)):
                 peak = max(x.rss for x in rounds[key])
                 show(Figure(f"bridge RSS, backlog {args.events:,}, {procs} proc", peak, "MiB", None,

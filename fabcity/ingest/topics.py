@@ -6,6 +6,7 @@ turn the same bytes into the same event.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,9 @@ class Parsed:
     reason: str | None
 
 
+# Asked of every message, and a city's devices are few: remembered. Bounded, so that a flood
+# of made-up topics costs only misses.
+@functools.lru_cache(maxsize=4096)
 def source_of(topic: str, prefix: str) -> str | None:
     """`{prefix}/{city}/{site}/{device}/events` to `/{city}/{site}/{device}`."""
     if not is_native(topic, prefix):

@@ -1,6 +1,6 @@
 """the registry version also moves when what ingest reads of the registry changes: a city's
-time zone, a device's kind, the resources; so that a writer may keep its resolved sources and
-resources across batches while the version stands still
+time zone, a device's kind, a site or city deleted, the resources; so that a writer may keep
+its resolved sources and resources across batches while the version stands still
 
 Revision ID: 0018
 Revises: 0017
@@ -22,12 +22,14 @@ _NEW_DEVICE_COLUMNS = "site_id, slug, kind, adapter, settings, retired_at"
 _OLD_PG = {
     "devices_registry_version": f"AFTER INSERT OR DELETE OR UPDATE OF {_OLD_DEVICE_COLUMNS} "
     "ON devices",
+    "sites_registry_version": "AFTER UPDATE OF retired_at ON sites",
     "cities_registry_version": "AFTER UPDATE OF retired_at ON cities",
 }
 _NEW_PG = {
     "devices_registry_version": f"AFTER INSERT OR DELETE OR UPDATE OF {_NEW_DEVICE_COLUMNS} "
     "ON devices",
-    "cities_registry_version": "AFTER UPDATE OF retired_at, timezone ON cities",
+    "sites_registry_version": "AFTER UPDATE OF retired_at OR DELETE ON sites",
+    "cities_registry_version": "AFTER UPDATE OF retired_at, timezone OR DELETE ON cities",
     "resources_registry_version": "AFTER INSERT OR DELETE OR UPDATE ON resources",
 }
 _OLD_SQLITE = {
@@ -37,6 +39,8 @@ _OLD_SQLITE = {
 _NEW_SQLITE = {
     "devices_changed_registry_version": f"AFTER UPDATE OF {_NEW_DEVICE_COLUMNS} ON devices",
     "cities_retired_registry_version": "AFTER UPDATE OF retired_at, timezone ON cities",
+    "sites_deleted_registry_version": "AFTER DELETE ON sites",
+    "cities_deleted_registry_version": "AFTER DELETE ON cities",
     "resources_inserted_registry_version": "AFTER INSERT ON resources",
     "resources_deleted_registry_version": "AFTER DELETE ON resources",
     "resources_changed_registry_version": "AFTER UPDATE ON resources",

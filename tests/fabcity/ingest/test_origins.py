@@ -8,17 +8,17 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
+from sqlalchemy import delete, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import transaction
-from fabcity.core.models import City, Device, Event, Resource
+from fabcity.core.models import City, Device, Event, Resource, Site
 from fabcity.ingest.origins import Known
 from fabcity.ingest.service import ingest
 from fabcity.registry import entries
 from schemas import api
-from tests.support.city import CITY, DEVICE, SITE, event, flow, register
+from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, event, flow, register
 
 PRINTER = f"/{CITY}/{SITE}/{DEVICE}"
 # 23:30 UTC: the 1st in UTC, the 2nd in Madrid.
@@ -91,6 +91,20 @@ def test_a_retired_device_is_refused_at_the_next_batch(factory: sessionmaker[Ses
     result = store(factory, known, event([flow()], id="b", source=PRINTER))
     assert result.accepted == 0
     assert "retired" in result.rejected[0].error
+
+
+def test_a_deleted_site_is_refused_at_the_next_batch(factory: sessionmaker[Session]) -> None:
+    # The registry deletes a site no event refers to (it retires the others); the row is
+    # deleted here directly, after the writer has resolved and kept its source.
+    register(factory)
+    known = Known()
+    hub = f"/{CITY}/{OTHER_SITE}"
+    assert store(factory, known, event([flow()], id="a", source=hub)).accepted == 1
+    with transaction(factory) as s:
+        s.execute(delete(Site).where(Site.slug == OTHER_SITE))
+    result = store(factory, known, event([flow()], id="b", source=hub))
+    assert result.accepted == 0
+    assert "no site 'hub'" in result.rejected[0].error
 
 
 def test_a_new_resource_is_read_at_the_next_batch(factory: sessionmaker[Session]) -> None:

@@ -39,6 +39,7 @@ from services.http import (
     standards,
     statistics,
     targets,
+    timing,
 )
 from services.http.dependencies import AppState, AppStateDep
 from services.http.problems import problem
@@ -91,6 +92,8 @@ def create_app(
     app.state.fabcity = AppState(settings, factory, dispatcher or dispatcher_for(settings))
     problems.install(app)
     auth.install(app, settings, factory)
+    if timing.enabled():  # bench.http_spread: outermost, so it sees the request whole
+        app.add_middleware(timing.Timing, factory=factory)
     app.include_router(access.router)
     # The ingest role serves the event stream and nothing else: every other route (the
     # registry, imports, subscriptions, metrics, the dashboard) is the query role's. Their paths

@@ -36,6 +36,7 @@ from fabcity.registry.keys import Principal
 from schemas.api import IngestResult
 from schemas.events import CloudEvent, EventSummary, EventType, EventView, is_json_media
 from schemas.reports import Page
+from services.http import timing
 from services.http.dependencies import (
     AppState,
     AppStateDep,
@@ -184,9 +185,13 @@ def post_events(
     `data` as a JSON body."""
     # A plain `def`: FastAPI runs it in the threadpool, off the event loop. The body was read
     # (and measured) by RawBody; its media type is judged by _events.
+    mark = timing.marks(request.scope)  # does nothing unless FABCITY_HTTP_TIMING is set
+    mark("start")
     items, batch = _events(sent.body, sent.media_type, request.headers.items(), state)
+    mark("parsed")
     # A site or device key writes its own sources only: checked per event, in the ingest path.
     result = _store(state, items, who.source_scope)
+    mark("stored")
     INGESTED.labels("accepted").inc(result.accepted)
     INGESTED.labels("duplicate").inc(result.duplicates)
     INGESTED.labels("rejected").inc(len(result.rejected))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
+from typing import Any
 
 import orjson
 import pytest
@@ -379,3 +380,27 @@ class TestLocalDay:
         assert post(client, batch, BATCH).json()["accepted"] == 2
         with sessions() as s:
             assert sorted(s.scalars(select(Event.day))) == [date(2026, 7, 1), date(2026, 7, 2)]
+
+
+class TestThreadHops:
+    """`POST /v1/events` takes one worker thread, for the endpoint that stores: every
+    dependency before it (the body, the state, the caller, the access check) runs on the event
+    loop. Each hop to the threadpool is a wait and a wake-up, per request."""
+
+    def test_a_post_hands_to_the_threadpool_once(
+        self, client: TestClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import anyio.to_thread
+
+        hops: list[str] = []
+        run_sync = anyio.to_thread.run_sync
+
+        async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+            hops.append(getattr(func, "__name__", repr(func)))
+            return await run_sync(func, *args, **kwargs)
+
+        monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+        response = post(client, event(flow("consume", "filament", 2, "kg", "city"), id="hop"))
+
+        assert response.status_code == 202, response.text
+        assert len(hops) == 1, hops

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from fabcity.core.models import MICRO
 
@@ -102,9 +102,42 @@ def _ratio(part: float, whole: float, states: Iterable[str | None], reason: str)
 # Cell classes ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Sum:
+    """A class of cells whose amounts a metric adds up, by what they are: declared once, and
+    tested on cells here and in SQL by the series (`fabcity.read.series`). `None`: any."""
+
+    action: str
+    dimension: str | None = None
+    resource: str | None = None
+    ring: frozenset[str] | None = None
+    fate: frozenset[str] | None = None
+    design: frozenset[str] | None = None
+    recycled: bool | None = None
+
+    def holds(self, c: Cell) -> bool:
+        return (
+            c.action == self.action
+            and (self.dimension is None or c.dimension == self.dimension)
+            and (self.resource is None or c.resource == self.resource)
+            and (self.ring is None or c.ring in self.ring)
+            and (self.fate is None or c.fate in self.fate)
+            and (self.design is None or c.design in self.design)
+            and (self.recycled is None or c.recycled == self.recycled)
+        )
+
+
+INPUTS = Sum("consume", dimension="mass")  # inputs: `consume` flows of mass resources
+WASTE = Sum("discard", dimension="mass")
+MADE = Sum("produce", dimension="count")
+ELECTRICITY = Sum("consume", resource="electricity")
+# Things made from a design reference whose licence is open (or not yet registered, or not
+# known: a design is not counted closed for a licence we could not read).
+OPEN_DESIGNS = frozenset({"open", "unregistered", "unknown"})
+
+
 def inputs(cells: Sequence[Cell]) -> list[Cell]:
-    """Inputs: `consume` flows of mass resources."""
-    return _select(cells, lambda c: c.action == "consume" and c.dimension == "mass")
+    return _select(cells, INPUTS.holds)
 
 
 def _mfa(cells: Sequence[Cell]) -> list[Cell]:
@@ -112,41 +145,39 @@ def _mfa(cells: Sequence[Cell]) -> list[Cell]:
 
 
 def _waste(cells: Sequence[Cell]) -> list[Cell]:
-    return _select(cells, lambda c: c.action == "discard" and c.dimension == "mass")
+    return _select(cells, WASTE.holds)
 
 
 def _made(cells: Sequence[Cell]) -> list[Cell]:
-    return _select(cells, lambda c: c.action == "produce" and c.dimension == "count")
+    return _select(cells, MADE.holds)
 
 
 def _electricity(cells: Sequence[Cell]) -> list[Cell]:
-    return _select(cells, lambda c: c.action == "consume" and c.resource == "electricity")
+    return _select(cells, ELECTRICITY.holds)
+
+
+@dataclass(frozen=True)
+class Additive:
+    """A metric that is the sum of one class of cells (`whole`), or the share of it that is
+    also of `part`: what the series can add up per window in SQL, leaving Python the ratio."""
+
+    whole: Sum
+    reason: str  # why it is null: `whole` holds no cells (or, for a share, sums to 0)
+    part: Sum | None = None  # a share: the cells of `whole` that are also of `part`
+
+    def __call__(self, cells: Sequence[Cell], _: WindowFacts) -> Value:
+        found = _select(cells, self.whole.holds)
+        if self.part is None:
+            return _total(found, self.reason)
+        part = _sum(c for c in found if self.part.holds(c))
+        return _ratio(part, _sum(found), (c.state for c in found), self.reason)
+
+
+def _share(whole: Sum, reason: str, **part: Any) -> Additive:
+    return Additive(whole, reason, Sum(whole.action, **part))
 
 
 # Local production -------------------------------------------------------------------------
-
-
-def input_kg(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    return _total(inputs(cells), "no inputs recorded")
-
-
-def _input_share(rings: frozenset[str]) -> Callable[[Sequence[Cell], WindowFacts], Value]:
-    def share(cells: Sequence[Cell], _: WindowFacts) -> Value:
-        ins = inputs(cells)
-        part = _sum(c for c in ins if c.ring in rings)
-        return _ratio(part, _sum(ins), (c.state for c in ins), "no inputs recorded")
-
-    return share
-
-
-def recycled_input_share(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    ins = inputs(cells)
-    part = _sum(c for c in ins if c.recycled)
-    return _ratio(part, _sum(ins), (c.state for c in ins), "no inputs recorded")
-
-
-def produced_count(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    return _total(_made(cells), "no production recorded")
 
 
 def produced_kg(cells: Sequence[Cell], _: WindowFacts) -> Value:
@@ -160,59 +191,18 @@ def produced_kg(cells: Sequence[Cell], _: WindowFacts) -> Value:
     return Value(value, weakest(states))
 
 
-def repaired_count(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    return _total(_select(cells, lambda c: c.action == "modify"), "no repairs recorded")
-
-
-def open_design_share(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    """Things made from a design reference whose licence is open (or not yet registered, or
-    not known: a design is not counted closed for a licence we could not read)."""
-    made = _made(cells)
-    part = _sum(c for c in made if c.design in ("open", "unregistered", "unknown"))
-    return _ratio(part, _sum(made), (c.state for c in made), "no production recorded")
-
-
-def designs_cited(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    return _total(_select(cells, lambda c: c.action == "cite"), "no designs cited")
-
-
-def designs_published(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    return _total(_select(cells, lambda c: c.action == "publish"), "no designs published")
-
-
-def waste_kg(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    return _total(_waste(cells), "no waste recorded")
-
-
-def diversion_rate(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    waste = _waste(cells)
-    part = _sum(c for c in waste if c.fate in DIVERTED)
-    return _ratio(part, _sum(waste), (c.state for c in waste), "no waste recorded")
-
-
-def energy_kwh(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    return _total(_electricity(cells), "no electricity recorded")
+ENERGY_KWH = Additive(ELECTRICITY, "no electricity recorded")
 
 
 def energy_per_kg(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
-    energy, made = energy_kwh(cells, ctx), produced_kg(cells, ctx)
+    energy, made = ENERGY_KWH(cells, ctx), produced_kg(cells, ctx)
     if energy.value is None or made.value is None:
         return missing("needs both energy_kwh and produced_kg")
     return _ratio(energy.value, made.value, (energy.state, made.state), "produced_kg is 0")
 
 
-def local_energy_share(cells: Sequence[Cell], _: WindowFacts) -> Value:
-    power = _electricity(cells)
-    part = _sum(c for c in power if c.ring in LOCAL)
-    return _ratio(part, _sum(power), (c.state for c in power), "no electricity recorded")
-
-
-def _hours_of(resource: str, action: str) -> Callable[[Sequence[Cell], WindowFacts], Value]:
-    def hours(cells: Sequence[Cell], _: WindowFacts) -> Value:
-        found = _select(cells, lambda c: c.action == action and c.resource == resource)
-        return _total(found, f"no {resource.replace('_', ' ')} recorded")
-
-    return hours
+def _hours_of(resource: str, action: str) -> Additive:
+    return Additive(Sum(action, resource=resource), f"no {resource.replace('_', ' ')} recorded")
 
 
 def utilization(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
@@ -419,34 +409,60 @@ class Metric:
     tags: tuple[str, ...] = field(default=())
 
 
+WASTE_KG = Additive(WASTE, "no waste recorded")
+
 METRICS: dict[str, Metric] = {
-    "input_kg": Metric("kg", input_kg, "Σ inputs (consume flows of mass resources)"),
-    "local_input_share": Metric("ratio", _input_share(LOCAL), "inputs from site or city / inputs"),
+    "input_kg": Metric(
+        "kg", Additive(INPUTS, "no inputs recorded"), "Σ inputs (consume flows of mass resources)"
+    ),
+    "local_input_share": Metric(
+        "ratio",
+        _share(INPUTS, "no inputs recorded", ring=LOCAL),
+        "inputs from site or city / inputs",
+    ),
     "regional_input_share": Metric(
-        "ratio", _input_share(REGIONAL), "inputs from site, city or region / inputs"
+        "ratio",
+        _share(INPUTS, "no inputs recorded", ring=REGIONAL),
+        "inputs from site, city or region / inputs",
     ),
-    "recycled_input_share": Metric("ratio", recycled_input_share, "recycled inputs / inputs"),
-    "produced_count": Metric("count", produced_count, "Σ produce of counted things"),
+    "recycled_input_share": Metric(
+        "ratio", _share(INPUTS, "no inputs recorded", recycled=True), "recycled inputs / inputs"
+    ),
+    "produced_count": Metric(
+        "count", Additive(MADE, "no production recorded"), "Σ produce of counted things"
+    ),
     "produced_kg": Metric("kg", produced_kg, "Σ produce by mass; count × design mass modelled"),
-    "repaired_count": Metric("count", repaired_count, "Σ modify"),
+    "repaired_count": Metric("count", Additive(Sum("modify"), "no repairs recorded"), "Σ modify"),
     "open_design_share": Metric(
-        "ratio", open_design_share, "things made from an open design / things made"
+        "ratio",
+        _share(MADE, "no production recorded", design=OPEN_DESIGNS),
+        "things made from an open design / things made",
     ),
-    "designs_cited": Metric("count", designs_cited, "Σ cite: designs taken in (data in)"),
-    "designs_published": Metric("count", designs_published, "Σ publish: designs shared (data out)"),
-    "waste_kg": Metric("kg", waste_kg, "Σ discard by mass"),
+    "designs_cited": Metric(
+        "count", Additive(Sum("cite"), "no designs cited"), "Σ cite: designs taken in (data in)"
+    ),
+    "designs_published": Metric(
+        "count",
+        Additive(Sum("publish"), "no designs published"),
+        "Σ publish: designs shared (data out)",
+    ),
+    "waste_kg": Metric("kg", WASTE_KG, "Σ discard by mass"),
     "waste_kg_per_person": Metric(
         "kg/person",
-        _per_person(waste_kg),
+        _per_person(WASTE_KG),
         "waste_kg / population; over a year, comparable with official municipal waste per person",
     ),
     "diversion_rate": Metric(
-        "ratio", diversion_rate, "waste reused, recycled or composted / waste"
+        "ratio",
+        _share(WASTE, "no waste recorded", fate=DIVERTED),
+        "waste reused, recycled or composted / waste",
     ),
-    "energy_kwh": Metric("kWh", energy_kwh, "Σ electricity consumed"),
+    "energy_kwh": Metric("kWh", ENERGY_KWH, "Σ electricity consumed"),
     "energy_per_kg": Metric("kWh/kg", energy_per_kg, "energy_kwh / produced_kg"),
     "local_energy_share": Metric(
-        "ratio", local_energy_share, "electricity from site or city / electricity"
+        "ratio",
+        _share(ELECTRICITY, "no electricity recorded", ring=LOCAL),
+        "electricity from site or city / electricity",
     ),
     "work_hours": Metric("h", _hours_of("work_hours", "work"), "Σ work on work_hours"),
     "training_hours": Metric("h", _hours_of("training_hours", "work"), "Σ work on training_hours"),

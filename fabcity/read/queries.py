@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, DateTime, cast, func, select, true, union_all
+from sqlalchemy import Date, DateTime, cast, func, literal, select, true, union_all
 from sqlalchemy.orm import Session
 
 from fabcity.core import calendar, models
@@ -76,24 +76,79 @@ def _check_count(first: date, last: date, interval: Interval, most: int, advice:
         raise Invalid(f"{count} windows asked; at most {most}: {advice}")
 
 
-def metric_series(
+@dataclass(frozen=True)
+class Frame:
+    """The windows of a series, in order, and what each window's metrics need beyond its
+    flows; the days read (every window whole) and the one site asked for, if any."""
+
+    city: models.City
+    zone: ZoneInfo
+    starts: list[Start]
+    facts: list[WindowFacts]
+    read_from: date
+    read_to: date
+    site: str | None
+    site_id: int | None
+
+
+def frame(
     session: Session,
     city_slug: str,
-    names: list[str],
     first: date | None,
     last: date | None,
     interval: Interval,
-    group_by: GroupBy | None,
     now: datetime | None = None,
     site: str | None = None,
-) -> api.MetricsResponse:
-    """Every window that overlaps [first, last], each computed over the whole window; a
-    window not over at `now` (the present by default) is `partial`. With `site`, only that
-    site's flows and events: one site of one, its coverage its own."""
-    now = now or datetime.now(UTC)
+) -> Frame:
+    """Every window that overlaps [first, last]; a window not over at `now` (the present by
+    default) is `partial`. With `site`, that site's events only: one site of one, its
+    coverage its own."""
     city = entries.get_city(session, city_slug)
     # An unknown site is a 404 like an unknown city, never an empty series that reads as quiet.
     site_id = entries.get_site(session, city, site).id if site is not None else None
+    f = _windows_of(city, first, last, interval, site, site_id)
+    coverage = _coverage(session, city.id, f.read_from, f.read_to, interval, f.zone, site_id)
+    # A site retired before a window began is not active in it; one retired since was.
+    active_at = entries.active_sites(session, city.id) if site is None else _one_site
+    return _with_facts(f, interval, coverage, active_at, now or datetime.now(UTC))
+
+
+def frames(
+    session: Session,
+    slugs: list[str],
+    first: date | None,
+    last: date | None,
+    interval: Interval,
+    now: datetime | None = None,
+) -> list[Frame]:
+    """`frame` of each city, their coverage read at once: comparing ten cities is then a few
+    queries, not a few per city."""
+    found = {
+        c.slug: c for c in session.scalars(select(models.City).where(models.City.slug.in_(slugs)))
+    }
+    for slug in slugs:
+        if slug not in found:
+            entries.get_city(session, slug)  # the 404 of an unknown city
+    bare = [_windows_of(found[slug], first, last, interval) for slug in slugs]
+    zones = {f.city.id: f.zone for f in bare}
+    lo, hi = min(f.read_from for f in bare), max(f.read_to for f in bare)
+    coverage = _coverages(session, zones, lo, hi, interval)
+    active = entries.active_sites_of(session, list(zones))
+    now = now or datetime.now(UTC)
+    return [
+        _with_facts(f, interval, coverage.get(f.city.id, {}), active[f.city.id], now) for f in bare
+    ]
+
+
+def _windows_of(
+    city: models.City,
+    first: date | None,
+    last: date | None,
+    interval: Interval,
+    site: str | None = None,
+    site_id: int | None = None,
+) -> Frame:
+    """A frame's windows, without their facts yet."""
     zone = ZoneInfo(city.timezone)
     first, last = resolve_period(city, first, last)
     _check_count(first, last, interval, MAX_WINDOWS, "widen the interval, or export CSV")
@@ -107,55 +162,96 @@ def metric_series(
         else list(days)
     )
     starts = sorted(set(starts))
+    return Frame(city, zone, starts, [], read_from, read_to, site, site_id)
 
-    cells = _cells(session, city.id, read_from, read_to, interval, zone)
-    coverage = _coverage(session, city.id, read_from, read_to, interval, zone, site_id)
-    # A site retired before a window began is not active in it; one retired since was.
-    active_at = entries.active_sites(session, city.id)
-    if site is not None:
-        cells = {k: [c for c in cs if c.site == site] for k, cs in cells.items()}
-        active_at = _one_site
 
-    # What every metric of a window shares, worked out once per window rather than once per
-    # metric and group; and each window's cells split by group in one pass (a year by day by
-    # site is 7,300 windows of a group: filtering them per metric cost most of the request).
-    contexts = {}
-    for start in starts:
+def _with_facts(
+    f: Frame,
+    interval: Interval,
+    coverage: dict[Start, tuple[int, int]],
+    active_at: Callable[[datetime], int],
+    now: datetime,
+) -> Frame:
+    facts = []
+    zone = f.zone
+    midnights: dict[date, datetime] = {}  # a window's end is the next one's start
+
+    def midnight(day: date) -> datetime:
+        if day not in midnights:
+            midnights[day] = datetime.combine(day, time(), zone)
+        return midnights[day]
+
+    for start in f.starts:
         events, reporting = coverage.get(start, (0, 0))
-        began = start if isinstance(start, datetime) else datetime.combine(start, time(), zone)
-        contexts[start] = WindowFacts(
-            _hours(start, interval, zone),
-            active_at(began),
-            reporting,
-            events,
-            city.population,
-            partial=window_end(start, interval, zone) > now,
+        if isinstance(start, datetime):
+            began, hours, end = (
+                start,
+                _hours(start, interval, zone),
+                window_end(start, interval, zone),
+            )
+        else:
+            # As `_hours` and `window_end` have it, each local midnight made once.
+            began, end = midnight(start), midnight(calendar.next_start(start, interval))
+            hours = (end.astimezone(UTC) - began.astimezone(UTC)).total_seconds() / 3600
+        facts.append(
+            WindowFacts(
+                hours, active_at(began), reporting, events, f.city.population, partial=end > now
+            )
         )
-    groups: dict[str | None, dict[Start, list[Cell]]] = {None: cells}
-    if group_by is not None:
-        groups = {}
-        for start, window in cells.items():
-            for c in window:
-                group = metrics.group_key(c, group_by)
-                groups.setdefault(group, {}).setdefault(start, []).append(c)
-        groups = dict(sorted(groups.items()))
+    return replace(f, facts=facts)
 
+
+def metric_series(
+    session: Session,
+    city_slug: str,
+    names: list[str],
+    first: date | None,
+    last: date | None,
+    interval: Interval,
+    group_by: GroupBy | None,
+    now: datetime | None = None,
+    site: str | None = None,
+) -> api.MetricsResponse:
+    """Every window that overlaps [first, last] (`frame`), each metric computed over the
+    whole window from its cells. The JSON API answers with `series.series_json`, which adds
+    up the sums in SQL; this is the straightforward computation, for CSV and NGSI-LD."""
+    f = frame(session, city_slug, first, last, interval, now, site)
+    groups = cell_groups(session, f, interval, group_by)
     series: list[api.Series] = []
     for name in names:
         metric = metrics.METRICS[name]
         for key, by_start in groups.items():
             points = [
                 _point(start, compute(name, by_start.get(start, []), ctx), ctx)
-                for start, ctx in contexts.items()
+                for start, ctx in zip(f.starts, f.facts, strict=True)
             ]
             series.append(api.Series(name=name, unit=metric.unit, key=key, points=points))
     return api.MetricsResponse(
-        city=city.slug,
+        city=f.city.slug,
         interval=interval,
-        timezone=city.timezone,
+        timezone=f.city.timezone,
         group_by=group_by,
         series=series,
     )
+
+
+def cell_groups(
+    session: Session, f: Frame, interval: Interval, group_by: GroupBy | None
+) -> dict[str | None, dict[Start, list[Cell]]]:
+    """The cells of each window, by group (one group, None, without `group_by`), the groups
+    in order: each window's cells split in one pass (a year by day by site is 7,300 windows
+    of a group: filtering them per metric cost most of the request)."""
+    cells = _cells(session, f.city.id, f.read_from, f.read_to, interval, f.zone)
+    if f.site is not None:
+        cells = {k: [c for c in cs if c.site == f.site] for k, cs in cells.items()}
+    if group_by is None:
+        return {None: cells}
+    groups: dict[str | None, dict[Start, list[Cell]]] = {}
+    for start, window in cells.items():
+        for c in window:
+            group = metrics.group_key(c, group_by)
+            groups.setdefault(group, {}).setdefault(start, []).append(c)
+    return dict(sorted(groups.items()))
 
 
 def chunks(
@@ -296,13 +392,25 @@ def _point(start: Start, value: metrics.Value, ctx: WindowFacts) -> api.Point:
 # metrics are the same to the last digit as when the rows were summed in Python.
 
 Bucket = Literal["hour", "day", "week", "month", "year", "period"]
+# Every key an hour can have (`calendar.hour_key`). The hour rollup's primary key begins with
+# the hour: naming each one lets PostgreSQL descend the index once per hour for a city's days,
+# where without it it read the whole table (every city's every hour).
+HOUR_KEYS = tuple(range(2 * calendar.SECOND_PASS))
 _CUBE_DIMS = ("site_id", "device_id", "action", "resource", "ring", "fate", "recycled", "design",
               "state")  # fmt: skip
 _CUBE_MEASURES = ("amount", "design_mass", "design_mass_flows", "flows")
 
 
+_A_MONDAY = date(1, 1, 1)  # before `calendar.FIRST_DAY`
+
+
 def _window(session: Session, day: Any, bucket: Bucket) -> Any:
     """The first day of the week (ISO, Monday), month or year holding `day`, in SQL."""
+    if is_postgres(session) and bucket == "week":
+        # The Monday on or before: days since a Monday (1 January of year 1, before any day
+        # that can be read) modulo 7. Integer arithmetic, a third of date_trunc's cost on a
+        # year of day rows.
+        return day - (day - literal(_A_MONDAY, Date)) % 7
     if is_postgres(session):
         return cast(func.date_trunc(bucket, cast(day, DateTime)), Date)
     modifiers = {
@@ -327,6 +435,8 @@ def _cells(
         rows = select(*window, *columns).where(
             table.city_id == city_id, table.day.between(first, last)
         )
+        if bucket == "hour":
+            rows = rows.where(FlowRollupHour.hour.in_(HOUR_KEYS))
     else:
         # Whole months from the month rollups, the days at either end from the day rollups.
         parts = [
@@ -390,6 +500,18 @@ def _coverage(
 ) -> dict[Start, tuple[int, int]]:
     """Events and sites reporting per window (of one site when `site_id` is given), summed in
     the database."""
+    return _coverages(session, {city_id: zone}, first, last, bucket, site_id).get(city_id, {})
+
+
+def _coverages(
+    session: Session,
+    zones: dict[int, ZoneInfo],
+    first: date,
+    last: date,
+    bucket: Bucket,
+    site_id: int | None = None,
+) -> dict[int, dict[Start, tuple[int, int]]]:
+    """`_coverage` of each city (by id, with its time zone), in one query."""
     t: type[SiteActivity] | type[SiteActivityDay] = (
         SiteActivity if bucket == "hour" else SiteActivityDay
     )
@@ -398,16 +520,34 @@ def _coverage(
         window = [t.day, SiteActivity.hour] if bucket == "hour" else [t.day]
     else:
         window = [] if bucket == "period" else [_window(session, t.day, bucket)]
-    query = (
-        select(*window, t.site_id, func.sum(t.events))
-        .where(t.city_id == city_id, t.day.between(first, last))
-        .where(true() if site_id is None else t.site_id == site_id)
-        .group_by(*window, t.site_id)
+    # Summed per window in the database (a year by day is 7,300 rows of a site and a day):
+    # per site first, then the sites counted (COUNT(DISTINCT) sorted every row). An hour's or
+    # a day's rows are one per site already.
+    labels = [w.label(f"w{i}") for i, w in enumerate(window)]
+    where = (
+        t.city_id.in_(zones),
+        t.day.between(first, last),
+        true() if site_id is None else t.site_id == site_id,
     )
-    events: dict[Start, int] = defaultdict(int)
-    sites: dict[Start, int] = defaultdict(int)
-    for row in session.execute(query):
-        start = _start_of(row, bucket, first, zone)
-        events[start] += int(row[-1])
-        sites[start] += 1  # one row per site and window
-    return {s: (events[s], sites[s]) for s in events}
+    if bucket in ("hour", "day"):
+        per_site = select(*labels, t.city_id, t.events.label("events")).where(*where).subquery()
+    else:
+        per_site = (
+            select(*labels, t.city_id, func.sum(t.events).label("events"))
+            .where(*where)
+            .group_by(*window, t.city_id, t.site_id)
+            .subquery()
+        )
+    windows = [per_site.c[f"w{i}"] for i in range(len(window))]
+    query = select(
+        *windows, per_site.c.city_id, func.sum(per_site.c.events), func.count()
+    ).group_by(*windows, per_site.c.city_id)
+    found: dict[int, dict[Start, tuple[int, int]]] = {}
+    for row in session.connection().execute(query).all():
+        city_id, events, sites = row[-3:]
+        start = _start_of(row, bucket, first, zones[city_id])
+        held = found.setdefault(city_id, {})
+        # (two keys of one hour, read in another zone: added)
+        before = held.get(start, (0, 0))
+        held[start] = (before[0] + int(events), before[1] + sites)
+    return found

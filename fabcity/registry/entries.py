@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -184,21 +184,34 @@ def active_sites(session: Session, city_id: int) -> Callable[[datetime], int]:
     retired, and those retired after it. A retired site no longer lowers the reporting
     coverage of the windows after its retirement, and still counts in those it lived through,
     so a past window's coverage does not move when a site retires today. One read per call."""
-    found = session.scalars(select(models.Site.retired_at).where(models.Site.city_id == city_id))
-    never = 0
-    retired: list[datetime] = []
-    for when in found:
+    return active_sites_of(session, [city_id])[city_id]
+
+
+def active_sites_of(
+    session: Session, city_ids: Sequence[int]
+) -> dict[int, Callable[[datetime], int]]:
+    """`active_sites` of each city, in one read."""
+    found = session.execute(
+        select(models.Site.city_id, models.Site.retired_at).where(models.Site.city_id.in_(city_ids))
+    )
+    never = dict.fromkeys(city_ids, 0)
+    retired: dict[int, list[datetime]] = {c: [] for c in city_ids}
+    for city_id, when in found:
         if when is None:
-            never += 1
+            never[city_id] += 1
         else:
             # SQLite returns stored times without their offset; they were stored in UTC.
-            retired.append(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
-    retired.sort()
+            retired[city_id].append(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
 
-    def active_at(instant: datetime) -> int:
-        return never + len(retired) - bisect_right(retired, instant)
+    def counter(never: int, retired: list[datetime]) -> Callable[[datetime], int]:
+        retired.sort()
 
-    return active_at
+        def active_at(instant: datetime) -> int:
+            return never + len(retired) - bisect_right(retired, instant)
+
+        return active_at
+
+    return {c: counter(never[c], retired[c]) for c in city_ids}
 
 
 def site_coordinates(session: Session, city_id: int) -> list[tuple[float, float]]:
@@ -403,7 +416,12 @@ def mark_heard(session: Session, heard: dict[str, datetime]) -> None:
 def registry_version(session: Session) -> int:
     """A number the database raises at every write that changes what the bridge listens to
     (triggers of migration 0014): one primary-key read, cheap to ask every half second."""
-    return session.scalar(select(models.RegistryVersion.version)) or 0
+    # Read by every ingest batch (`fabcity.ingest.origins.Known`): plain SQL costs half the
+    # client CPU of a compiled select (59 against 121 us here).
+    found = session.connection().exec_driver_sql(
+        f"SELECT version FROM {models.RegistryVersion.__tablename__} WHERE id = 1"
+    )
+    return int(found.scalar() or 0)
 
 
 @dataclass(frozen=True)

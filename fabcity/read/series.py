@@ -1,0 +1,504 @@
+"""Metric series as JSON, fast: a year by day by site is 29,200 points.
+
+Computing each point from its cells in Python, then building a pydantic `Point` of it, cost
+~40 µs a point: over a second for a year by day by site (docs/query-benchmark.md). Here the
+metrics that are sums of one class of cells, or shares of such a sum (`metrics.Additive`), are
+added up per window and group in SQL, one row per window and group, and Python keeps the
+ratios; the JSON is written from byte fragments made once per window (its start, coverage,
+confidence), not from models.
+Other metrics (MFA accounts, DIDO, FCI, utilization, ...) are computed from cells as in
+`queries.metric_series`, and written the same way.
+
+The bytes are those of `json_of(queries.metric_series(...))`, to the last digit: sums of
+integers are exact, the ratios are taken of the same floats, and a test compares the two on
+SQLite and PostgreSQL (tests/fabcity/read/test_series.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from itertools import chain
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+    union_all,
+)
+from sqlalchemy.orm import Session
+
+from fabcity.core import calendar
+from fabcity.core.calendar import Interval
+from fabcity.core.models import MICRO, Device, FlowRollup, FlowRollupHour, Resource, Site
+from fabcity.read import metrics, queries
+from fabcity.read.metrics import Additive, GroupBy, Sum, Value
+from fabcity.read.queries import Frame, Start
+
+STATES = ("measured", "reported", "modelled")  # by rank: the weakest is the highest
+# A window's sums of a group: per `whole` its amount and its weakest state's rank (null: no
+# cell of it), then each share's part. None: no rollup row at all.
+Row = list[int | None] | None
+_START: TypeAdapter[datetime | date] = TypeAdapter(datetime | date)  # `api.Point.start`
+_DUMPS = orjson.dumps
+
+
+def series_json(
+    session: Session,
+    city_slug: str,
+    names: list[str],
+    first: date | None,
+    last: date | None,
+    interval: Interval,
+    group_by: GroupBy | None,
+    now: datetime | None = None,
+    site: str | None = None,
+) -> bytes:
+    """The JSON of `queries.metric_series` with the same arguments."""
+    f = queries.frame(session, city_slug, first, last, interval, now, site)
+    sums = _Sums(_additive(names).values())
+    found = _read_sums(session, [f], interval, group_by, sums) if sums.wholes else {}
+    return _response(session, f, names, interval, group_by, sums, found.get(f.city.id, {}))
+
+
+def compare_json(
+    session: Session,
+    slugs: list[str],
+    names: list[str],
+    first: date | None,
+    last: date | None,
+    interval: Interval,
+) -> bytes:
+    """The JSON of `reports.Comparison`: each city's series, in its own time zone; the
+    sums of every city read in one query."""
+    frames = queries.frames(session, slugs, first, last, interval)
+    sums = _Sums(_additive(names).values())
+    found = _read_sums(session, frames, interval, None, sums) if sums.wholes else {}
+    cities = [
+        _response(session, f, names, interval, None, sums, found.get(f.city.id, {})) for f in frames
+    ]
+    return b"".join(
+        (
+            b'{"names":',
+            _DUMPS(names),
+            b',"interval":',
+            _DUMPS(interval),
+            b',"from":',
+            _DUMPS(first),
+            b',"to":',
+            _DUMPS(last),
+            b',"cities":[',
+            b",".join(cities),
+            b"]}",
+        )
+    )
+
+
+def _additive(names: list[str]) -> dict[str, Additive]:
+    return {n: m for n in names if isinstance(m := metrics.METRICS[n].compute, Additive)}
+
+
+def _response(
+    session: Session,
+    f: Frame,
+    names: list[str],
+    interval: Interval,
+    group_by: GroupBy | None,
+    sums: _Sums,
+    found: dict[Any, list[Row]],
+) -> bytes:
+    """One city's `api.MetricsResponse`, its sums read (`_read_sums`)."""
+    windows = _Windows(f)
+    additive = _additive(names)
+    groups = None
+    if len(additive) < len(names):
+        groups = queries.cell_groups(session, f, interval, group_by)
+    keys: list[str | None] = [None]
+    if group_by is not None:
+        keys = [*sorted({k for k in (*found, *(groups or ())) if k is not None})]
+    series = []
+    for name in names:
+        unit = metrics.METRICS[name].unit
+        for key in keys:
+            if name in additive:
+                rows = found.get(key) or [None] * len(f.starts)
+                points = _additive_points(additive[name], sums, rows, windows)
+            else:
+                by_start = (groups or {}).get(key, {})
+                points = _cell_points(name, by_start, windows)
+            series.append(
+                b"".join(
+                    (
+                        b'{"name":',
+                        _DUMPS(name),
+                        b',"unit":',
+                        _DUMPS(unit),
+                        b',"key":',
+                        _DUMPS(key),
+                        b',"points":[',
+                        points,
+                        b"]}",
+                    )
+                )
+            )
+    return b"".join(
+        (
+            b'{"city":',
+            _DUMPS(f.city.slug),
+            b',"interval":',
+            _DUMPS(interval),
+            b',"timezone":',
+            _DUMPS(f.city.timezone),
+            b',"group_by":',
+            _DUMPS(group_by),
+            b',"series":[',
+            b",".join(series),
+            b"]}",
+        )
+    )
+
+
+# Writing points ---------------------------------------------------------------------------
+
+
+class _Windows:
+    """A frame's windows as the byte fragments every point of a window shares, in the order
+    of `api.Point`'s fields: start, value, state, reason, terms, range, confidence, partial,
+    coverage."""
+
+    def __init__(self, f: Frame) -> None:
+        self.starts = f.starts
+        self.facts = f.facts
+        starts = [_START.dump_python(s, mode="json") for s in f.starts]
+        self.heads = [b'{"start":' + _DUMPS(s) + b',"value":' for s in starts]
+        self.ends = [
+            b',"partial":'
+            + (b"true" if ctx.partial else b"false")
+            + b',"coverage":'
+            + _DUMPS(
+                {
+                    "events": ctx.events,
+                    "sites_reporting": ctx.sites_reporting,
+                    "sites_active": ctx.sites_active,
+                }
+            )
+            + b"},"
+            for ctx in f.facts
+        ]
+        # A recorded value without a range: its confidence is the window's.
+        sure = Value(0.0, "measured")
+        self.recorded = [
+            [
+                b',"state":"'
+                + state.encode()
+                + b'","reason":null,"terms":null,"range":null,"confidence":'
+                + _DUMPS(metrics.confidence(sure, ctx))
+                + end
+                for state in STATES
+            ]
+            for ctx, end in zip(f.facts, self.ends, strict=True)
+        ]
+        self._missing: dict[str, list[bytes]] = {}
+
+    def missing(self, reason: str) -> list[bytes]:
+        """Each window's tail of a value not recorded for `reason` (or for want of events)."""
+        if reason not in self._missing:
+            self._missing[reason] = [
+                b',"state":null,"reason":'
+                + _DUMPS(reason if ctx.events else metrics.NO_EVENTS)
+                + b',"terms":null,"range":null,"confidence":null'
+                + end
+                for ctx, end in zip(self.facts, self.ends, strict=True)
+            ]
+        return self._missing[reason]
+
+    def join(self, values: list[float | None], tails: Iterable[bytes]) -> bytes:
+        """The points of a series: every window's head, value (9 decimals keep every digit
+        the inputs had) and tail. orjson writes the values in one call, as it writes them in
+        a whole answer."""
+        written = _DUMPS(values)[1:-1].split(b",") if values else []
+        return b"".join(chain.from_iterable(zip(self.heads, written, tails, strict=True)))[:-1]
+
+
+def _additive_points(metric: Additive, sums: _Sums, rows: list[Row], w: _Windows) -> bytes:
+    """Points of a sum or a share, computed as `Additive` computes them from cells; column
+    by column, in comprehensions: a year by day by site is 29,200 of them."""
+    amount = 2 * sums.index[metric.whole]
+    rank = amount + 1  # None: no cell of the class in the window
+    found: list[Any] = rows  # a row is None where `ranks` says so
+    ranks = [None if row is None else row[rank] for row in found]
+    totals = [
+        None if k is None else (row[amount] or 0) / MICRO
+        for row, k in zip(found, ranks, strict=True)
+    ]
+    values: list[float | None]
+    if metric.part is None:
+        values = [None if t is None else round(t, 9) for t in totals]
+    else:
+        part = sums.parts[(metric.whole, metric.part)]
+        values = [
+            None if t is None or t <= 0 else round((row[part] or 0) / MICRO / t, 9)
+            for row, t in zip(found, totals, strict=True)
+        ]
+    nothing = w.missing(metric.reason)
+    tails = [
+        gone if v is None else recorded[k or 0]
+        for v, k, recorded, gone in zip(values, ranks, w.recorded, nothing, strict=True)
+    ]
+    return w.join(values, tails)
+
+
+def _cell_points(name: str, by_start: dict[Start, list[metrics.Cell]], w: _Windows) -> bytes:
+    """Points of a metric computed from its cells (`queries.compute`)."""
+    values: list[float | None] = []
+    tails: list[bytes] = []
+    for start, ctx, end in zip(w.starts, w.facts, w.ends, strict=True):
+        v = queries.compute(name, by_start.get(start, []), ctx)
+        # floats, as the model makes them: a value may be an int (a sum of nothing is 0)
+        values.append(None if v.value is None else float(round(v.value, 9)))
+        tails.append(
+            b"".join(
+                (
+                    b',"state":',
+                    _DUMPS(v.state),
+                    b',"reason":',
+                    _DUMPS(v.reason),
+                    b',"terms":',
+                    _DUMPS(list(v.terms) if v.terms is not None else None),
+                    b',"range":',
+                    _DUMPS([float(round(x, 9)) for x in v.range] if v.range is not None else None),
+                    b',"confidence":',
+                    _DUMPS(v.confidence),
+                    end,
+                )
+            )
+        )
+    return w.join(values, tails)
+
+
+# Reading sums ---------------------------------------------------------------------------
+
+
+class _Sums:
+    """The classes of cells a request adds up: for each `whole`, its amount and its weakest
+    state (both null without a cell of it); for each share, the amount of its part."""
+
+    def __init__(self, wanted: Iterable[Additive]) -> None:
+        wanted = list(wanted)
+        self.wholes = list(dict.fromkeys(m.whole for m in wanted))
+        self.index = {s: i for i, s in enumerate(self.wholes)}
+        shares = list(dict.fromkeys((m.whole, m.part) for m in wanted if m.part is not None))
+        self.parts = {share: 2 * len(self.wholes) + i for i, share in enumerate(shares)}
+
+
+class _Resources:
+    """The registered resources: by dimension, and their MFA category. The sums test a
+    resource's dimension by name, and count only registered resources (as the cells do, by
+    joining them), so the rollup rows are read without a join."""
+
+    def __init__(self, session: Session) -> None:
+        rows = session.execute(select(Resource.name, Resource.dimension, Resource.mfa_category))
+        self.category: dict[str, str] = {}
+        self.of: dict[str, list[str]] = {}
+        for name, dimension, category in rows:
+            self.category[name] = category or "none"
+            self.of.setdefault(dimension, []).append(name)
+        self.names = sorted(self.category)
+
+    def among(self, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+        """`column IN values`, the values written in the SQL: with dozens of parameters the
+        driver parsed the query again on every request, and PostgreSQL hashes a list of
+        constants where it searches an array parameter from its start on every row."""
+        found: ColumnElement[bool] = column.in_(
+            bindparam(None, sorted(values), expanding=True, literal_execute=True)
+        )
+        return found
+
+    def holds(self, s: Sum, cube: Any) -> ColumnElement[bool]:
+        """`Sum.holds` in SQL, of rows of registered resources."""
+        tests: list[ColumnElement[bool]] = [cube.c.action == s.action]
+        if s.dimension is not None:
+            tests.append(self.among(cube.c.resource, self.of.get(s.dimension, [])))
+        if s.resource is not None:
+            tests.append(cube.c.resource == s.resource)
+        for column, among in (("ring", s.ring), ("fate", s.fate), ("design", s.design)):
+            if among is not None:
+                tests.append(self.among(cube.c[column], among))
+        if s.recycled is not None:
+            tests.append(cube.c.recycled.is_(s.recycled))
+        return and_(*tests)
+
+
+def _read_sums(
+    session: Session,
+    frames: list[Frame],
+    interval: Interval,
+    group_by: GroupBy | None,
+    sums: _Sums,
+) -> dict[int, dict[Any, list[Row]]]:
+    """Per city, group and window (by its index), the sums' columns; summed in the database
+    from the same rollup rows `queries._cells` reads, grouped by ids (the keys are looked up
+    after: a join per row cost more than the sums). `group_by` with one frame only."""
+    resources = _Resources(session)
+    cube = _rows(session, frames, interval).subquery()
+    rank = case({s: r for r, s in enumerate(STATES)}, value=cube.c.state)
+    columns: list[Any] = []
+    for s in sums.wholes:
+        held = resources.holds(s, cube)
+        columns += [
+            cast(func.sum(cube.c.amount).filter(held), BigInteger),
+            func.max(rank).filter(held),
+        ]
+    for whole, part in sums.parts:
+        held = and_(resources.holds(whole, cube), resources.holds(part, cube))
+        columns.append(cast(func.sum(cube.c.amount).filter(held), BigInteger))
+    window = [cube.c.day, cube.c.hour] if interval == "hour" else [cube.c.day]
+    group = [] if group_by is None else [_GROUP_COLUMN[group_by](cube)]
+    query = (
+        select(*window, cube.c.city_id, *group, *columns)
+        .where(resources.among(cube.c.resource, resources.names))
+        .group_by(*window, cube.c.city_id, *group)
+    )
+    site_id = frames[0].site_id if len(frames) == 1 else None
+    if site_id is not None:
+        query = query.where(cube.c.site_id == site_id)
+    width = len(window) + 1 + len(group)
+    of = {f.city.id: (f, _slots(f, interval), len(f.starts)) for f in frames}
+    ranks = 2 * len(sums.wholes)
+
+    def add(a: Row, b: Row) -> Row:
+        """Two rows of one window and key: summed, the weakest of their states."""
+        if a is None or b is None:
+            return a or b
+        return [
+            y if x is None else x if y is None else max(x, y) if k < ranks and k % 2 else x + y
+            for k, (x, y) in enumerate(zip(a, b, strict=True))
+        ]
+
+    by_id: dict[tuple[int, Any], list[Row]] = {}
+    # Core, not the ORM: thousands of rows, read as tuples.
+    for row in session.connection().execute(query).all():
+        at = row[0] if interval != "hour" else (row[0], row[1])
+        city = row[len(window)]
+        f, slots, count = of[city]
+        i = slots.get(at)
+        if i is None:
+            i = _slot(row, interval, f)
+            if i is None:  # a row outside the frame's windows
+                continue
+        gid = (city, row[width - 1] if group else None)
+        found = by_id.get(gid)
+        if found is None:
+            found = by_id[gid] = [None] * count
+        values = list(row[width:])
+        found[i] = values if found[i] is None else add(found[i], values)
+    keys = _keys(session, frames[0], group_by, resources)
+    grouped: dict[int, dict[Any, list[Row]]] = {}
+    for (city, gid), found in by_id.items():
+        key = None if keys is None else keys.get(gid)
+        if keys is not None and key is None:  # a site no longer registered: no cell either
+            continue
+        groups = grouped.setdefault(city, {})
+        other = groups.get(key)
+        groups[key] = (
+            found if other is None else [add(a, b) for a, b in zip(other, found, strict=True)]
+        )
+    return grouped
+
+
+def _slots(f: Frame, interval: Interval) -> dict[Any, int]:
+    """Each window's index by the rows' key: a day (or a week's, month's, year's first), or
+    an hour's (local day, `calendar.hour_key`)."""
+    if interval != "hour":
+        return {start: i for i, start in enumerate(f.starts)}
+    slots: dict[Any, int] = {}
+    for i, start in enumerate(f.starts):
+        local = start.astimezone(f.zone)  # type: ignore[attr-defined]
+        slots[(local.date(), calendar.hour_key(local))] = i
+    return slots
+
+
+def _slot(row: Any, interval: Interval, f: Frame) -> int | None:
+    """The window of a row not keyed as the frame's windows are: an hour keyed in another
+    zone than the city's now, placed as `queries._local_hour` places it."""
+    if interval != "hour":
+        return None
+    start = queries._local_hour(row[0], row[1], f.zone)
+    return next((i for i, s in enumerate(f.starts) if s == start), None)
+
+
+_GROUP_COLUMN = {
+    "site": lambda cube: cube.c.site_id,
+    "device": lambda cube: cube.c.device_id,
+    "resource": lambda cube: cube.c.resource,
+    "ring": lambda cube: cube.c.ring,
+    "mfa_category": lambda cube: cube.c.resource,
+}
+
+
+class _Same(dict[Any, Any]):
+    """Keys that are their own group: a resource or a ring."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return key
+
+
+def _keys(
+    session: Session, f: Frame, group_by: GroupBy | None, resources: _Resources
+) -> dict[Any, str] | None:
+    """The group of each grouped column's value, as `metrics.group_key` names it."""
+    if group_by is None:
+        return None
+    if group_by == "site":
+        found = session.execute(select(Site.id, Site.slug).where(Site.city_id == f.city.id))
+        return {id_: slug for id_, slug in found}
+    if group_by == "device":
+        found = session.execute(
+            select(Device.id, Device.slug).join(Site).where(Site.city_id == f.city.id)
+        )
+        return _Devices({id_: slug for id_, slug in found})
+    if group_by == "mfa_category":
+        return resources.category
+    return _Same()
+
+
+class _Devices(dict[Any, str]):
+    """Devices by id; an id not registered (0: the site's own reports) is the site's."""
+
+    def get(self, key: Any, default: Any = None) -> str:
+        return super().get(key) or "(site reports)"
+
+
+def _rows(session: Session, frames: list[Frame], interval: Interval) -> Any:
+    """The rollup rows of the frames' cities and days, their day the window's start (hours:
+    day, hour)."""
+    columns = ("city_id", "site_id", "device_id", "action", "resource", "ring", "fate",
+               "recycled", "design", "state", "amount")  # fmt: skip
+    cities = [f.city.id for f in frames]
+    a, b = min(f.read_from for f in frames), max(f.read_to for f in frames)
+    if interval == "hour":
+        t = FlowRollupHour
+        return select(t.day, t.hour, *(getattr(t, c) for c in columns)).where(
+            t.hour.in_(queries.HOUR_KEYS), t.city_id.in_(cities), t.day.between(a, b)
+        )
+    if interval in ("day", "week"):
+        sources: list[tuple[Any, date, date]] = [(FlowRollup, a, b)]
+    else:
+        sources = queries._sources(a, b)
+    parts = []
+    for t, lo, hi in sources:
+        day = t.day if interval == "day" else queries._window(session, t.day, interval)
+        parts.append(
+            select(day.label("day"), *(getattr(t, c) for c in columns)).where(
+                t.city_id.in_(cities), t.day.between(lo, hi)
+            )
+        )
+    return union_all(*parts) if len(parts) > 1 else parts[0]

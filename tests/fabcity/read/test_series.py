@@ -1,0 +1,135 @@
+"""The series as JSON (sums added up in SQL, points written as bytes) is the straightforward
+computation to the byte: every metric from its cells, a pydantic model, its JSON."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.ingest.service import ingest
+from fabcity.read import metrics, queries, series
+from fabcity.registry import entries
+from schemas import api, reports
+from services.http.metrics import json_of
+from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, event, flow, register
+from workers.jobs import recompute_dirty_windows
+
+# Days around the spring clock change in Madrid (29 March 2026: a day of 23 hours).
+FIRST, LAST = date(2026, 3, 2), date(2026, 4, 12)
+NOW = datetime(2026, 4, 8, 12, tzinfo=UTC)  # later windows are partial, or in the future
+ALL = list(metrics.METRICS)
+FAR = "farville"
+
+
+def flows(rng: random.Random) -> list[dict[str, Any]]:
+    """A few flows of every kind a metric reads: rings, fates, recycled, states, devices."""
+    ring = lambda: rng.choice(["site", "city", "region", "beyond"])  # noqa: E731
+    fate = rng.choice(["reuse", "recycle", "compost", "energy", "incineration", "landfill"])
+    every = [
+        flow(quantity=rng.randint(0, 40) / 4, ring=ring(), recycled=rng.random() < 0.3),
+        flow("consume", rng.choice(["wood", "metal", "recycled_plastic"]), rng.randint(1, 9),
+             ring=ring()),
+        flow("produce", "part", rng.randint(0, 5), "count", ring=ring()),
+        flow("produce", "plastic", rng.randint(1, 9) / 8, "kg", ring=ring()),
+        flow("modify", "furniture", 1, "count", ring=ring()),
+        flow("discard", "plastic", rng.randint(1, 9) / 2, "kg", fate=fate, ring=ring()),
+        flow("recover", "recycled_plastic", 0.5, "kg"),
+        flow("consume", "electricity", rng.randint(1, 30), "kWh", ring=ring()),
+        flow("use", "machine_hours", rng.randint(1, 4), "h"),
+        flow("work", rng.choice(["work_hours", "training_hours"]), 2, "h"),
+    ]  # fmt: skip
+    return rng.sample(every, rng.randint(1, 4))
+
+
+@pytest.fixture
+def history(db_url: str) -> Iterator[sessionmaker[Session]]:
+    """Six weeks of a city of two sites and a device, posted at random hours (some on the day
+    the clocks go forward), some estimated, then rolled up."""
+    engine = make_engine(db_url)
+    factory = make_sessionmaker(engine)
+    register(factory)
+    with transaction(factory) as s:  # a city to compare with, on the other side of the world
+        far = entries.create_city(
+            s, api.CityIn(slug=FAR, name="Far", country="NZ", timezone="Pacific/Auckland")
+        )
+        entries.create_site(s, far, api.SiteIn(slug=SITE, name="Lab"))
+    rng = random.Random(20)
+    sources = [f"/{CITY}/{SITE}", f"/{CITY}/{OTHER_SITE}", f"/{CITY}/{SITE}/{DEVICE}",
+               f"/{FAR}/{SITE}"]  # fmt: skip
+    items = []
+    for _ in range(160):
+        day = FIRST + timedelta(days=rng.randint(0, (LAST - FIRST).days - 5))
+        at = datetime(day.year, day.month, day.day, rng.randint(0, 23), tzinfo=UTC)
+        items.append(event(flows(rng), source=rng.choice(sources), time=at.isoformat()))
+    for day in (date(2026, 3, 29), date(2026, 3, 28)):  # the short day, hour by hour
+        for hour in range(0, 23, 2):
+            at = datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+            items.append(event(flows(rng), source=rng.choice(sources), time=at.isoformat()))
+    with transaction(factory) as s:
+        assert not ingest(s, items, received_at=NOW).result.rejected
+    assert recompute_dirty_windows(factory, 1000)
+    yield factory
+    engine.dispose()
+
+
+def both(s: Session, names: list[str], interval: Any, group_by: Any, **kw: Any) -> int:
+    """Compares the two; returns how many values were recorded."""
+    first, last = kw.pop("first", FIRST), kw.pop("last", LAST)
+    straight = queries.metric_series(s, CITY, names, first, last, interval, group_by, NOW, **kw)
+    fast = series.series_json(s, CITY, names, first, last, interval, group_by, NOW, **kw)
+    slow = json_of(straight)
+    if fast != slow:
+        i = next(k for k in range(len(fast)) if fast[k] != slow[k])
+        print(slow[i - 400 : i + 60])
+        print(fast[i - 400 : i + 60])
+    assert fast == slow
+    return sum(p.value is not None for one in straight.series for p in one.points)
+
+
+@pytest.mark.parametrize("interval", ["hour", "day", "week", "month", "year"])
+@pytest.mark.parametrize("group_by", [None, "site", "device", "resource", "ring", "mfa_category"])
+def test_every_metric_as_the_cells_give_it(
+    history: sessionmaker[Session], interval: str, group_by: str | None
+) -> None:
+    # hours: the week of the clock change; else the whole history and days on either side
+    span = {"first": date(2026, 3, 26), "last": date(2026, 4, 1)} if interval == "hour" else {}
+    with transaction(history) as s:
+        recorded = both(s, ALL, interval, group_by, **span)
+        both(s, list(metrics.DEFAULT_NAMES), interval, group_by, **span)
+    assert recorded > len(ALL) // 2  # a history, not nulls compared with nulls
+
+
+@pytest.mark.parametrize(("interval", "group_by"), [("day", None), ("week", "device")])
+def test_one_site_and_a_quiet_period(
+    history: sessionmaker[Session], interval: str, group_by: str | None
+) -> None:
+    with transaction(history) as s:
+        assert both(s, ALL, interval, group_by, site=SITE)
+        assert both(s, ALL, interval, group_by, site=OTHER_SITE)
+        # nothing posted: no series by a group, and values null for want of events
+        both(s, ALL, interval, group_by, first=date(2026, 6, 1), last=date(2026, 6, 20))
+
+
+@pytest.mark.parametrize(
+    ("interval", "first", "last"),
+    [("week", FIRST, LAST), ("day", FIRST, LAST), ("hour", date(2026, 3, 28), date(2026, 3, 30))],
+)
+def test_compare_is_the_comparison_model(
+    history: sessionmaker[Session], interval: Any, first: date, last: date
+) -> None:
+    names = ["input_kg", "diversion_rate", "local_input_share", "fci"]
+    with transaction(history) as s:
+        fast = series.compare_json(s, [FAR, CITY], names, first, last, interval)
+        each = [
+            queries.metric_series(s, c, names, first, last, interval, None) for c in (FAR, CITY)
+        ]
+    body = reports.Comparison(names=names, interval=interval, from_=first, to=last, cities=each)
+    assert fast == json_of(body)
+    assert orjson.loads(fast)["cities"][0]["timezone"] == "Pacific/Auckland"

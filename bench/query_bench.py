@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from sqlalchemy import create_engine, text
 
 from bench.metrics_bench import city_slug, drop, fresh_database, seed
@@ -171,6 +172,9 @@ def main() -> None:
     parser.add_argument(
         "--out", default=None, help="Write the table there (docs/ only from a full run)."
     )
+    parser.add_argument(
+        "--json", default=None, help="Also write each request's figures there (for make bench)."
+    )
     args = parser.parse_args()
     if args.out and (ROOT / "docs") in Path(args.out).resolve().parents and args.events < FULL_RUN:
         parser.error(f"docs/ keeps full runs only ({FULL_RUN:,} events or more): --out elsewhere")
@@ -187,6 +191,8 @@ def main() -> None:
         rows = asyncio.run(measure(url, args.requests))
         if args.out:
             write(rows, args, seeded)
+        if args.json:
+            Path(args.json).write_bytes(orjson.dumps(rows))
     finally:
         drop(url, admin)
         admin.dispose()

@@ -58,8 +58,9 @@ class Known:
     Resolving a batch's sources took two queries and 3.6 ms a batch of 1,000 (cProfile of the
     bridge's commit), the resources one more: a third of the bridge's own work per event. The
     version (`entries.registry_version`) is raised by database triggers at every write that
-    changes what ingest reads (migrations 0014 and 0018: a device's kind, settings or
-    retirement, a city's zone or retirement, a site's retirement, any resource), so one
+    changes what ingest reads (migrations 0014 and 0018: a device's kind, settings, retirement
+    or deletion, a city's zone, retirement or deletion, a site's retirement or deletion, any
+    resource), so one
     primary-key read per batch says whether what is kept still holds. The version is read
     before anything is looked up, in the batch's own transaction: a change that commits in
     between leaves newer answers under the older version, which the next batch then drops.

@@ -21,9 +21,10 @@ and changes only the I/O around it:
   from it, many per pass, and handed over as plain values: paho's reader takes a packet a byte
   at a time through a state machine of dict entries, then builds an `MQTTMessage` and takes two
   locks to find its callback: 11 us a message here (in process, on a socket faked from a
-  buffer of benchmark messages); read from the buffer, about 1 us. Whatever is not such a packet (another type, QoS 2, properties,
-  a topic that is not UTF-8, a packet cut by the buffer's end, a malformed one) stops the pass
-  and is left to paho, which reads, refuses or disconnects as it always has.
+  buffer of benchmark messages); read from the buffer, about 1 us. Whatever is not such a
+  packet (another type, QoS 2, properties, a topic that is not UTF-8, a packet cut by the
+  buffer's end, a malformed one) stops the pass and is left to paho, which reads, refuses or
+  disconnects as it always has.
 """
 
 from __future__ import annotations

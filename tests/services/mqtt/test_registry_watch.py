@@ -129,6 +129,14 @@ def version(factory: sessionmaker[Session]) -> int:
         return entries.registry_version(s)
 
 
+def city_of(session: Session, device: Device) -> City:
+    site = session.get(Site, device.site_id)
+    assert site is not None
+    city = session.get(City, site.city_id)
+    assert city is not None
+    return city
+
+
 def test_the_registry_version_moves_at_every_write_that_changes_what_is_listened_to(
     factory: sessionmaker[Session],
 ) -> None:
@@ -144,7 +152,7 @@ def test_the_registry_version_moves_at_every_write_that_changes_what_is_listened
         ("renamed", lambda d, s: setattr(d, "name", "Plug 2"), False),
         # What ingest reads of the registry (`fabcity.ingest.origins.Known`), migration 0018.
         ("kind changed", lambda d, s: setattr(d, "kind", "laser_cutter"), True),
-        ("zone changed", lambda d, s: setattr(s.get(City, s.get(Site, d.site_id).city_id), "timezone", "UTC"), True),
+        ("zone changed", lambda d, s: setattr(city_of(s, d), "timezone", "UTC"), True),
         ("retired", lambda d, s: setattr(d, "retired_at", datetime.now(UTC)), True),
         ("heard", lambda d, s: entries.mark_heard(s, {f"/{CITY}/{SITE}/plug": NOW}), False),
         ("status", lambda d, s: entries.mark_status(s, {d.id: (datetime.now(UTC), True)}), False),

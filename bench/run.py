@@ -478,8 +478,7 @@ def freshness(
     lags = [seen[d] - sent[d] for d in sent if d in seen]
     missing = len(sent) - len(lags)
     lags += [float("inf")] * missing
-    lags.sort()
-    return lags[int(0.95 * (len(lags) - 1))], statistics.median(lags), len(sent)
+    return p95(lags), statistics.median(lags), len(sent)
 
 
 def query_p95(stack: Stack, events: int, requests: int = 200) -> tuple[float, float]:
@@ -546,8 +545,7 @@ def query_p95(stack: Stack, events: int, requests: int = 200) -> tuple[float, fl
             if i >= 10:  # warm-up
                 times.append((time.perf_counter() - started) * 1000)
     stack.stop(api_proc)
-    times.sort()
-    return times[int(0.95 * (len(times) - 1))], statistics.median(raw)
+    return p95(times), statistics.median(raw)
 
 
 def every_query(args: argparse.Namespace) -> Figure:
@@ -555,14 +553,15 @@ def every_query(args: argparse.Namespace) -> Figure:
     by every group_by over a year, the summary, the Sankey, ten cities compared), on a history
     of `--query-events`: the slowest p95 against the 25 ms target. A full run into docs/ also
     writes docs/query-benchmark.md."""
-    found = Path(tempfile.mkdtemp()) / "queries.json"
-    command = [sys.executable, "-m", "bench.query_bench", "--events", str(args.query_events),
-               "--requests", "100", "--json", str(found)]  # fmt: skip
-    published = args.out.resolve() == (ROOT / "docs" / "benchmarks.md").resolve()
-    if published and args.query_events >= query_bench.FULL_RUN:
-        command += ["--out", str(ROOT / "docs" / "query-benchmark.md")]
-    subprocess.run(command, check=True, cwd=ROOT)
-    rows = orjson.loads(found.read_bytes())
+    with tempfile.TemporaryDirectory() as folder:
+        found = Path(folder) / "queries.json"
+        command = [sys.executable, "-m", "bench.query_bench", "--events", str(args.query_events),
+                   "--requests", "100", "--json", str(found)]  # fmt: skip
+        published = args.out.resolve() == (ROOT / "docs" / "benchmarks.md").resolve()
+        if published and args.query_events >= query_bench.FULL_RUN:
+            command += ["--out", str(ROOT / "docs" / "query-benchmark.md")]
+        subprocess.run(command, check=True, cwd=ROOT)
+        rows = orjson.loads(found.read_bytes())
     worst = max(rows, key=lambda r: r["p95"])
     held = sum(1 for r in rows if r["p95"] <= query_bench.GOAL_MS)
     return Figure(
@@ -570,6 +569,12 @@ def every_query(args: argparse.Namespace) -> Figure:
         worst["p95"], "ms", None, "", "<= 25 ms each", held == len(rows),
         f"{held} of {len(rows)} hold; slowest: {worst['name']}",
     )  # fmt: skip
+
+
+def p95(values: list[float]) -> float:
+    """The 95th percentile, by nearest rank below (NaN of nothing)."""
+    ordered = sorted(values)
+    return ordered[int(0.95 * (len(ordered) - 1))] if ordered else float("nan")
 
 
 def wait_until(condition: Callable[[], object], timeout: float) -> None:

@@ -45,6 +45,7 @@ from bench.run import (
     Cpu,
     Stack,
     forget_bridges,
+    p95,
     subscribed,
     wait_until,
 )
@@ -295,10 +296,6 @@ class Probes:
             for d, (path, t) in self.sent.items()
             if via in (None, path)
         )
-
-
-def p95(values: list[float]) -> float:
-    return values[int(0.95 * (len(values) - 1))] if values else float("nan")
 
 
 # The run -------------------------------------------------------------------------------------

@@ -353,44 +353,43 @@ class Bridge:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         """A message paho read (one with properties, say; see `services.mqtt.client`)."""
         try:
-            self._put(
-                Received(
-                    msg.topic,
-                    bytes(msg.payload),
-                    msg.mid,
-                    msg.qos,
-                    self._generation,
-                    datetime.now(UTC),
-                    *lanes.publish_properties(msg),
-                    dup=bool(msg.dup),
-                )
+            received = Received(
+                msg.topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                self._generation,
+                datetime.now(UTC),
+                *lanes.publish_properties(msg),
+                dup=bool(msg.dup),
             )
+            self._route([received])
         except Exception:
             log.exception("dropped a message on the floor (it stays unacknowledged)")
 
     def _on_publishes(self, run: list[Publish], received_at: datetime) -> None:
         """Plain PUBLISH packets the client read straight from its buffer, in order."""
         try:
-            generation, takes = self._generation, self.adapters.takes
-            native: list[Received] = []
-            for topic, payload, mid, qos, dup in run:
-                received = Received(
-                    topic, payload, mid, qos, generation, received_at, (), None, dup
-                )
-                if takes(topic):
-                    self.adapters.put(received)
-                else:
-                    native.append(received)
-            if native:
-                self._queue.put_many(native)
+            gen = self._generation
+            self._route(
+                [
+                    Received(topic, payload, mid, qos, gen, received_at, (), None, dup)
+                    for topic, payload, mid, qos, dup in run
+                ]
+            )
         except Exception:
             log.exception("dropped messages on the floor (they stay unacknowledged)")
 
-    def _put(self, received: Received) -> None:
-        if self.adapters.takes(received.topic):
-            self.adapters.put(received)
-        else:
-            self._queue.put(received)
+    def _route(self, messages: list[Received]) -> None:
+        """Device messages to the adapters' lane, the rest to the native writers at once."""
+        native: list[Received] = []
+        for m in messages:
+            if self.adapters.takes(m.topic):
+                self.adapters.put(m)
+            else:
+                native.append(m)
+        if native:
+            self._queue.put_many(native)
 
     # the writer ---------------------------------------------------------------------------
 

@@ -164,23 +164,27 @@ class Client(mqtt.Client):
         return sock
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        sock = self._sock
-        fast = self.on_publish_fast
-        # Only between packets: paho may be halfway through one, its state in `_in_packet`.
-        idle = self._in_packet["command"] == 0
-        if fast is not None and isinstance(sock, BufferedSocket) and idle and sock.fill():
-            self._read_publishes(sock, fast)
+        self._read_fast(fill=True)
         rc = super().loop_read(max_packets)
         for _ in range(MAX_PACKETS_PER_READ):
             sock = self._sock
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, BufferedSocket):
                 break
-            if self.on_publish_fast is not None and self._in_packet["command"] == 0:
-                self._read_publishes(sock, self.on_publish_fast)
+            self._read_fast(fill=False)
             if sock.pending() == 0:
                 break
             rc = super().loop_read(max_packets)
         return rc
+
+    def _read_fast(self, fill: bool) -> None:
+        """The buffer reader's pass, when it is on; `fill` first reads the socket into an
+        empty buffer (at the start of `loop_read`, where paho would read it)."""
+        sock, deliver = self._sock, self.on_publish_fast
+        # Only between packets: paho may be halfway through one, its state in `_in_packet`.
+        if deliver is None or not isinstance(sock, BufferedSocket) or self._in_packet["command"]:
+            return
+        if sock.fill() if fill else sock.pending():
+            self._read_publishes(sock, deliver)
 
     def _read_publishes(self, sock: BufferedSocket, deliver: FastPublish) -> None:
         """Hand over, as one run, every plain PUBLISH lying whole at the start of the buffer;

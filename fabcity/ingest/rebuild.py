@@ -22,6 +22,9 @@ from fabcity.core.calendar import next_start
 from fabcity.core.db import transaction
 from fabcity.core.errors import Invalid, one_line
 from fabcity.core.models import (
+    CityFlowRollup,
+    CityFlowRollupHour,
+    CityFlowRollupMonth,
     Device,
     DirtyWindow,
     Event,
@@ -79,7 +82,10 @@ def rebuild(
     for done, city in enumerate(cities, start=1):
         with transaction(factory) as s:
             recompute.lock_exclusive(s, city)
-            tables = (FlowRollup, FlowRollupHour, FlowRollupMonth, SiteActivity, SiteActivityDay)
+            tables = (
+                FlowRollup, FlowRollupHour, FlowRollupMonth, SiteActivity, SiteActivityDay,
+                CityFlowRollup, CityFlowRollupHour, CityFlowRollupMonth,
+            )  # fmt: skip
             for table in tables:
                 s.execute(delete(table).where(table.city_id == city))
             s.execute(delete(DirtyWindow).where(DirtyWindow.city_id == city))

@@ -473,19 +473,22 @@ def _cells(
     return cells
 
 
-def _sources(first: date, last: date) -> list[tuple[Any, date, date]]:
-    """(rollup table, from, to) covering [first, last]: months where whole, else days."""
+def _sources(
+    first: date, last: date, day: Any = FlowRollup, month: Any = FlowRollupMonth
+) -> list[tuple[Any, date, date]]:
+    """(rollup table, from, to) covering [first, last]: months where whole, else days (of the
+    day and month cubes given: the site-level ones, or a city's)."""
     after_last = last + timedelta(days=1)
     months_from = first if first.day == 1 else calendar.next_start(first, "month")
     months_to = after_last.replace(day=1)  # the first month not wholly inside
     if months_from >= months_to:
-        return [(FlowRollup, first, last)]
+        return [(day, first, last)]
     found: list[tuple[Any, date, date]] = []
     if first < months_from:
-        found.append((FlowRollup, first, months_from - timedelta(days=1)))
-    found.append((FlowRollupMonth, months_from, months_to - timedelta(days=1)))
+        found.append((day, first, months_from - timedelta(days=1)))
+    found.append((month, months_from, months_to - timedelta(days=1)))
     if months_to <= last:
-        found.append((FlowRollup, months_to, last))
+        found.append((day, months_to, last))
     return found
 
 

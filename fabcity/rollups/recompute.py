@@ -38,6 +38,9 @@ from sqlalchemy.orm import Session
 
 from fabcity.core.db import is_postgres
 from fabcity.core.models import (
+    CityFlowRollup,
+    CityFlowRollupHour,
+    CityFlowRollupMonth,
     Design,
     Event,
     Flow,
@@ -108,6 +111,14 @@ _DIM_NAMES = [
     "state",
 ]
 _MEASURE_NAMES = ["amount", "design_mass", "design_mass_flows", "flows"]
+# A city's cubes: the same sums without the site and the device (models._CityFlowCube).
+_CITY_DIM_NAMES = [n for n in _DIM_NAMES if n not in ("site_id", "device_id")]
+# Each site-level cube and the city cube that sums it.
+_CITY_OF: dict[Any, Any] = {
+    FlowRollupHour: CityFlowRollupHour,
+    FlowRollup: CityFlowRollup,
+    FlowRollupMonth: CityFlowRollupMonth,
+}
 
 
 def _cube(where: Any, hourly: bool) -> tuple[list[str], Any]:
@@ -156,7 +167,7 @@ def recompute(session: Session, claimed: list[Window], marks: Sequence[Mark] = (
         _lock(session, city_id, is_shared)
     if claimed:
         hours = in_hours(claimed)
-        for table in (FlowRollupHour, SiteActivity):
+        for table in (FlowRollupHour, CityFlowRollupHour, SiteActivity):
             session.execute(delete(table).where(hours(table)))
         _fill_hours(session, hours)
     touched = set(claimed)
@@ -164,7 +175,7 @@ def recompute(session: Session, claimed: list[Window], marks: Sequence[Mark] = (
         touched |= _add(session, marks, set(claimed), rebuilt)
     if rebuilt:
         days = in_days(rebuilt)
-        for daily in (FlowRollup, SiteActivityDay):
+        for daily in (FlowRollup, CityFlowRollup, SiteActivityDay):
             session.execute(delete(daily).where(days(daily)))
         _fill_days(session, days)
         refresh_months(session, {(c, d.replace(day=1)) for c, d in rebuilt})
@@ -207,10 +218,14 @@ def _add(
     site_hours = [r for r in site_hours if (r["city_id"], r["day"], r["hour"]) not in hours]
     site_days = _summed(site_hours, ["city_id", "day", "site_id"], ["events"])
     site_days = [r for r in site_days if (r["city_id"], r["day"]) not in days]
+    city_keys = [*_CITY_DIM_NAMES, "hour"]
     for model, rows, measures in (
         (FlowRollupHour, hourly, _MEASURE_NAMES),
         (FlowRollup, by_day, _MEASURE_NAMES),
         (FlowRollupMonth, by_month, _MEASURE_NAMES),
+        (CityFlowRollupHour, _summed(hourly, city_keys, _MEASURE_NAMES), _MEASURE_NAMES),
+        (CityFlowRollup, _summed(by_day, _CITY_DIM_NAMES, _MEASURE_NAMES), _MEASURE_NAMES),
+        (CityFlowRollupMonth, _summed(by_month, _CITY_DIM_NAMES, _MEASURE_NAMES), _MEASURE_NAMES),
         (SiteActivity, site_hours, ["events"]),
         (SiteActivityDay, site_days, ["events"]),
     ):
@@ -256,6 +271,7 @@ def _fill_hours(session: Session, where: Callable[[Any], Any]) -> None:
     # Rows that marks still name are left out: they are added when their mark is claimed.
     columns, query = _cube(and_(where(Flow), pending.unmarked(Flow)), hourly=True)
     session.execute(insert(FlowRollupHour).from_select(columns, query))
+    _fill_city(session, FlowRollupHour, where(FlowRollupHour))
     activity = (
         select(Event.city_id, Event.day, Event.hour, Event.site_id, func.count())
         .where(where(Event), pending.unmarked(Event))
@@ -275,6 +291,7 @@ def _fill_days(session: Session, where: Callable[[Any], Any]) -> None:
         .group_by(*hour_dims)
     )
     session.execute(insert(FlowRollup).from_select([*_DIM_NAMES, *_MEASURE_NAMES], days))
+    _fill_city(session, FlowRollup, where(FlowRollup))
     activity = (
         select(SiteActivity.city_id, SiteActivity.day, SiteActivity.site_id,
                func.sum(SiteActivity.events))
@@ -291,11 +308,8 @@ def refresh_months(session: Session, months: set[tuple[int, date]]) -> None:
     others = [getattr(FlowRollup, name) for name in _DIM_NAMES if name not in ("city_id", "day")]
     for city_id, first in sorted(months):
         last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
-        session.execute(
-            delete(FlowRollupMonth).where(
-                FlowRollupMonth.city_id == city_id, FlowRollupMonth.day == first
-            )
-        )
+        for monthly in (FlowRollupMonth, CityFlowRollupMonth):
+            session.execute(delete(monthly).where(monthly.city_id == city_id, monthly.day == first))
         sums = (func.sum(getattr(FlowRollup, m)) for m in _MEASURE_NAMES)
         rows = (
             select(literal(city_id), literal(first, Date), *others, *sums)
@@ -303,6 +317,24 @@ def refresh_months(session: Session, months: set[tuple[int, date]]) -> None:
             .group_by(*others)
         )
         session.execute(insert(FlowRollupMonth).from_select([*_DIM_NAMES, *_MEASURE_NAMES], rows))
+        _fill_city(
+            session,
+            FlowRollupMonth,
+            and_(FlowRollupMonth.city_id == city_id, FlowRollupMonth.day == first),
+        )
+
+
+def _fill_city(session: Session, cube: Any, where: Any) -> None:
+    """Insert the city cube's rows of the site-level `cube`'s rows matching `where`, just
+    filled; the caller has deleted the city rows they replace."""
+    names = [*_CITY_DIM_NAMES, "hour"] if cube is FlowRollupHour else _CITY_DIM_NAMES
+    dims = [getattr(cube, n) for n in names]
+    rows = (
+        select(*dims, *(func.sum(getattr(cube, m)) for m in _MEASURE_NAMES))
+        .where(where)
+        .group_by(*dims)
+    )
+    session.execute(insert(_CITY_OF[cube]).from_select([*names, *_MEASURE_NAMES], rows))
 
 
 def in_hours(claimed: Iterable[Window]) -> Callable[[Any], Any]:

@@ -18,6 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import transaction
 from fabcity.core.models import (
+    CityFlowRollup,
+    CityFlowRollupHour,
+    CityFlowRollupMonth,
     Design,
     DirtyWindow,
     Event,
@@ -174,15 +177,45 @@ def snapshot(factory: sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]]]
         "month": FlowRollupMonth,
         "activity": SiteActivity,
         "activity_day": SiteActivityDay,
+        "city_day": CityFlowRollup,
+        "city_hour": CityFlowRollupHour,
+        "city_month": CityFlowRollupMonth,
     }
     out: dict[str, list[tuple[Any, ...]]] = {}
     with transaction(factory) as s:
         for name, table in tables.items():
             columns = [c for c in table.__table__.columns]
             out[name] = sorted(tuple(r) for r in s.execute(select(*columns)))
+    for level in ("hour", "day", "month"):
+        # A city's cube is its site-level cube summed over sites and devices, however reached.
+        assert out[f"city_{level}"] == summed_over_sites(tables[level], out[level]), level
         flow_columns = [c for c in Flow.__table__.columns if c.name != "id"]
         out["flows"] = sorted(tuple(map(str, r)) for r in s.execute(select(*flow_columns)))
     return out
+
+
+def summed_over_sites(table: Any, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows of a site-level flow cube, added up without `site_id` and `device_id`, as the
+    city cube's rows (in its columns' order), sorted."""
+    names = [c.name for c in table.__table__.columns]
+    measures = ["amount", "design_mass", "design_mass_flows", "flows"]
+    keys = [n for n in names if n not in ("site_id", "device_id", *measures)]
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    for row in rows:
+        named = dict(zip(names, row, strict=True))
+        total = sums.setdefault(tuple(named[k] for k in keys), [0, 0, 0, 0])
+        for i, m in enumerate(measures):
+            total[i] += named[m]
+    city = {
+        FlowRollup: CityFlowRollup, FlowRollupHour: CityFlowRollupHour,
+        FlowRollupMonth: CityFlowRollupMonth,
+    }[table]  # fmt: skip
+    order = [c.name for c in city.__table__.columns]
+    return sorted(
+        tuple({**dict(zip(keys, k, strict=True)), **dict(zip(measures, v, strict=True))}[n]
+              for n in order)
+        for k, v in sums.items()
+    )  # fmt: skip
 
 
 def clear(factory: sessionmaker[Session]) -> None:
@@ -192,6 +225,9 @@ def clear(factory: sessionmaker[Session]) -> None:
             FlowRollup,
             FlowRollupHour,
             FlowRollupMonth,
+            CityFlowRollup,
+            CityFlowRollupHour,
+            CityFlowRollupMonth,
             SiteActivity,
             SiteActivityDay,
             DirtyWindow,

@@ -403,6 +403,18 @@ class SiteActivityDay(Base):
     events: Mapped[int] = mapped_column(Integer)
 
 
+class SiteActivityMonth(Base):
+    """Events per site and local month (`day` is the month's first), summed from the days:
+    comparing ten cities over a year by month reads 2,400 rows instead of 73,000."""
+
+    __tablename__ = "rollup_sites_month"
+
+    city_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    events: Mapped[int] = mapped_column(Integer)
+
+
 class CityStatistics(Base):
     """A year of official statistics a city uploads (EW-MFA table, population, GDP, CMU inputs,
     sectors). Kept as posted, numbers as decimal strings so large tonnages stay exact."""

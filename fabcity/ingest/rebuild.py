@@ -34,6 +34,7 @@ from fabcity.core.models import (
     FlowRollupMonth,
     SiteActivity,
     SiteActivityDay,
+    SiteActivityMonth,
 )
 from fabcity.flows import meters
 from fabcity.flows.derive import DeviceInfo, derive
@@ -84,7 +85,7 @@ def rebuild(
             recompute.lock_exclusive(s, city)
             tables = (
                 FlowRollup, FlowRollupHour, FlowRollupMonth, SiteActivity, SiteActivityDay,
-                CityFlowRollup, CityFlowRollupHour, CityFlowRollupMonth,
+                CityFlowRollup, CityFlowRollupHour, CityFlowRollupMonth, SiteActivityMonth,
             )  # fmt: skip
             for table in tables:
                 s.execute(delete(table).where(table.city_id == city))

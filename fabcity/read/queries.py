@@ -25,6 +25,7 @@ from fabcity.core.models import (
     Site,
     SiteActivity,
     SiteActivityDay,
+    SiteActivityMonth,
 )
 from fabcity.read import metrics
 from fabcity.read.metrics import Cell, GroupBy, WindowFacts
@@ -515,8 +516,14 @@ def _coverages(
     site_id: int | None = None,
 ) -> dict[int, dict[Start, tuple[int, int]]]:
     """`_coverage` of each city (by id, with its time zone), in one query."""
-    t: type[SiteActivity] | type[SiteActivityDay] = (
-        SiteActivity if bucket == "hour" else SiteActivityDay
+    # Months and years are read whole (a window is), so from the month rows: a year of ten
+    # cities by month is 2,400 rows of them against 73,000 of days.
+    t: type[SiteActivity] | type[SiteActivityDay] | type[SiteActivityMonth] = (
+        SiteActivity
+        if bucket == "hour"
+        else SiteActivityMonth
+        if bucket in ("month", "year")
+        else SiteActivityDay
     )
     window: list[Any]
     if bucket in ("hour", "day"):

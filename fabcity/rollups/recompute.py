@@ -51,6 +51,7 @@ from fabcity.core.models import (
     RollupChange,
     SiteActivity,
     SiteActivityDay,
+    SiteActivityMonth,
 )
 from fabcity.core.sql import insert_add, insert_replace
 from fabcity.rollups import pending, windows
@@ -218,6 +219,12 @@ def _add(
     site_hours = [r for r in site_hours if (r["city_id"], r["day"], r["hour"]) not in hours]
     site_days = _summed(site_hours, ["city_id", "day", "site_id"], ["events"])
     site_days = [r for r in site_days if (r["city_id"], r["day"]) not in days]
+    site_months = _summed(
+        [{**r, "day": r["day"].replace(day=1)} for r in site_days],
+        ["city_id", "day", "site_id"],
+        ["events"],
+    )
+    site_months = [r for r in site_months if (r["city_id"], r["day"]) not in months]
     city_keys = [*_CITY_DIM_NAMES, "hour"]
     for model, rows, measures in (
         (FlowRollupHour, hourly, _MEASURE_NAMES),
@@ -228,6 +235,7 @@ def _add(
         (CityFlowRollupMonth, _summed(by_month, _CITY_DIM_NAMES, _MEASURE_NAMES), _MEASURE_NAMES),
         (SiteActivity, site_hours, ["events"]),
         (SiteActivityDay, site_days, ["events"]),
+        (SiteActivityMonth, site_months, ["events"]),
     ):
         if rows:
             keys = [c.name for c in model.__table__.primary_key]
@@ -256,7 +264,13 @@ def fill(session: Session, where: Callable[[Any], Any]) -> None:
     deleted the rollups they replace (months are replaced here)."""
     _fill_hours(session, where)
     _fill_days(session, where)
-    days = session.execute(select(FlowRollup.city_id, FlowRollup.day).where(where(FlowRollup)))
+    days = [
+        *session.execute(select(FlowRollup.city_id, FlowRollup.day).where(where(FlowRollup))),
+        # a month of events without flows has site activity all the same
+        *session.execute(
+            select(SiteActivityDay.city_id, SiteActivityDay.day).where(where(SiteActivityDay))
+        ),
+    ]
     refresh_months(session, {(c, d.replace(day=1)) for c, d in days})
     hours = select(SiteActivity.city_id, SiteActivity.day, SiteActivity.hour).where(
         where(SiteActivity)
@@ -308,7 +322,7 @@ def refresh_months(session: Session, months: set[tuple[int, date]]) -> None:
     others = [getattr(FlowRollup, name) for name in _DIM_NAMES if name not in ("city_id", "day")]
     for city_id, first in sorted(months):
         last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
-        for monthly in (FlowRollupMonth, CityFlowRollupMonth):
+        for monthly in (FlowRollupMonth, CityFlowRollupMonth, SiteActivityMonth):
             session.execute(delete(monthly).where(monthly.city_id == city_id, monthly.day == first))
         sums = (func.sum(getattr(FlowRollup, m)) for m in _MEASURE_NAMES)
         rows = (
@@ -321,6 +335,15 @@ def refresh_months(session: Session, months: set[tuple[int, date]]) -> None:
             session,
             FlowRollupMonth,
             and_(FlowRollupMonth.city_id == city_id, FlowRollupMonth.day == first),
+        )
+        active = (
+            select(literal(city_id), literal(first, Date), SiteActivityDay.site_id,
+                   func.sum(SiteActivityDay.events))
+            .where(SiteActivityDay.city_id == city_id, SiteActivityDay.day.between(first, last))
+            .group_by(SiteActivityDay.site_id)
+        )  # fmt: skip
+        session.execute(
+            insert(SiteActivityMonth).from_select(["city_id", "day", "site_id", "events"], active)
         )
 
 

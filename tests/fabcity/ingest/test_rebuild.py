@@ -31,6 +31,7 @@ from fabcity.core.models import (
     PendingRollup,
     SiteActivity,
     SiteActivityDay,
+    SiteActivityMonth,
 )
 from fabcity.ingest.rebuild import rebuild
 from fabcity.ingest.service import ingest
@@ -180,17 +181,23 @@ def snapshot(factory: sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]]]
         "city_day": CityFlowRollup,
         "city_hour": CityFlowRollupHour,
         "city_month": CityFlowRollupMonth,
+        "activity_month": SiteActivityMonth,
     }
     out: dict[str, list[tuple[Any, ...]]] = {}
     with transaction(factory) as s:
         for name, table in tables.items():
             columns = [c for c in table.__table__.columns]
             out[name] = sorted(tuple(r) for r in s.execute(select(*columns)))
+        flow_columns = [c for c in Flow.__table__.columns if c.name != "id"]
+        out["flows"] = sorted(tuple(map(str, r)) for r in s.execute(select(*flow_columns)))
     for level in ("hour", "day", "month"):
         # A city's cube is its site-level cube summed over sites and devices, however reached.
         assert out[f"city_{level}"] == summed_over_sites(tables[level], out[level]), level
-        flow_columns = [c for c in Flow.__table__.columns if c.name != "id"]
-        out["flows"] = sorted(tuple(map(str, r)) for r in s.execute(select(*flow_columns)))
+    months: dict[tuple[Any, ...], int] = {}
+    for city, day, site, events in out["activity_day"]:
+        key = (city, day.replace(day=1), site)
+        months[key] = months.get(key, 0) + events
+    assert out["activity_month"] == sorted((*k, v) for k, v in months.items())
     return out
 
 
@@ -228,6 +235,7 @@ def clear(factory: sessionmaker[Session]) -> None:
             CityFlowRollup,
             CityFlowRollupHour,
             CityFlowRollupMonth,
+            SiteActivityMonth,
             SiteActivity,
             SiteActivityDay,
             DirtyWindow,

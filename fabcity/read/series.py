@@ -206,37 +206,51 @@ class _Windows:
         ]
         # A recorded value without a range: its confidence is the window's.
         sure = Value(0.0, "measured")
+        # Each tail is kept with the next window's head after it (the last one without its
+        # comma): a series is then its first head and, per point, its value and one fragment.
         self.recorded = [
             [
-                b',"state":"'
-                + state.encode()
-                + b'","reason":null,"terms":null,"range":null,"confidence":'
-                + _DUMPS(metrics.confidence(sure, ctx))
-                + end
+                self.then(
+                    i,
+                    b',"state":"'
+                    + state.encode()
+                    + b'","reason":null,"terms":null,"range":null,"confidence":'
+                    + _DUMPS(metrics.confidence(sure, ctx))
+                    + end,
+                )
                 for state in STATES
             ]
-            for ctx, end in zip(f.facts, self.ends, strict=True)
+            for i, (ctx, end) in enumerate(zip(f.facts, self.ends, strict=True))
         ]
         self._missing: dict[str, list[bytes]] = {}
+
+    def then(self, i: int, tail: bytes) -> bytes:
+        """Window i's tail, then the next window's head; the last window's without its comma."""
+        return tail + self.heads[i + 1] if i + 1 < len(self.heads) else tail[:-1]
 
     def missing(self, reason: str) -> list[bytes]:
         """Each window's tail of a value not recorded for `reason` (or for want of events)."""
         if reason not in self._missing:
             self._missing[reason] = [
-                b',"state":null,"reason":'
-                + _DUMPS(reason if ctx.events else metrics.NO_EVENTS)
-                + b',"terms":null,"range":null,"confidence":null'
-                + end
-                for ctx, end in zip(self.facts, self.ends, strict=True)
+                self.then(
+                    i,
+                    b',"state":null,"reason":'
+                    + _DUMPS(reason if ctx.events else metrics.NO_EVENTS)
+                    + b',"terms":null,"range":null,"confidence":null'
+                    + end,
+                )
+                for i, (ctx, end) in enumerate(zip(self.facts, self.ends, strict=True))
             ]
         return self._missing[reason]
 
-    def join(self, values: list[float | None], tails: Iterable[bytes]) -> bytes:
+    def join(self, values: list[float | None], tails: list[bytes]) -> bytes:
         """The points of a series: every window's head, value (9 decimals keep every digit
-        the inputs had) and tail. orjson writes the values in one call, as it writes them in
-        a whole answer."""
-        written = _DUMPS(values)[1:-1].split(b",") if values else []
-        return b"".join(chain.from_iterable(zip(self.heads, written, tails, strict=True)))[:-1]
+        the inputs had) and tail (`then`: with the next head). orjson writes the values in
+        one call, as it writes them in a whole answer."""
+        if not values:
+            return b""
+        written = _DUMPS(values)[1:-1].split(b",")
+        return self.heads[0] + b"".join(chain.from_iterable(zip(written, tails, strict=True)))
 
 
 def _additive_points(metric: Additive, sums: _Sums, rows: list[Row], w: _Windows) -> bytes:
@@ -274,25 +288,30 @@ def _cell_points(name: str, by_start: dict[Start, list[metrics.Cell]], w: _Windo
     """Points of a metric computed from its cells (`queries.compute`)."""
     values: list[float | None] = []
     tails: list[bytes] = []
-    for start, ctx, end in zip(w.starts, w.facts, w.ends, strict=True):
+    for i, (start, ctx, end) in enumerate(zip(w.starts, w.facts, w.ends, strict=True)):
         v = queries.compute(name, by_start.get(start, []), ctx)
         # floats, as the model makes them: a value may be an int (a sum of nothing is 0)
         values.append(None if v.value is None else float(round(v.value, 9)))
         tails.append(
-            b"".join(
-                (
-                    b',"state":',
-                    _DUMPS(v.state),
-                    b',"reason":',
-                    _DUMPS(v.reason),
-                    b',"terms":',
-                    _DUMPS(list(v.terms) if v.terms is not None else None),
-                    b',"range":',
-                    _DUMPS([float(round(x, 9)) for x in v.range] if v.range is not None else None),
-                    b',"confidence":',
-                    _DUMPS(v.confidence),
-                    end,
-                )
+            w.then(
+                i,
+                b"".join(
+                    (
+                        b',"state":',
+                        _DUMPS(v.state),
+                        b',"reason":',
+                        _DUMPS(v.reason),
+                        b',"terms":',
+                        _DUMPS(list(v.terms) if v.terms is not None else None),
+                        b',"range":',
+                        _DUMPS(
+                            [float(round(x, 9)) for x in v.range] if v.range is not None else None
+                        ),
+                        b',"confidence":',
+                        _DUMPS(v.confidence),
+                        end,
+                    )
+                ),
             )
         )
     return w.join(values, tails)

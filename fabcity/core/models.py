@@ -166,8 +166,17 @@ class Event(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(512))
-    event_id: Mapped[str] = mapped_column(String(256))
+    # Compared byte by byte on PostgreSQL (collation "C"): every stored event is a search of
+    # the unique index on (source, event_id), and a locale's collation (C.UTF-8 included)
+    # compares each pair through strcoll; "C" compares with memcmp. Equality is bytewise under
+    # any deterministic collation, and the order is UTF-8's byte order, that of code points,
+    # as SQLite's and Python's: C.UTF-8 sorts the same (migration 0020).
+    source: Mapped[str] = mapped_column(
+        String(512).with_variant(String(512, collation="C"), "postgresql")
+    )
+    event_id: Mapped[str] = mapped_column(
+        String(256).with_variant(String(256, collation="C"), "postgresql")
+    )
     type: Mapped[str] = mapped_column(String(64))
     time: Mapped[datetime] = mapped_column(UtcDateTime())
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())

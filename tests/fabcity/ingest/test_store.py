@@ -68,3 +68,24 @@ def test_the_binary_copy_names_each_column_in_its_own_type(pg_url: str) -> None:
             for column, declared in zip(columns, types, strict=True):
                 assert binary_form.get(found[column], found[column]) == declared, column
     engine.dispose()
+
+
+def test_a_repeat_in_a_later_copy_statement_undoes_the_earlier_ones(
+    factory: sessionmaker[Session],
+) -> None:
+    # A batch longer than COPY_ROWS is COPYed in several statements; a repeat in the last one
+    # must roll the first ones back too (one savepoint), and the stage store each event once.
+    register(factory)
+    old = event([flow(quantity=1)], id="old")
+    with transaction(factory) as s:
+        ingest(s, [old])
+    n = 2 * store.COPY_ROWS + 3
+    new = [event([flow(quantity=1)], id=f"new-{k}") for k in range(n)]
+    with transaction(factory) as s:
+        outcome = ingest(s, [*new, old])
+    assert (outcome.result.accepted, outcome.result.duplicates) == (n, 1)
+    with transaction(factory) as s:
+        stored = s.execute(select(Event.event_id)).scalars().all()
+        flows = s.execute(select(Flow.event_pk)).scalars().all()
+    assert sorted(stored) == sorted(["old", *(f"new-{k}" for k in range(n))])
+    assert len(flows) == n + 1 and len(set(flows)) == n + 1

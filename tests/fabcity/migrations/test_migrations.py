@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
 from fabcity.core.models import Base, Resource
@@ -31,3 +31,19 @@ def test_upgrade_twice_seeds_the_registry_once(db_url: str) -> None:
         assert (filament.unit, filament.mfa_category) == ("kg", "MF4")
         assert s.get(Resource, "electricity").unit == "kWh"  # type: ignore[union-attr]
     engine.dispose()
+
+
+def test_event_keys_compare_byte_by_byte_on_postgresql(pg_url: str) -> None:
+    # Alembic's comparison above does not look at collations: this does (migration 0020).
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        found = dict(
+            conn.execute(
+                text(
+                    "SELECT column_name, collation_name FROM information_schema.columns "
+                    "WHERE table_name = 'events' AND column_name IN ('source', 'event_id')"
+                )
+            ).all()
+        )
+    engine.dispose()
+    assert found == {"source": "C", "event_id": "C"}

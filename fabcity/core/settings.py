@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         default="fabcity/v1", description="Root of the native topics `{prefix}/{city}/{site}/...`."
     )
     mqtt_receive_maximum: int = Field(
-        default=5000,
+        default=10_000,
         gt=0,
         description="MQTT 5 inflight window. Must exceed `bridge_batch_size`: messages are "
         "acknowledged only after their batch commits.",
@@ -99,7 +99,10 @@ class Settings(BaseSettings):
         description="Read the device adapter topics. Adapters keep per-device state, so with "
         "several bridges exactly one reads them: set false on the others.",
     )
-    bridge_batch_size: int = Field(default=1000, gt=0, description="Messages per commit.")
+    # 2,000: against 1,000, a drain by two bridges took 1.5 us less CPU per event in all
+    # (bridges and PostgreSQL: a commit's round trips are shared by twice the events). The
+    # batch wait still commits a slow trickle within 50 ms.
+    bridge_batch_size: int = Field(default=2000, gt=0, description="Messages per commit.")
     bridge_writers: int = Field(
         default=2,
         gt=0,

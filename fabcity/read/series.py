@@ -47,6 +47,7 @@ from fabcity.core.models import (
     Device,
     FlowRollup,
     FlowRollupHour,
+    FlowRollupMonth,
     Resource,
     Site,
 )
@@ -535,13 +536,12 @@ def _rows(session: Session, frames: list[Frame], interval: Interval, city_level:
         return select(t.day, t.hour, *head(t), *(getattr(t, n) for n in columns)).where(
             t.hour.in_(queries.HOUR_KEYS), t.city_id.in_(cities), t.day.between(a, b)
         )
-    days, months = (CityFlowRollup, CityFlowRollupMonth) if city_level else (FlowRollup, None)
-    if interval in ("day", "week"):
-        sources: list[tuple[Any, date, date]] = [(days, a, b)]
-    elif city_level:
-        sources = queries._sources(a, b, days, months)
-    else:
-        sources = queries._sources(a, b)
+    days, months = (
+        (CityFlowRollup, CityFlowRollupMonth) if city_level else (FlowRollup, FlowRollupMonth)
+    )
+    sources: list[tuple[Any, date, date]] = (
+        [(days, a, b)] if interval in ("day", "week") else queries._sources(a, b, days, months)
+    )
     parts = []
     for t, lo, hi in sources:
         day = t.day if interval == "day" else queries._window(session, t.day, interval)

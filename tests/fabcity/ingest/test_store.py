@@ -3,6 +3,8 @@ repeats, and the binary form of each column COPYed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -13,15 +15,21 @@ from fabcity.ingest.service import ingest
 from tests.support.city import event, flow, register
 
 
+def _one_stored(factory: sessionmaker[Session]) -> dict[str, Any]:
+    """The test city registered, and one event (id "old", 1 kg) stored: a later batch's repeat."""
+    register(factory)
+    old = event([flow(quantity=1)], id="old")
+    with transaction(factory) as s:
+        ingest(s, [old])
+    return old
+
+
 def test_a_batch_with_some_repeats_stores_the_new_ones_with_their_flows(
     factory: sessionmaker[Session],
 ) -> None:
     # On PostgreSQL a batch is COPYed straight in; a repeat in it sends the batch through the
     # stage instead, and the new events' flows must still point at their own events.
-    register(factory)
-    old = event([flow(quantity=1)], id="old")
-    with transaction(factory) as s:
-        ingest(s, [old])
+    old = _one_stored(factory)
     new = [event([flow(quantity=n)], id=f"new-{n}") for n in (2, 3)]
     with transaction(factory) as s:
         mixed = ingest(s, [new[0], old, new[1]])
@@ -75,10 +83,7 @@ def test_a_repeat_in_a_later_copy_statement_undoes_the_earlier_ones(
 ) -> None:
     # A batch longer than COPY_ROWS is COPYed in several statements; a repeat in the last one
     # must roll the first ones back too (one savepoint), and the stage store each event once.
-    register(factory)
-    old = event([flow(quantity=1)], id="old")
-    with transaction(factory) as s:
-        ingest(s, [old])
+    old = _one_stored(factory)
     n = 2 * store.COPY_ROWS + 3
     new = [event([flow(quantity=1)], id=f"new-{k}") for k in range(n)]
     with transaction(factory) as s:

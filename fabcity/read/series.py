@@ -16,12 +16,13 @@ SQLite and PostgreSQL (tests/fabcity/read/test_series.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from itertools import chain
 from typing import Any
 
 import orjson
+import psycopg
 from pydantic import TypeAdapter
 from sqlalchemy import (
     BigInteger,
@@ -78,7 +79,9 @@ def series_json(
     f = queries.frame(session, city_slug, first, last, interval, now, site)
     sums = _Sums(_additive(names).values())
     found = _read_sums(session, [f], interval, group_by, sums) if sums.wholes else {}
-    return _response(session, f, names, interval, group_by, sums, found.get(f.city.id, {}))
+    out: list[bytes] = []
+    _response(out, session, f, names, interval, group_by, sums, found.get(f.city.id, {}))
+    return b"".join(out)
 
 
 def compare_json(
@@ -94,24 +97,23 @@ def compare_json(
     frames = queries.frames(session, slugs, first, last, interval)
     sums = _Sums(_additive(names).values())
     found = _read_sums(session, frames, interval, None, sums) if sums.wholes else {}
-    cities = [
-        _response(session, f, names, interval, None, sums, found.get(f.city.id, {})) for f in frames
+    out = [
+        b'{"names":',
+        _DUMPS(names),
+        b',"interval":',
+        _DUMPS(interval),
+        b',"from":',
+        _DUMPS(first),
+        b',"to":',
+        _DUMPS(last),
+        b',"cities":[',
     ]
-    return b"".join(
-        (
-            b'{"names":',
-            _DUMPS(names),
-            b',"interval":',
-            _DUMPS(interval),
-            b',"from":',
-            _DUMPS(first),
-            b',"to":',
-            _DUMPS(last),
-            b',"cities":[',
-            b",".join(cities),
-            b"]}",
-        )
-    )
+    for k, f in enumerate(frames):
+        if k:
+            out.append(b",")
+        _response(out, session, f, names, interval, None, sums, found.get(f.city.id, {}))
+    out.append(b"]}")
+    return b"".join(out)
 
 
 def _additive(names: list[str]) -> dict[str, Additive]:
@@ -119,6 +121,7 @@ def _additive(names: list[str]) -> dict[str, Additive]:
 
 
 def _response(
+    out: list[bytes],
     session: Session,
     f: Frame,
     names: list[str],
@@ -126,8 +129,10 @@ def _response(
     group_by: GroupBy | None,
     sums: _Sums,
     found: dict[Any, list[Row]],
-) -> bytes:
-    """One city's `api.MetricsResponse`, its sums read (`_read_sums`)."""
+) -> None:
+    """One city's `api.MetricsResponse`, its sums read (`_read_sums`), written to `out` as
+    fragments: the answer is joined once, where joining each series, then the series, copied
+    a 5.8 MB answer twice more (5 ms of a year by day by site)."""
     windows = _Windows(f)
     additive = _additive(names)
     groups = None
@@ -136,46 +141,39 @@ def _response(
     keys: list[str | None] = [None]
     if group_by is not None:
         keys = [*sorted({k for k in (*found, *(groups or ())) if k is not None})]
-    series = []
+    out += (
+        b'{"city":',
+        _DUMPS(f.city.slug),
+        b',"interval":',
+        _DUMPS(interval),
+        b',"timezone":',
+        _DUMPS(f.city.timezone),
+        b',"group_by":',
+        _DUMPS(group_by),
+        b',"series":[',
+    )
+    first = True
     for name in names:
         unit = metrics.METRICS[name].unit
         for key in keys:
+            out += (
+                b'{"name":' if first else b',{"name":',
+                _DUMPS(name),
+                b',"unit":',
+                _DUMPS(unit),
+                b',"key":',
+                _DUMPS(key),
+                b',"points":[',
+            )
+            first = False
             if name in additive:
                 rows = found.get(key) or [None] * len(f.starts)
-                points = _additive_points(additive[name], sums, rows, windows)
+                _additive_points(out, additive[name], sums, rows, windows)
             else:
                 by_start = (groups or {}).get(key, {})
-                points = _cell_points(name, by_start, windows)
-            series.append(
-                b"".join(
-                    (
-                        b'{"name":',
-                        _DUMPS(name),
-                        b',"unit":',
-                        _DUMPS(unit),
-                        b',"key":',
-                        _DUMPS(key),
-                        b',"points":[',
-                        points,
-                        b"]}",
-                    )
-                )
-            )
-    return b"".join(
-        (
-            b'{"city":',
-            _DUMPS(f.city.slug),
-            b',"interval":',
-            _DUMPS(interval),
-            b',"timezone":',
-            _DUMPS(f.city.timezone),
-            b',"group_by":',
-            _DUMPS(group_by),
-            b',"series":[',
-            b",".join(series),
-            b"]}",
-        )
-    )
+                _cell_points(out, name, by_start, windows)
+            out.append(b"]}")
+    out.append(b"]}")
 
 
 # Writing points ---------------------------------------------------------------------------
@@ -244,17 +242,20 @@ class _Windows:
             ]
         return self._missing[reason]
 
-    def join(self, values: list[float | None], tails: list[bytes]) -> bytes:
-        """The points of a series: every window's head, value (9 decimals keep every digit
-        the inputs had) and tail (`then`: with the next head). orjson writes the values in
-        one call, as it writes them in a whole answer."""
+    def join(self, out: list[bytes], values: list[float | None], tails: list[bytes]) -> None:
+        """The points of a series, added to `out`: every window's head, value (9 decimals keep
+        every digit the inputs had) and tail (`then`: with the next head). orjson writes the
+        values in one call, as it writes them in a whole answer."""
         if not values:
-            return b""
+            return
         written = _DUMPS(values)[1:-1].split(b",")
-        return self.heads[0] + b"".join(chain.from_iterable(zip(written, tails, strict=True)))
+        out.append(self.heads[0])
+        out += chain.from_iterable(zip(written, tails, strict=True))
 
 
-def _additive_points(metric: Additive, sums: _Sums, rows: list[Row], w: _Windows) -> bytes:
+def _additive_points(
+    out: list[bytes], metric: Additive, sums: _Sums, rows: list[Row], w: _Windows
+) -> None:
     """Points of a sum or a share, computed as `Additive` computes them from cells; column
     by column, in comprehensions: a year by day by site is 29,200 of them."""
     amount = 2 * sums.index[metric.whole]
@@ -282,10 +283,12 @@ def _additive_points(metric: Additive, sums: _Sums, rows: list[Row], w: _Windows
         gone if v is None else recorded[k or 0]
         for v, k, recorded, gone in zip(values, ranks, w.recorded, nothing, strict=True)
     ]
-    return w.join(values, tails)
+    w.join(out, values, tails)
 
 
-def _cell_points(name: str, by_start: dict[Start, list[metrics.Cell]], w: _Windows) -> bytes:
+def _cell_points(
+    out: list[bytes], name: str, by_start: dict[Start, list[metrics.Cell]], w: _Windows
+) -> None:
     """Points of a metric computed from its cells (`queries.compute`)."""
     values: list[float | None] = []
     tails: list[bytes] = []
@@ -315,7 +318,7 @@ def _cell_points(name: str, by_start: dict[Start, list[metrics.Cell]], w: _Windo
                 ),
             )
         )
-    return w.join(values, tails)
+    w.join(out, values, tails)
 
 
 # Reading sums ---------------------------------------------------------------------------
@@ -400,11 +403,15 @@ def _read_sums(
         columns.append(cast(func.sum(cube.c.amount).filter(held), BigInteger))
     window = [cube.c.day, cube.c.hour] if interval == "hour" else [cube.c.day]
     group = [] if group_by is None else [_GROUP_COLUMN[group_by](cube)]
-    query = (
-        select(*window, cube.c.city_id, *group, *columns)
-        .where(resources.among(cube.c.resource, resources.names))
-        .group_by(*window, cube.c.city_id, *group)
+    query = select(*window, cube.c.city_id, *group, *columns).where(
+        resources.among(cube.c.resource, resources.names)
     )
+    by = _key_order(cube, interval, city_level, group_by)
+    in_key_order = by is not None
+    if by is not None:
+        query = query.group_by(*by).order_by(*by)
+    else:
+        query = query.group_by(*window, cube.c.city_id, *group)
     if site_id is not None:
         query = query.where(cube.c.site_id == site_id)
     width = len(window) + 1 + len(group)
@@ -421,8 +428,7 @@ def _read_sums(
         ]
 
     by_id: dict[tuple[int, Any], list[Row]] = {}
-    # Core, not the ORM: thousands of rows, read as tuples.
-    for row in session.connection().execute(query).all():
+    for row in _stream(session, query, in_key_order):
         at = row[0] if interval != "hour" else (row[0], row[1])
         city = row[len(window)]
         f, slots, count = of[city]
@@ -449,6 +455,60 @@ def _read_sums(
             found if other is None else [add(a, b) for a, b in zip(other, found, strict=True)]
         )
     return grouped
+
+
+def _key_order(
+    cube: Any, interval: Interval, city_level: bool, group_by: GroupBy | None
+) -> list[Any] | None:
+    """The columns to group by in the order of the cube's key, where the groups asked for
+    are runs of that key (hours and days, by site, by device or not broken down): PostgreSQL
+    then adds up each run as it reads it in key order and sends the groups one by one while
+    they are read here (`_stream`). A device is grouped with its site, as the key begins;
+    the site reports of every site (device 0) are added up after. None: hashed, as before."""
+    if interval not in ("day", "hour") or group_by != "site":
+        return None
+    c = cube.c
+    # (hour, city, day, site, ...) and (city, day, site, ...)
+    return (
+        [c.hour, c.city_id, c.day, c.site_id]
+        if interval == "hour"
+        else [c.city_id, c.day, c.site_id]
+    )
+
+
+# Rows a chunk of `_stream`: 200 to 2,000 read a year by day by site alike.
+CHUNK = 500
+# Chunked rows need libpq 17 (psycopg's binary wheels bring their own); an older system
+# libpq reads the whole result first, as before.
+CHUNKED = psycopg.pq.version() >= 170000
+
+
+def _stream(session: Session, query: Any, in_key_order: bool) -> Iterable[Sequence[Any]]:
+    """The rows of `query`, as tuples (Core, not the ORM: thousands of rows).
+
+    On PostgreSQL a query `in_key_order` is read in chunks as the server sends them
+    (libpq's chunked rows): the server adds up the next groups on one core while this
+    process reads the last ones on the other, where reading the whole result first left
+    each waiting for the other. A year by day by site: 19 against 14 ms, the rows read
+    and placed (7,300 of them). Its plan must then be the one that sends groups as it
+    goes: an index scan in key order feeding a streaming aggregate. PostgreSQL's default
+    cost of a random page (4, a spinning disk's) made it read the city's range through a
+    bitmap and hash every group first; the rollups are a few megabytes a city, read from
+    memory, where a random page costs about what a sequential one does (1.1, the value
+    usual on SSDs, for this transaction only)."""
+    connection = session.connection()
+    if not (in_key_order and CHUNKED and connection.dialect.name == "postgresql"):
+        return connection.execute(query).all()
+    compiled = query.compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    connection.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+    return _chunks(connection.connection.driver_connection, str(compiled), compiled.params)
+
+
+def _chunks(driver: Any, sql: str, params: Any) -> Iterator[Sequence[Any]]:
+    with driver.cursor() as cursor:
+        yield from cursor.stream(sql, params, size=CHUNK)
 
 
 def _slots(f: Frame, interval: Interval) -> dict[Any, int]:

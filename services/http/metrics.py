@@ -3,7 +3,6 @@ and NGSI-LD, each as JSON with an ETag, and (but NGSI-LD) as streamed CSV."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -12,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import anyio
 import orjson
+import xxhash
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
@@ -77,8 +77,13 @@ def wants_csv(request: Request, format: str | None) -> bool:
 
 
 def cached(request: Request, body: bytes, media_type: str = "application/json") -> Response:
-    """The body with a weak ETag of its bytes; 304 when the client holds it already."""
-    etag = f'W/"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+    """The body with a weak ETag of its bytes; 304 when the client holds it already.
+
+    The tag is XXH3's 128 bits, not a cryptographic hash: it tells a client's copy from the
+    current one, and a writer who wanted a stale copy kept would have to steer a whole answer,
+    sums of many labs' events, onto the hash of an earlier one. A year by day by site is
+    5.8 MB: blake2b took 6 ms of it, XXH3 0.3 ms."""
+    etag = f'W/"{xxhash.xxh3_128_hexdigest(body)}"'
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": "Accept"}
     held = request.headers.get("if-none-match", "")
     # Weak comparison (RFC 9110 §13.1.2): W/ prefixes do not matter.

@@ -144,3 +144,34 @@ def test_a_sum_of_millionths_needs_no_rounding() -> None:
     checked = [*range(2_000_000), 2**53 - 1, 2**53 - 7, 10**15 + 1]
     checked += [rng.randrange(10**e) for e in range(1, 16) for _ in range(20_000)]
     assert [n for n in checked if round(n / MICRO, 9) != n / MICRO] == []
+
+
+@pytest.mark.parametrize("interval", ["hour", "day"])
+def test_a_breakdown_by_site_read_as_postgresql_sends_it(
+    history: sessionmaker[Session], interval: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a series by site is read in chunks while the server adds up the next
+    groups (`series._stream`): the same bytes in chunks of one row, of a few, or read whole;
+    other breakdowns are read whole."""
+    span = {"first": date(2026, 3, 26), "last": date(2026, 4, 1)} if interval == "hour" else {}
+    chunked: list[str] = []
+    real = series._chunks
+
+    def spy(driver: Any, sql: str, params: Any) -> Iterator[Any]:
+        chunked.append(sql)
+        return real(driver, sql, params)
+
+    monkeypatch.setattr(series, "_chunks", spy)
+    with transaction(history) as s:
+        postgres = s.get_bind().dialect.name == "postgresql"
+        for size in (1, 3, series.CHUNK):
+            monkeypatch.setattr(series, "CHUNK", size)
+            both(s, ALL, interval, "site", **span)
+        monkeypatch.setattr(series, "CHUNKED", False)
+        both(s, ALL, interval, "site", **span)
+        both(s, ALL, interval, "device", **span)
+        monkeypatch.setattr(series, "CHUNKED", True)
+        both(s, ALL, interval, None, **span)
+    # three reads in chunks, then none (libpq before 17, other breakdowns); none on SQLite
+    assert len(chunked) == (3 if postgres else 0)
+    assert all("ORDER BY" in sql for sql in chunked)

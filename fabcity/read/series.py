@@ -17,6 +17,7 @@ SQLite and PostgreSQL (tests/fabcity/read/test_series.py).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from itertools import chain
 from typing import Any
@@ -428,21 +429,22 @@ def _read_sums(
         ]
 
     by_id: dict[tuple[int, Any], list[Row]] = {}
-    for row in _stream(session, query, in_key_order):
-        at = row[0] if interval != "hour" else (row[0], row[1])
-        city = row[len(window)]
-        f, slots, count = of[city]
-        i = slots.get(at)
-        if i is None:
-            i = _slot(row, interval, f)
-            if i is None:  # a row outside the frame's windows
-                continue
-        gid = (city, row[width - 1] if group else None)
-        found = by_id.get(gid)
-        if found is None:
-            found = by_id[gid] = [None] * count
-        values = list(row[width:])
-        found[i] = values if found[i] is None else add(found[i], values)
+    with _stream(session, query, in_key_order) as rows:
+        for row in rows:
+            at = row[0] if interval != "hour" else (row[0], row[1])
+            city = row[len(window)]
+            f, slots, count = of[city]
+            i = slots.get(at)
+            if i is None:
+                i = _slot(row, interval, f)
+                if i is None:  # a row outside the frame's windows
+                    continue
+            gid = (city, row[width - 1] if group else None)
+            found = by_id.get(gid)
+            if found is None:
+                found = by_id[gid] = [None] * count
+            values = list(row[width:])
+            found[i] = values if found[i] is None else add(found[i], values)
     keys = _keys(session, frames[0], group_by, resources)
     grouped: dict[int, dict[Any, list[Row]]] = {}
     for (city, gid), found in by_id.items():
@@ -484,7 +486,8 @@ CHUNK = 500
 CHUNKED = psycopg.pq.version() >= 170000
 
 
-def _stream(session: Session, query: Any, in_key_order: bool) -> Iterable[Sequence[Any]]:
+@contextmanager
+def _stream(session: Session, query: Any, in_key_order: bool) -> Iterator[Iterable[Sequence[Any]]]:
     """The rows of `query`, as tuples (Core, not the ORM: thousands of rows).
 
     On PostgreSQL a query `in_key_order` is read in chunks as the server sends them
@@ -496,20 +499,25 @@ def _stream(session: Session, query: Any, in_key_order: bool) -> Iterable[Sequen
     random page (4, a spinning disk's) made it read the city's range through a bitmap and
     hash every group first; the rollups are a few megabytes a city, read from memory, where
     a random page costs about what a sequential one does (1.1, the value usual on SSDs,
-    for this transaction only)."""
+    for this transaction only).
+
+    A stream left unfinished is closed on the way out, whatever ends it: one left open
+    made the connection's rollback, as the request ended, wait forever for its rest."""
     connection = session.connection()
     if not (in_key_order and CHUNKED and connection.dialect.name == "postgresql"):
-        return connection.execute(query).all()
+        yield connection.execute(query).all()
+        return
     compiled = query.compile(
         dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
     )
     connection.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
-    return _chunks(connection.connection.driver_connection, str(compiled), compiled.params)
-
-
-def _chunks(driver: Any, sql: str, params: Any) -> Iterator[Sequence[Any]]:
+    driver: Any = connection.connection.driver_connection
     with driver.cursor() as cursor:
-        yield from cursor.stream(sql, params, size=CHUNK)
+        rows = cursor.stream(str(compiled), compiled.params, size=CHUNK)
+        try:
+            yield rows
+        finally:
+            rows.close()
 
 
 def _slots(f: Frame, interval: Interval) -> dict[Any, int]:

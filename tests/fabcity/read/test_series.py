@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -154,14 +155,14 @@ def test_a_breakdown_by_site_read_as_postgresql_sends_it(
     groups (`series._stream`): the same bytes in chunks of one row, of a few, or read whole;
     other breakdowns are read whole."""
     span = {"first": date(2026, 3, 26), "last": date(2026, 4, 1)} if interval == "hour" else {}
-    chunked: list[str] = []
-    real = series._chunks
+    streamed: list[tuple[str, int]] = []
+    real = psycopg.Cursor.stream
 
-    def spy(driver: Any, sql: str, params: Any) -> Iterator[Any]:
-        chunked.append(sql)
-        return real(driver, sql, params)
+    def spy(cursor: Any, query: Any, params: Any = None, **kw: Any) -> Iterator[Any]:
+        streamed.append((str(query), kw["size"]))
+        return real(cursor, query, params, **kw)
 
-    monkeypatch.setattr(series, "_chunks", spy)
+    monkeypatch.setattr(psycopg.Cursor, "stream", spy)
     with transaction(history) as s:
         postgres = s.get_bind().dialect.name == "postgresql"
         for size in (1, 3, series.CHUNK):
@@ -173,5 +174,32 @@ def test_a_breakdown_by_site_read_as_postgresql_sends_it(
         monkeypatch.setattr(series, "CHUNKED", True)
         both(s, ALL, interval, None, **span)
     # three reads in chunks, then none (libpq before 17, other breakdowns); none on SQLite
-    assert len(chunked) == (3 if postgres else 0)
-    assert all("ORDER BY" in sql for sql in chunked)
+    assert [size for _, size in streamed] == ([1, 3, series.CHUNK] if postgres else [])
+    assert all("ORDER BY" in sql for sql, _ in streamed)
+
+
+@pytest.mark.timeout(60)
+def test_a_read_cut_short_leaves_the_connection_usable(
+    history: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while the rows of a series by site are read (here: placing the second
+    row) reaches the caller, and the rollback that follows does not wait for the rest of a
+    stream left open (it waited forever); the same connection serves the next request."""
+    placed = 0
+
+    class Failing(dict[Any, int]):
+        def get(self, key: Any, default: Any = None) -> Any:
+            nonlocal placed
+            placed += 1
+            if placed == 2:
+                raise RuntimeError("cut short")
+            return super().get(key, default)
+
+    slots = series._slots
+    monkeypatch.setattr(series, "_slots", lambda f, interval: Failing(slots(f, interval)))
+    monkeypatch.setattr(series, "CHUNK", 1)  # the server has more to send when it fails
+    with pytest.raises(RuntimeError, match="cut short"), transaction(history) as s:
+        series.series_json(s, CITY, ALL, FIRST, LAST, "day", "site", NOW)
+    monkeypatch.setattr(series, "_slots", slots)
+    with transaction(history) as s:
+        assert both(s, ALL, "day", "site")

@@ -83,6 +83,23 @@ def cases(today: date) -> list[tuple[str, str, dict[str, str]]]:
             out.append(
                 (f"series, 4 metrics, {span} by {interval}{by}", "/v1/cities/big/metrics", params)
             )
+    # The metrics computed from cells, not summed in SQL (`metrics.Additive`): the material
+    # accounts and the FCI (with DIDO in it), then utilization, which tells machines apart.
+    # A planner may ask any of them at any interval; these are the finest a year and a week
+    # allow, for the city and by site.
+    cells = "dmc,cmu,fci"
+    for interval, since in (("hour", week_ago), ("day", year_ago), ("week", year_ago)):
+        span = "a week" if interval == "hour" else "a year"
+        for group in (None, "site"):
+            params = {"from": since, "to": to, "interval": interval, "names": cells}
+            if group:
+                params["group_by"] = group
+            by = f", by {group}" if group else ""
+            out.append(
+                (f"series, {cells}, {span} by {interval}{by}", "/v1/cities/big/metrics", params)
+            )
+    params = {"from": year_ago, "to": to, "interval": "day", "names": "utilization"}
+    out.append(("series, utilization, a year by day", "/v1/cities/big/metrics", params))
     # What the dashboard itself asks (services/http/static/app.js): one metric at a time,
     # and for its map a day series of inputs by site over the period shown.
     out.append(

@@ -205,6 +205,11 @@ def _hours_of(resource: str, action: str) -> Additive:
     return Additive(Sum(action, resource=resource), f"no {resource.replace('_', ' ')} recorded")
 
 
+# Metrics that tell machines apart (a site's, a device's): computed from cells that keep
+# sites and devices, never from a city's own cubes (`queries.cell_groups`).
+BY_MACHINE = frozenset({"utilization"})
+
+
 def utilization(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
     """Machine hours / (machines that reported use × hours in the window)."""
     used = _select(cells, lambda c: c.action == "use" and c.resource == "machine_hours")

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, DateTime, cast, func, literal, select, true, union_all
+from sqlalchemy import Date, DateTime, cast, func, literal, null, select, true, union_all
 from sqlalchemy.orm import Session
 
 from fabcity.core import calendar, models
@@ -17,6 +17,9 @@ from fabcity.core.calendar import Interval
 from fabcity.core.db import is_postgres
 from fabcity.core.errors import Invalid
 from fabcity.core.models import (
+    CityFlowRollup,
+    CityFlowRollupHour,
+    CityFlowRollupMonth,
     Device,
     FlowRollup,
     FlowRollupHour,
@@ -217,7 +220,7 @@ def metric_series(
     whole window from its cells. The JSON API answers with `series.series_json`, which adds
     up the sums in SQL; this is the straightforward computation, for CSV and NGSI-LD."""
     f = frame(session, city_slug, first, last, interval, now, site)
-    groups = cell_groups(session, f, interval, group_by)
+    groups = cell_groups(session, f, interval, group_by, names)
     series: list[api.Series] = []
     for name in names:
         metric = metrics.METRICS[name]
@@ -237,12 +240,29 @@ def metric_series(
 
 
 def cell_groups(
-    session: Session, f: Frame, interval: Interval, group_by: GroupBy | None
+    session: Session,
+    f: Frame,
+    interval: Interval,
+    group_by: GroupBy | None,
+    names: Sequence[str] | None = None,
 ) -> dict[str | None, dict[Start, list[Cell]]]:
     """The cells of each window, by group (one group, None, without `group_by`), the groups
     in order: each window's cells split in one pass (a year by day by site is 7,300 windows
-    of a group: filtering them per metric cost most of the request)."""
-    cells = _cells(session, f.city.id, f.read_from, f.read_to, interval, f.zone)
+    of a group: filtering them per metric cost most of the request).
+
+    Given the `names` of the metrics computed from them, cells that need not tell sites or
+    devices apart (no site asked for, no breakdown by either, no metric that counts
+    machines) come from the city's own cubes: a twentieth of the cells with 20 sites. Every
+    other metric is a sum over cells of a kind, or of such sums, and a city cell is the sum
+    of its sites' cells of its kind (its state included), so each value is the same to the
+    last digit (tests/fabcity/read/test_series.py compares them)."""
+    city_level = (
+        names is not None
+        and f.site is None
+        and group_by not in ("site", "device")
+        and not metrics.BY_MACHINE.intersection(names)
+    )
+    cells = _cells(session, f.city.id, f.read_from, f.read_to, interval, f.zone, city_level)
     if f.site is not None:
         cells = {k: [c for c in cs if c.site == f.site] for k, cs in cells.items()}
     if group_by is None:
@@ -424,29 +444,44 @@ def _window(session: Session, day: Any, bucket: Bucket) -> Any:
 
 
 def _cells(
-    session: Session, city_id: int, first: date, last: date, bucket: Bucket, zone: ZoneInfo
+    session: Session,
+    city_id: int,
+    first: date,
+    last: date,
+    bucket: Bucket,
+    zone: ZoneInfo,
+    city_level: bool = False,
 ) -> dict[Start, list[Cell]]:
+    """The cells of each window; from the city's own cubes when `city_level` (their site and
+    device then read as 0, and named "")."""
+    day, hour, month = (
+        (CityFlowRollup, CityFlowRollupHour, CityFlowRollupMonth)
+        if city_level
+        else (FlowRollup, FlowRollupHour, FlowRollupMonth)
+    )
+
+    def columns(t: Any) -> list[Any]:
+        if city_level:
+            rest = (getattr(t, c) for c in (*_CUBE_DIMS[2:], *_CUBE_MEASURES))
+            return [literal(0).label("site_id"), literal(0).label("device_id"), *rest]
+        return [getattr(t, c) for c in (*_CUBE_DIMS, *_CUBE_MEASURES)]
+
     window: list[Any]
     if bucket in ("hour", "day"):
-        table: type[FlowRollup] | type[FlowRollupHour] = (
-            FlowRollupHour if bucket == "hour" else FlowRollup
-        )
-        window = [table.day, FlowRollupHour.hour] if bucket == "hour" else [table.day]
-        columns = (getattr(table, c) for c in (*_CUBE_DIMS, *_CUBE_MEASURES))
-        rows = select(*window, *columns).where(
+        table: Any = hour if bucket == "hour" else day
+        window = [table.day, table.hour] if bucket == "hour" else [table.day]
+        rows = select(*window, *columns(table)).where(
             table.city_id == city_id, table.day.between(first, last)
         )
-        if bucket == "hour":
+        if bucket == "hour" and not city_level:
             rows = rows.where(FlowRollupHour.hour.in_(HOUR_KEYS))
     else:
         # Whole months from the month rollups, the days at either end from the day rollups.
         parts = [
-            select(t.day, *(getattr(t, c) for c in (*_CUBE_DIMS, *_CUBE_MEASURES))).where(
-                t.city_id == city_id, t.day.between(lo, hi)
-            )
+            select(t.day, *columns(t)).where(t.city_id == city_id, t.day.between(lo, hi))
             for t, lo, hi in (
                 # a month row's day is its first: right for months and years, not weeks
-                [(FlowRollup, first, last)] if bucket == "week" else _sources(first, last)
+                [(day, first, last)] if bucket == "week" else _sources(first, last, day, month)
             )
         ]
         both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
@@ -455,12 +490,17 @@ def _cells(
         sums = (func.sum(both.c[m]).label(m) for m in _CUBE_MEASURES)
         rows = select(*window, *dims, *sums).group_by(*window, *dims)
     cube = rows.subquery()
-    query = (
-        select(cube, Site.slug, Device.slug, Resource.dimension, Resource.mfa_category)
-        .join(Site, Site.id == cube.c.site_id)
-        .outerjoin(Device, Device.id == cube.c.device_id)
-        .join(Resource, Resource.name == cube.c.resource)
-    )
+    if city_level:
+        query = select(cube, literal(""), null(), Resource.dimension, Resource.mfa_category).join(
+            Resource, Resource.name == cube.c.resource
+        )
+    else:
+        query = (
+            select(cube, Site.slug, Device.slug, Resource.dimension, Resource.mfa_category)
+            .join(Site, Site.id == cube.c.site_id)
+            .outerjoin(Device, Device.id == cube.c.device_id)
+            .join(Resource, Resource.name == cube.c.resource)
+        )
     width = len(window)
     cells: dict[Start, list[Cell]] = defaultdict(list)
     for row in session.execute(query):

@@ -138,7 +138,7 @@ def _response(
     additive = _additive(names)
     groups = None
     if len(additive) < len(names):
-        groups = queries.cell_groups(session, f, interval, group_by)
+        groups = queries.cell_groups(session, f, interval, group_by, names)
     keys: list[str | None] = [None]
     if group_by is not None:
         keys = [*sorted({k for k in (*found, *(groups or ())) if k is not None})]

@@ -203,3 +203,33 @@ def test_a_read_cut_short_leaves_the_connection_usable(
     monkeypatch.setattr(series, "_slots", slots)
     with transaction(history) as s:
         assert both(s, ALL, "day", "site")
+
+
+@pytest.mark.parametrize("interval", ["hour", "day", "week", "month", "year"])
+@pytest.mark.parametrize("group_by", [None, "resource", "ring", "mfa_category"])
+def test_a_city_s_own_cells_give_every_metric_its_sites_cells_give(
+    history: sessionmaker[Session], interval: Any, group_by: Any
+) -> None:
+    """Metrics computed from cells, with no site or device to tell apart, read the city's own
+    cubes (`queries.cell_groups` given the metrics): each value is the one the sites' cells
+    give, to the last digit, and there are fewer cells to read. A metric that counts machines
+    keeps the sites' cells."""
+    span = (date(2026, 3, 26), date(2026, 4, 1)) if interval == "hour" else (FIRST, LAST)
+    names = [n for n in ALL if n not in metrics.BY_MACHINE]
+    with transaction(history) as s:
+        f = queries.frame(s, CITY, *span, interval, NOW)
+        sites = queries.cell_groups(s, f, interval, group_by)
+        city = queries.cell_groups(s, f, interval, group_by, names)
+        kept = queries.cell_groups(s, f, interval, group_by, ["utilization", *names])
+    assert city.keys() == sites.keys() and kept == sites
+    compared = 0
+    for key, by_start in sites.items():
+        for start, ctx in zip(f.starts, f.facts, strict=True):
+            for name in names:
+                mine = queries.compute(name, city[key].get(start, []), ctx)
+                assert mine == queries.compute(name, by_start.get(start, []), ctx), (name, start)
+                compared += mine.value is not None
+    assert compared > len(names) // 2  # values, not nulls compared with nulls
+    count = lambda groups: sum(len(c) for by in groups.values() for c in by.values())  # noqa: E731
+    assert count(city) < count(sites)
+    assert {c.site for by in city.values() for cs in by.values() for c in cs} == {""}

@@ -184,7 +184,7 @@ def test_a_read_cut_short_leaves_the_connection_usable(
 ) -> None:
     """A failure while the rows of a series by site are read (here: placing the second
     row) reaches the caller, and the rollback that follows does not wait for the rest of a
-    stream left open (it waited forever); the same connection serves the next request."""
+    stream left open (it waited forever); the next read is served."""
     placed = 0
 
     class Failing(dict[Any, int]):

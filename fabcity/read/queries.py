@@ -443,6 +443,13 @@ def _window(session: Session, day: Any, bucket: Bucket) -> Any:
     return func.date(day, *modifiers, type_=Date)
 
 
+def site_and_device(cube: Any, city_level: bool) -> list[Any]:
+    """A cube's site and device columns: 0 in a city's own cubes, which sum both away."""
+    if city_level:
+        return [literal(0).label("site_id"), literal(0).label("device_id")]
+    return [cube.site_id, cube.device_id]
+
+
 def _cells(
     session: Session,
     city_id: int,
@@ -461,10 +468,8 @@ def _cells(
     )
 
     def columns(t: Any) -> list[Any]:
-        if city_level:
-            rest = (getattr(t, c) for c in (*_CUBE_DIMS[2:], *_CUBE_MEASURES))
-            return [literal(0).label("site_id"), literal(0).label("device_id"), *rest]
-        return [getattr(t, c) for c in (*_CUBE_DIMS, *_CUBE_MEASURES)]
+        rest = (getattr(t, c) for c in (*_CUBE_DIMS[2:], *_CUBE_MEASURES))
+        return [*site_and_device(t, city_level), *rest]
 
     window: list[Any]
     if bucket in ("hour", "day"):
@@ -474,7 +479,7 @@ def _cells(
             table.city_id == city_id, table.day.between(first, last)
         )
         if bucket == "hour" and not city_level:
-            rows = rows.where(FlowRollupHour.hour.in_(HOUR_KEYS))
+            rows = rows.where(table.hour.in_(HOUR_KEYS))
     else:
         # Whole months from the month rollups, the days at either end from the day rollups.
         parts = [

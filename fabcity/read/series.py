@@ -33,7 +33,6 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    literal,
     select,
     union_all,
 )
@@ -591,9 +590,7 @@ def _rows(session: Session, frames: list[Frame], interval: Interval, city_level:
     a, b = min(f.read_from for f in frames), max(f.read_to for f in frames)
 
     def head(t: Any) -> list[Any]:
-        if city_level:
-            return [t.city_id, literal(0).label("site_id"), literal(0).label("device_id")]
-        return [t.city_id, t.site_id, t.device_id]
+        return [t.city_id, *queries.site_and_device(t, city_level)]
 
     if interval == "hour":
         if city_level:

@@ -255,6 +255,7 @@ class Bridge:
         self.client.on_message = self._on_message
         self.client.on_publish_fast = self._on_publishes
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_unsubscribe = self._on_unsubscribe
         # The SUBSCRIBE of the current connection (set and read on the network thread).
         self._connect_mid: int | None = None
         self.watch = (
@@ -328,6 +329,10 @@ class Bridge:
                 self.watch.sent(self._connect_mid, topics)
         except Exception:
             log.exception("on_connect failed")
+
+    def _on_unsubscribe(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        if self.watch is not None:
+            self.watch.unsubscribed(mid)
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: Any, _p: Any) -> None:
         if self.watch is not None:

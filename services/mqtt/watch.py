@@ -77,6 +77,11 @@ class _Acked:
     at: datetime
 
 
+@dataclass(frozen=True)
+class _Unsubacked:
+    mid: int
+
+
 _WAKE = object()  # a link heard its printer
 
 
@@ -105,6 +110,9 @@ class RegistryWatch:
         self.client: mqtt.Client | None = None
         # The adapter filters wanted now (read by the network thread at every connect).
         self.filters: tuple[str, ...] = ()
+        # Filters no longer wanted whose UNSUBSCRIBE the broker has not acknowledged yet: until
+        # it does, a message on them may still come. Replaced whole, never changed in place.
+        self.leaving: frozenset[str] = frozenset()
         self.reads = 0  # registry reads (tests read it)
         self.subscribed = 0  # filters asked for in SUBSCRIBEs sent by the watch
         self.links_started = 0
@@ -114,6 +122,7 @@ class RegistryWatch:
         self._active: dict[str, datetime] = {}  # filter: when the broker acknowledged it
         self._refused: set[str] = set()
         self._unsubscribe: set[str] = set()  # no longer wanted, not yet unsubscribed
+        self._unsubscribing: dict[int, tuple[str, ...]] = {}  # UNSUBSCRIBEs sent, not acked
         self._version: int | None = None
         self._listened = entries.Listened([], [])
         self._noticed: dict[int, tuple[str, datetime]] = {}  # device: (its settings, seen at)
@@ -161,6 +170,9 @@ class RegistryWatch:
     def acked(self, mid: int, codes: Sequence[object]) -> None:
         refused = tuple(bool(getattr(c, "is_failure", False)) for c in codes)
         self._events.put(_Acked(mid, refused, datetime.now(UTC)))
+
+    def unsubscribed(self, mid: int) -> None:
+        self._events.put(_Unsubacked(mid))
 
     # the watch's thread ------------------------------------------------------------------
 
@@ -210,6 +222,16 @@ class RegistryWatch:
             # round again: a SUBSCRIBE the watch sent on the new connection may be in there.)
             self._pending[event.mid] = event.filters
             self._refused.clear()
+            # The broker keeps a session's subscriptions across connections: an UNSUBSCRIBE the
+            # last one left unacknowledged may never have reached it, so it is sent again.
+            for gone in self._unsubscribing.values():
+                self._unsubscribe.update(f for f in gone if f not in self.filters)
+            self._unsubscribing.clear()
+            self._leave()
+            return False
+        if isinstance(event, _Unsubacked):
+            if self._unsubscribing.pop(event.mid, None) is not None:
+                self._leave()
             return False
         if isinstance(event, _Acked):
             filters = self._pending.pop(event.mid, None)
@@ -266,9 +288,10 @@ class RegistryWatch:
         )
         new = [f for f in wanted if f not in self.filters]
         gone = [f for f in self.filters if f not in wanted]
-        self.filters = tuple(wanted)
         self._unsubscribe.update(gone)
         self._unsubscribe.difference_update(wanted)
+        self._leave()  # before `filters`: a filter is always in one or the other until acked
+        self.filters = tuple(wanted)
         if self._connected():
             self._send_subscribe(new)  # first: a topic moving under a wider filter stays heard
             self._send_unsubscribe()
@@ -294,11 +317,17 @@ class RegistryWatch:
         gone = sorted(self._unsubscribe)
         for i in range(0, len(gone), FILTERS_PER_PACKET):
             chunk = gone[i : i + FILTERS_PER_PACKET]
-            rc, _ = self.client.unsubscribe(chunk)
+            rc, mid = self.client.unsubscribe(chunk)
             if rc == mqtt.MQTT_ERR_SUCCESS:
                 self._unsubscribe.difference_update(chunk)
+                if mid is not None:
+                    self._unsubscribing[mid] = tuple(chunk)
                 for topic_filter in chunk:
                     self._active.pop(topic_filter, None)
+        self._leave()
+
+    def _leave(self) -> None:
+        self.leaving = frozenset(self._unsubscribe).union(*self._unsubscribing.values())
 
     # printer links -----------------------------------------------------------------------
 

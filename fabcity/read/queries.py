@@ -301,7 +301,11 @@ def chunks(
 
 def compute(name: str, cells: Sequence[Cell], ctx: WindowFacts) -> metrics.Value:
     """A metric of one window, with its confidence; a window without a single event says so."""
-    value = metrics.METRICS[name].compute(cells, ctx)
+    return judged(metrics.METRICS[name].compute(cells, ctx), ctx)
+
+
+def judged(value: metrics.Value, ctx: WindowFacts) -> metrics.Value:
+    """A window's value with its confidence; a window without a single event says so."""
     if value.value is None and value.range is None and not ctx.events:
         value = metrics.missing(metrics.NO_EVENTS)
     return metrics.assess(value, ctx)

@@ -34,6 +34,7 @@ from sqlalchemy import (
     cast,
     func,
     select,
+    true,
     union_all,
 )
 from sqlalchemy.orm import Session
@@ -53,7 +54,7 @@ from fabcity.core.models import (
     Site,
 )
 from fabcity.read import metrics, queries
-from fabcity.read.metrics import Additive, GroupBy, Sum, Value
+from fabcity.read.metrics import Additive, FromTotals, GroupBy, Sum, Value, WindowFacts
 from fabcity.read.queries import Frame, Start
 
 STATES = ("measured", "reported", "modelled")  # by rank: the weakest is the highest
@@ -77,8 +78,8 @@ def series_json(
 ) -> bytes:
     """The JSON of `queries.metric_series` with the same arguments."""
     f = queries.frame(session, city_slug, first, last, interval, now, site)
-    sums = _Sums(_additive(names).values())
-    found = _read_sums(session, [f], interval, group_by, sums) if sums.wholes else {}
+    sums = _Sums(names)
+    found = _read_sums(session, [f], interval, group_by, sums) if sums.read else {}
     out: list[bytes] = []
     _response(out, session, f, names, interval, group_by, sums, found.get(f.city.id, {}))
     return b"".join(out)
@@ -95,8 +96,8 @@ def compare_json(
     """The JSON of `reports.Comparison`: each city's series, in its own time zone; the
     sums of every city read in one query."""
     frames = queries.frames(session, slugs, first, last, interval)
-    sums = _Sums(_additive(names).values())
-    found = _read_sums(session, frames, interval, None, sums) if sums.wholes else {}
+    sums = _Sums(names)
+    found = _read_sums(session, frames, interval, None, sums) if sums.read else {}
     out = [
         b'{"names":',
         _DUMPS(names),
@@ -120,6 +121,10 @@ def _additive(names: list[str]) -> dict[str, Additive]:
     return {n: m for n in names if isinstance(m := metrics.METRICS[n].compute, Additive)}
 
 
+def _from_totals(names: list[str]) -> dict[str, FromTotals]:
+    return {n: m for n in names if isinstance(m := metrics.METRICS[n].compute, FromTotals)}
+
+
 def _response(
     out: list[bytes],
     session: Session,
@@ -134,10 +139,12 @@ def _response(
     fragments: the answer is joined once, where joining each series, then the series, copied
     a 5.8 MB answer twice more (5 ms of a year by day by site)."""
     windows = _Windows(f)
-    additive = _additive(names)
+    additive, from_totals = _additive(names), _from_totals(names)
     groups = None
-    if len(additive) < len(names):
-        groups = queries.cell_groups(session, f, interval, group_by, names)
+    from_cells = [n for n in names if n not in additive and n not in from_totals]
+    if from_cells:
+        groups = queries.cell_groups(session, f, interval, group_by, from_cells)
+    totals: dict[str | None, list[_RowTotals]] = {}
     keys: list[str | None] = [None]
     if group_by is not None:
         keys = [*sorted({k for k in (*found, *(groups or ())) if k is not None})]
@@ -169,6 +176,11 @@ def _response(
             if name in additive:
                 rows = found.get(key) or [None] * len(f.starts)
                 _additive_points(out, additive[name], sums, rows, windows)
+            elif name in from_totals:
+                if key not in totals:
+                    rows = found.get(key) or [None] * len(f.starts)
+                    totals[key] = [_RowTotals(row, sums) for row in rows]
+                _totals_points(out, from_totals[name], totals[key], windows)
             else:
                 by_start = (groups or {}).get(key, {})
                 _cell_points(out, name, by_start, windows)
@@ -258,8 +270,8 @@ def _additive_points(
 ) -> None:
     """Points of a sum or a share, computed as `Additive` computes them from cells; column
     by column, in comprehensions: a year by day by site is 29,200 of them."""
-    amount = 2 * sums.index[metric.whole]
-    rank = amount + 1  # None: no cell of the class in the window
+    amount = sums.amount[metric.whole]
+    rank = sums.rank[metric.whole]  # None: no cell of the class in the window
     found: list[Any] = rows  # a row is None where `ranks` says so
     ranks = [None if row is None else row[rank] for row in found]
     totals = [
@@ -273,7 +285,7 @@ def _additive_points(
         # checks it to 2**53). 29,200 calls of `round` were 3 ms of a year by day by site.
         values = totals
     else:
-        part = sums.parts[(metric.whole, metric.part)]
+        part = sums.amount[metric.part]
         values = [
             None if t is None or t <= 0 else round((row[part] or 0) / MICRO / t, 9)
             for row, t in zip(found, totals, strict=True)
@@ -286,14 +298,53 @@ def _additive_points(
     w.join(out, values, tails)
 
 
+class _RowTotals:
+    """`metrics.Totals` of a window's row of sums (`_read_sums`)."""
+
+    __slots__ = ("row", "sums", "memo")
+
+    def __init__(self, row: Row, sums: _Sums) -> None:
+        self.row = row
+        self.sums = sums
+        self.memo: dict[object, Value] = {}
+
+    def amount(self, s: Sum) -> float:
+        row = self.row
+        return 0.0 if row is None else (row[self.sums.amount[s]] or 0) / MICRO
+
+    def state(self, s: Sum) -> str | None:
+        row = self.row
+        rank = None if row is None else row[self.sums.rank[s]]
+        return None if rank is None else STATES[rank]
+
+
+def _totals_points(
+    out: list[bytes], metric: FromTotals, totals: list[_RowTotals], w: _Windows
+) -> None:
+    """Points of a metric computed from the sums of its classes of cells, window by window,
+    by the formula that computes it from cells."""
+    judged, of = queries.judged, metric.of
+    _value_points(out, [judged(of(t, ctx), ctx) for t, ctx in zip(totals, w.facts, strict=True)], w)
+
+
 def _cell_points(
     out: list[bytes], name: str, by_start: dict[Start, list[metrics.Cell]], w: _Windows
 ) -> None:
     """Points of a metric computed from its cells (`queries.compute`)."""
+    compute = queries.compute
+    facts: list[WindowFacts] = w.facts
+    _value_points(
+        out,
+        [compute(name, by_start.get(s, []), ctx) for s, ctx in zip(w.starts, facts, strict=True)],
+        w,
+    )
+
+
+def _value_points(out: list[bytes], found: list[Value], w: _Windows) -> None:
+    """Points of a window's values, each written whole."""
     values: list[float | None] = []
     tails: list[bytes] = []
-    for i, (start, ctx, end) in enumerate(zip(w.starts, w.facts, w.ends, strict=True)):
-        v = queries.compute(name, by_start.get(start, []), ctx)
+    for i, (v, end) in enumerate(zip(found, w.ends, strict=True)):
         # floats, as the model makes them: a value may be an int (a sum of nothing is 0)
         values.append(None if v.value is None else float(round(v.value, 9)))
         tails.append(
@@ -325,15 +376,34 @@ def _cell_points(
 
 
 class _Sums:
-    """The classes of cells a request adds up: for each `whole`, its amount and its weakest
-    state (both null without a cell of it); for each share, the amount of its part."""
+    """The classes of cells a request's metrics add up, and where each is in a row of sums:
+    its amount, and its weakest state's rank (both null without a cell of it). The part of
+    a share (`Additive`) is wanted for its amount alone, and gets no rank: a column of
+    sums less for PostgreSQL to filter its rows for."""
 
-    def __init__(self, wanted: Iterable[Additive]) -> None:
-        wanted = list(wanted)
-        self.wholes = list(dict.fromkeys(m.whole for m in wanted))
-        self.index = {s: i for i, s in enumerate(self.wholes)}
-        shares = list(dict.fromkeys((m.whole, m.part) for m in wanted if m.part is not None))
-        self.parts = {share: 2 * len(self.wholes) + i for i, share in enumerate(shares)}
+    def __init__(self, names: Iterable[str]) -> None:
+        ranked: list[Sum] = []
+        unranked: list[Sum] = []
+        self.read = False  # has any metric its sums read
+        for name in names:
+            m = metrics.METRICS[name].compute
+            if isinstance(m, Additive):
+                ranked.append(m.whole)
+                unranked += [m.part] if m.part is not None else []
+            elif isinstance(m, FromTotals):
+                ranked += m.needs
+            else:
+                continue
+            self.read = True
+        self.ranked = list(dict.fromkeys(ranked))
+        self.unranked = [s for s in dict.fromkeys(unranked) if s not in self.ranked]
+        self.amount: dict[Sum, int] = {}
+        self.rank: dict[Sum, int] = {}
+        for i, s in enumerate(self.ranked):
+            self.amount[s], self.rank[s] = 2 * i, 2 * i + 1
+        for i, s in enumerate(self.unranked, start=2 * len(self.ranked)):
+            self.amount[s] = i
+        self.is_rank = [k in self.rank.values() for k in range(len(self.amount) + len(self.rank))]
 
 
 class _Resources:
@@ -361,7 +431,11 @@ class _Resources:
 
     def holds(self, s: Sum, cube: Any) -> ColumnElement[bool]:
         """`Sum.holds` in SQL, of rows of registered resources."""
-        tests: list[ColumnElement[bool]] = [cube.c.action == s.action]
+        tests: list[ColumnElement[bool]] = []
+        if isinstance(s.action, str):
+            tests.append(cube.c.action == s.action)
+        elif s.action is not None:
+            tests.append(self.among(cube.c.action, s.action))
         if s.dimension is not None:
             tests.append(self.among(cube.c.resource, self.of.get(s.dimension, [])))
         if s.resource is not None:
@@ -371,7 +445,13 @@ class _Resources:
                 tests.append(self.among(cube.c[column], among))
         if s.recycled is not None:
             tests.append(cube.c.recycled.is_(s.recycled))
-        return and_(*tests)
+        if s.mfa is not None:
+            accounted = [r for r, category in self.category.items() if category != "none"]
+            kept = accounted if s.mfa else [r for r in self.names if r not in accounted]
+            tests.append(self.among(cube.c.resource, kept))
+        if s.modelled:
+            tests.append(cube.c.design_mass_flows > 0)
+        return and_(*tests) if tests else true()
 
 
 def _read_sums(
@@ -389,18 +469,16 @@ def _read_sums(
     # Without a site asked for or a breakdown by site or device, a city's own cube holds the
     # same sums in a twentieth of the rows (20 sites).
     city_level = site_id is None and group_by not in ("site", "device")
-    cube = _rows(session, frames, interval, city_level).subquery()
+    modelled = any(s.modelled for s in sums.amount)
+    cube = _rows(session, frames, interval, city_level, modelled).subquery()
     rank = case({s: r for r, s in enumerate(STATES)}, value=cube.c.state)
     columns: list[Any] = []
-    for s in sums.wholes:
+    for s in [*sums.ranked, *sums.unranked]:
         held = resources.holds(s, cube)
-        columns += [
-            cast(func.sum(cube.c.amount).filter(held), BigInteger),
-            func.max(rank).filter(held),
-        ]
-    for whole, part in sums.parts:
-        held = and_(resources.holds(whole, cube), resources.holds(part, cube))
-        columns.append(cast(func.sum(cube.c.amount).filter(held), BigInteger))
+        measure = cube.c.design_mass if s.modelled else cube.c.amount
+        columns.append(cast(func.sum(measure).filter(held), BigInteger))
+        if s in sums.rank:
+            columns.append(func.max(rank).filter(held))
     window = [cube.c.day, cube.c.hour] if interval == "hour" else [cube.c.day]
     group = [] if group_by is None else [_GROUP_COLUMN[group_by](cube)]
     query = select(*window, cube.c.city_id, *group, *columns).where(
@@ -416,15 +494,15 @@ def _read_sums(
         query = query.where(cube.c.site_id == site_id)
     width = len(window) + 1 + len(group)
     of = {f.city.id: (f, _slots(f, interval), len(f.starts)) for f in frames}
-    ranks = 2 * len(sums.wholes)
+    is_rank = sums.is_rank
 
     def add(a: Row, b: Row) -> Row:
         """Two rows of one window and key: summed, the weakest of their states."""
         if a is None or b is None:
             return a or b
         return [
-            y if x is None else x if y is None else max(x, y) if k < ranks and k % 2 else x + y
-            for k, (x, y) in enumerate(zip(a, b, strict=True))
+            y if x is None else x if y is None else max(x, y) if r else x + y
+            for r, x, y in zip(is_rank, a, b, strict=True)
         ]
 
     by_id: dict[tuple[int, Any], list[Row]] = {}
@@ -582,10 +660,24 @@ class _Devices(dict[Any, str]):
         return super().get(key) or "(site reports)"
 
 
-def _rows(session: Session, frames: list[Frame], interval: Interval, city_level: bool) -> Any:
+def _rows(
+    session: Session, frames: list[Frame], interval: Interval, city_level: bool, modelled: bool
+) -> Any:
     """The rollup rows of the frames' cities and days, their day the window's start (hours:
-    day, hour); of the cities' own cubes when `city_level` (site and device read as 0)."""
-    columns = ("action", "resource", "ring", "fate", "recycled", "design", "state", "amount")
+    day, hour); of the cities' own cubes when `city_level` (site and device read as 0); with
+    the mass modelled from designs when `modelled`."""
+    columns: tuple[str, ...] = (
+        "action",
+        "resource",
+        "ring",
+        "fate",
+        "recycled",
+        "design",
+        "state",
+        "amount",
+    )
+    if modelled:
+        columns += ("design_mass", "design_mass_flows")
     cities = [f.city.id for f in frames]
     a, b = min(f.read_from for f in frames), max(f.read_to for f in frames)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from fabcity.core.db import make_engine, make_sessionmaker, transaction
 from fabcity.core.models import MICRO
 from fabcity.ingest.service import ingest
 from fabcity.read import metrics, queries, series
-from fabcity.registry import entries
+from fabcity.registry import designs, entries, okh
 from schemas import api, reports
 from services.http.metrics import json_of
 from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, event, flow, register
@@ -28,6 +29,9 @@ FIRST, LAST = date(2026, 3, 2), date(2026, 4, 12)
 NOW = datetime(2026, 4, 8, 12, tzinfo=UTC)  # later windows are partial, or in the future
 ALL = list(metrics.METRICS)
 FAR = "farville"
+# A registered design of known mass: things made of it have their mass modelled.
+BRACKET = "https://example.org/bracket/okh.yml"
+MANIFEST = Path(__file__).parents[2] / "fixtures" / "okh" / "bracket.yml"
 
 
 def flows(rng: random.Random) -> list[dict[str, Any]]:
@@ -39,6 +43,7 @@ def flows(rng: random.Random) -> list[dict[str, Any]]:
         flow("consume", rng.choice(["wood", "metal", "recycled_plastic"]), rng.randint(1, 9),
              ring=ring()),
         flow("produce", "part", rng.randint(0, 5), "count", ring=ring()),
+        flow("produce", "part", rng.randint(1, 3), "count", ring=ring(), design=BRACKET),
         flow("produce", "plastic", rng.randint(1, 9) / 8, "kg", ring=ring()),
         flow("modify", "furniture", 1, "count", ring=ring()),
         flow("discard", "plastic", rng.randint(1, 9) / 2, "kg", fate=fate, ring=ring()),
@@ -57,6 +62,8 @@ def history(db_url: str) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(db_url)
     factory = make_sessionmaker(engine)
     register(factory)
+    with transaction(factory) as s:
+        designs.import_manifest(s, okh.load(MANIFEST.read_bytes(), "yaml"), BRACKET)
     with transaction(factory) as s:  # a city to compare with, on the other side of the world
         far = entries.create_city(
             s, api.CityIn(slug=FAR, name="Far", country="NZ", timezone="Pacific/Auckland")
@@ -93,6 +100,17 @@ def both(s: Session, names: list[str], interval: Any, group_by: Any, **kw: Any) 
         print(fast[i - 400 : i + 60])
     assert fast == slow
     return sum(p.value is not None for one in straight.series for p in one.points)
+
+
+def test_the_history_holds_masses_modelled_from_a_design(history: sessionmaker[Session]) -> None:
+    # What the comparisons below need to see: sums of design masses, made and exported.
+    with transaction(history) as s:
+        fast = orjson.loads(
+            series.series_json(s, CITY, ["produced_kg", "exp"], FIRST, LAST, "day", None, NOW)
+        )
+    for one in fast["series"]:
+        modelled = [p for p in one["points"] if p["state"] == "modelled" and p["value"]]
+        assert modelled, one["name"]
 
 
 @pytest.mark.parametrize("interval", ["hour", "day", "week", "month", "year"])

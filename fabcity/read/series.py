@@ -301,7 +301,7 @@ def _additive_points(
 class _RowTotals:
     """`metrics.Totals` of a window's row of sums (`_read_sums`)."""
 
-    __slots__ = ("row", "sums", "memo")
+    __slots__ = ("memo", "row", "sums")
 
     def __init__(self, row: Row, sums: _Sums) -> None:
         self.row = row

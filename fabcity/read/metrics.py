@@ -79,10 +79,6 @@ def weakest(states: Iterable[str | None]) -> str | None:
     return max(known, key=_STATE_RANK.__getitem__) if known else None
 
 
-def _sum(cells: Iterable[Cell]) -> float:
-    return sum(c.amount for c in cells) / MICRO
-
-
 def _select(cells: Sequence[Cell], test: Callable[[Cell], bool]) -> list[Cell]:
     return [c for c in cells if test(c)]
 
@@ -160,6 +156,10 @@ class Totals(Protocol):
         """The weakest state of the class's cells; None without a cell of it."""
         ...
 
+    def machines(self, s: Sum) -> int:
+        """How many machines (a site's device, or the site itself) the class's cells are of."""
+        ...
+
 
 class CellTotals:
     """`Totals` of a list of cells."""
@@ -181,6 +181,9 @@ class CellTotals:
     def state(self, s: Sum) -> str | None:
         return weakest(c.state for c in self._found(s))
 
+    def machines(self, s: Sum) -> int:
+        return len({(c.site, c.device) for c in self._found(s)})
+
 
 @dataclass(frozen=True, eq=False)  # one metric is one object: hashed by identity (`memo`)
 class FromTotals:
@@ -189,6 +192,7 @@ class FromTotals:
 
     needs: tuple[Sum, ...]
     formula: Callable[[Totals, WindowFacts], Value]
+    counts: tuple[Sum, ...] = ()  # the classes whose machines it counts
 
     def __call__(self, cells: Sequence[Cell], ctx: WindowFacts) -> Value:
         return self.of(CellTotals(cells), ctx)
@@ -290,13 +294,19 @@ def _hours_of(resource: str, action: str) -> Additive:
 BY_MACHINE = frozenset({"utilization"})
 
 
-def utilization(cells: Sequence[Cell], ctx: WindowFacts) -> Value:
+MACHINE_HOURS = Sum("use", resource="machine_hours")
+
+
+def _utilization(t: Totals, ctx: WindowFacts) -> Value:
     """Machine hours / (machines that reported use × hours in the window)."""
-    used = _select(cells, lambda c: c.action == "use" and c.resource == "machine_hours")
-    machines = {(c.site, c.device) for c in used}
+    machines = t.machines(MACHINE_HOURS)
     if not machines:
         return missing("no machine hours recorded")
-    return Value(_sum(used) / (len(machines) * ctx.hours), weakest(c.state for c in used))
+    used = t.amount(MACHINE_HOURS)
+    return Value(used / (machines * ctx.hours), t.state(MACHINE_HOURS))
+
+
+utilization = FromTotals((MACHINE_HOURS,), _utilization, counts=(MACHINE_HOURS,))
 
 
 def _reporting_coverage(_: Totals, ctx: WindowFacts) -> Value:

@@ -6,8 +6,9 @@ metrics that are sums of one class of cells, or shares of such a sum (`metrics.A
 added up per window and group in SQL, one row per window and group, and Python keeps the
 ratios; the JSON is written from byte fragments made once per window (its start, coverage,
 confidence), not from models.
-Other metrics (MFA accounts, DIDO, FCI, utilization, ...) are computed from cells as in
-`queries.metric_series`, and written the same way.
+The other metrics (MFA accounts, DIDO, FCI, utilization, ...) are each a formula of sums of
+classes of cells (`metrics.FromTotals`): the sums are read in the same query, and the
+formula computes each window's value from them as it does from cells.
 
 The bytes are those of `json_of(queries.metric_series(...))`, to the last digit: sums of
 integers are exact, the ratios are taken of the same floats, and a test compares the two on
@@ -32,6 +33,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    distinct,
     func,
     select,
     true,
@@ -78,7 +80,7 @@ def series_json(
 ) -> bytes:
     """The JSON of `queries.metric_series` with the same arguments."""
     f = queries.frame(session, city_slug, first, last, interval, now, site)
-    sums = _Sums(names)
+    sums = _Sums(names, interval)
     found = _read_sums(session, [f], interval, group_by, sums) if sums.read else {}
     out: list[bytes] = []
     _response(out, session, f, names, interval, group_by, sums, found.get(f.city.id, {}))
@@ -96,7 +98,7 @@ def compare_json(
     """The JSON of `reports.Comparison`: each city's series, in its own time zone; the
     sums of every city read in one query."""
     frames = queries.frames(session, slugs, first, last, interval)
-    sums = _Sums(names)
+    sums = _Sums(names, interval)
     found = _read_sums(session, frames, interval, None, sums) if sums.read else {}
     out = [
         b'{"names":',
@@ -121,8 +123,16 @@ def _additive(names: list[str]) -> dict[str, Additive]:
     return {n: m for n in names if isinstance(m := metrics.METRICS[n].compute, Additive)}
 
 
-def _from_totals(names: list[str]) -> dict[str, FromTotals]:
-    return {n: m for n in names if isinstance(m := metrics.METRICS[n].compute, FromTotals)}
+def _from_totals(names: list[str], interval: Interval) -> dict[str, FromTotals]:
+    """The metrics computed from sums read in SQL. Not by the hour those that count machines:
+    a count of machines is added up across rows only where they are of different machines,
+    and an hour keyed in another time zone (`_slot`) may hold the same ones again."""
+    return {
+        n: m
+        for n in names
+        if isinstance(m := metrics.METRICS[n].compute, FromTotals)
+        and not (m.counts and interval == "hour")
+    }
 
 
 def _response(
@@ -139,7 +149,7 @@ def _response(
     fragments: the answer is joined once, where joining each series, then the series, copied
     a 5.8 MB answer twice more (5 ms of a year by day by site)."""
     windows = _Windows(f)
-    additive, from_totals = _additive(names), _from_totals(names)
+    additive, from_totals = _additive(names), _from_totals(names, interval)
     groups = None
     from_cells = [n for n in names if n not in additive and n not in from_totals]
     if from_cells:
@@ -317,6 +327,10 @@ class _RowTotals:
         rank = None if row is None else row[self.sums.rank[s]]
         return None if rank is None else STATES[rank]
 
+    def machines(self, s: Sum) -> int:
+        row = self.row
+        return 0 if row is None else row[self.sums.machines[s]] or 0
+
 
 def _totals_points(
     out: list[bytes], metric: FromTotals, totals: list[_RowTotals], w: _Windows
@@ -381,29 +395,34 @@ class _Sums:
     a share (`Additive`) is wanted for its amount alone, and gets no rank: a column of
     sums less for PostgreSQL to filter its rows for."""
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, names: list[str], interval: Interval) -> None:
         ranked: list[Sum] = []
         unranked: list[Sum] = []
-        self.read = False  # has any metric its sums read
-        for name in names:
-            m = metrics.METRICS[name].compute
-            if isinstance(m, Additive):
-                ranked.append(m.whole)
-                unranked += [m.part] if m.part is not None else []
-            elif isinstance(m, FromTotals):
-                ranked += m.needs
-            else:
-                continue
-            self.read = True
+        counted: list[Sum] = []
+        additive = _additive(names).values()
+        for m in additive:
+            ranked.append(m.whole)
+            unranked += [m.part] if m.part is not None else []
+        from_totals = _from_totals(names, interval).values()
+        for t in from_totals:
+            ranked += t.needs
+            counted += t.counts
+        self.read = bool(additive or from_totals)  # has any metric its sums read
         self.ranked = list(dict.fromkeys(ranked))
         self.unranked = [s for s in dict.fromkeys(unranked) if s not in self.ranked]
+        # Counts of machines: read from the sites' cubes, where a city's own has none.
+        self.counted = list(dict.fromkeys(counted))
         self.amount: dict[Sum, int] = {}
         self.rank: dict[Sum, int] = {}
         for i, s in enumerate(self.ranked):
             self.amount[s], self.rank[s] = 2 * i, 2 * i + 1
         for i, s in enumerate(self.unranked, start=2 * len(self.ranked)):
             self.amount[s] = i
-        self.is_rank = [k in self.rank.values() for k in range(len(self.amount) + len(self.rank))]
+        self.machines = {
+            s: len(self.amount) + len(self.rank) + i for i, s in enumerate(self.counted)
+        }
+        width = len(self.amount) + len(self.rank) + len(self.machines)
+        self.is_rank = [k in self.rank.values() for k in range(width)]
 
 
 class _Resources:
@@ -468,7 +487,7 @@ def _read_sums(
     site_id = frames[0].site_id if len(frames) == 1 else None
     # Without a site asked for or a breakdown by site or device, a city's own cube holds the
     # same sums in a twentieth of the rows (20 sites).
-    city_level = site_id is None and group_by not in ("site", "device")
+    city_level = site_id is None and group_by not in ("site", "device") and not sums.counted
     modelled = any(s.modelled for s in sums.amount)
     cube = _rows(session, frames, interval, city_level, modelled).subquery()
     rank = case({s: r for r, s in enumerate(STATES)}, value=cube.c.state)
@@ -479,6 +498,10 @@ def _read_sums(
         columns.append(cast(func.sum(measure).filter(held), BigInteger))
         if s in sums.rank:
             columns.append(func.max(rank).filter(held))
+    for s in sums.counted:
+        # One number per machine: a site's id and its device's (0: the site's own reports).
+        machine = cast(cube.c.site_id, BigInteger) * 2**32 + cube.c.device_id
+        columns.append(func.count(distinct(machine)).filter(resources.holds(s, cube)))
     window = [cube.c.day, cube.c.hour] if interval == "hour" else [cube.c.day]
     group = [] if group_by is None else [_GROUP_COLUMN[group_by](cube)]
     query = select(*window, cube.c.city_id, *group, *columns).where(

@@ -75,8 +75,13 @@ def missing(reason: str) -> Value:
 
 
 def weakest(states: Iterable[str | None]) -> str | None:
-    known = {s for s in states if s is not None}
-    return max(known, key=_STATE_RANK.__getitem__) if known else None
+    # A loop, not max() of a set: a long series takes the weakest of a few states some
+    # hundred thousand times.
+    found, rank = None, -1
+    for s in states:
+        if s is not None and (r := _STATE_RANK[s]) > rank:
+            found, rank = s, r
+    return found
 
 
 def _select(cells: Sequence[Cell], test: Callable[[Cell], bool]) -> list[Cell]:

@@ -355,34 +355,30 @@ def _cell_points(
 
 
 def _value_points(out: list[bytes], found: list[Value], w: _Windows) -> None:
-    """Points of a window's values, each written whole."""
+    """Points of a window's values, each written whole. What follows a value repeats from
+    window to window (a state, a reason, the terms, a confidence): it is written once per
+    kind, and only a range, a number of its own, each time."""
     values: list[float | None] = []
     tails: list[bytes] = []
+    said: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
     for i, (v, end) in enumerate(zip(found, w.ends, strict=True)):
         # floats, as the model makes them: a value may be an int (a sum of nothing is 0)
         values.append(None if v.value is None else float(round(v.value, 9)))
-        tails.append(
-            w.then(
-                i,
-                b"".join(
-                    (
-                        b',"state":',
-                        _DUMPS(v.state),
-                        b',"reason":',
-                        _DUMPS(v.reason),
-                        b',"terms":',
-                        _DUMPS(list(v.terms) if v.terms is not None else None),
-                        b',"range":',
-                        _DUMPS(
-                            [float(round(x, 9)) for x in v.range] if v.range is not None else None
-                        ),
-                        b',"confidence":',
-                        _DUMPS(v.confidence),
-                        end,
-                    )
-                ),
+        kind = (v.state, v.reason, v.terms, v.confidence)
+        head_tail = said.get(kind)
+        if head_tail is None:
+            head_tail = said[kind] = (
+                b',"state":'
+                + _DUMPS(v.state)
+                + b',"reason":'
+                + _DUMPS(v.reason)
+                + b',"terms":'
+                + _DUMPS(list(v.terms) if v.terms is not None else None)
+                + b',"range":',
+                b',"confidence":' + _DUMPS(v.confidence),
             )
-        )
+        between = _DUMPS([float(round(x, 9)) for x in v.range]) if v.range is not None else b"null"
+        tails.append(w.then(i, head_tail[0] + between + head_tail[1] + end))
     w.join(out, values, tails)
 
 
@@ -455,19 +451,25 @@ class _Resources:
             tests.append(cube.c.action == s.action)
         elif s.action is not None:
             tests.append(self.among(cube.c.action, s.action))
+        # What the class says of the resource, as one test: each is a test on every row of
+        # every class (a list of a dimension's resources tested twice cost PostgreSQL more
+        # than the sums).
+        kept: set[str] | None = None
         if s.dimension is not None:
-            tests.append(self.among(cube.c.resource, self.of.get(s.dimension, [])))
+            kept = set(self.of.get(s.dimension, []))
+        if s.mfa is not None:
+            accounted = {r for r in self.names if (self.category[r] != "none") == s.mfa}
+            kept = accounted if kept is None else kept & accounted
         if s.resource is not None:
-            tests.append(cube.c.resource == s.resource)
+            kept = {s.resource} if kept is None else kept & {s.resource}
+        if kept is not None:
+            only = next(iter(kept)) if len(kept) == 1 else None
+            tests.append(cube.c.resource == only if only else self.among(cube.c.resource, kept))
         for column, among in (("ring", s.ring), ("fate", s.fate), ("design", s.design)):
             if among is not None:
                 tests.append(self.among(cube.c[column], among))
         if s.recycled is not None:
             tests.append(cube.c.recycled.is_(s.recycled))
-        if s.mfa is not None:
-            accounted = [r for r, category in self.category.items() if category != "none"]
-            kept = accounted if s.mfa else [r for r in self.names if r not in accounted]
-            tests.append(self.among(cube.c.resource, kept))
         if s.modelled:
             tests.append(cube.c.design_mass_flows > 0)
         return and_(*tests) if tests else true()

@@ -3,6 +3,10 @@
 A cell is one row of a flow rollup. A metric over any window or breakdown is computed from the
 cells inside it, so sums are added and ratios are taken of sums, never averaged. A value that
 was not recorded is `None` with a reason, never 0.
+
+Every metric reads its cells through the totals of a few classes of them (`Sum`: inputs from
+outside the city, waste landfilled, ...): each formula is written once, of `Totals`, which
+are added up from cells here (`CellTotals`) or in SQL by the series (`fabcity.read.series`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ ratios; the JSON is written from byte fragments made once per window (its start,
 confidence), not from models.
 The other metrics (MFA accounts, DIDO, FCI, utilization, ...) are each a formula of sums of
 classes of cells (`metrics.FromTotals`): the sums are read in the same query, and the
-formula computes each window's value from them as it does from cells.
+formula computes each window's value from them, as it does from cells (a `Value` a window,
+~10 µs for FCI where its cells took ~40). Only utilization by the hour is still computed
+from cells (`_from_totals` says why).
 
 The bytes are those of `json_of(queries.metric_series(...))`, to the last digit: sums of
 integers are exact, the ratios are taken of the same floats, and a test compares the two on

@@ -64,7 +64,7 @@ from fabcity.read.queries import Frame, Start
 STATES = ("measured", "reported", "modelled")  # by rank: the weakest is the highest
 # A window's sums of a group: per `whole` its amount and its weakest state's rank (null: no
 # cell of it), then each share's part. None: no rollup row at all.
-Row = list[int | None] | None
+Row = Sequence[int | None] | None
 _START: TypeAdapter[datetime | date] = TypeAdapter(datetime | date)  # `api.Point.start`
 _DUMPS = orjson.dumps
 
@@ -229,23 +229,27 @@ class _Windows:
         ]
         # A recorded value without a range: its confidence is the window's.
         sure = Value(0.0, "measured")
-        # Each tail is kept with the next window's head after it (the last one without its
-        # comma): a series is then its first head and, per point, its value and one fragment.
-        self.recorded = [
-            [
-                self.then(
-                    i,
-                    b',"state":"'
-                    + state.encode()
-                    + b'","reason":null,"terms":null,"range":null,"confidence":'
-                    + _DUMPS(metrics.confidence(sure, ctx))
-                    + end,
-                )
-                for state in STATES
-            ]
-            for i, (ctx, end) in enumerate(zip(f.facts, self.ends, strict=True))
+        self.sure = [
+            b'","reason":null,"terms":null,"range":null,"confidence":'
+            + _DUMPS(metrics.confidence(sure, ctx))
+            + end
+            for ctx, end in zip(f.facts, self.ends, strict=True)
         ]
+        self._recorded: dict[int, list[bytes]] = {}
         self._missing: dict[str, list[bytes]] = {}
+
+    def recorded(self, rank: int) -> list[bytes]:
+        """Each window's tail of a value recorded in the state of `rank`, made when first
+        asked for (most series see one or two of the three states). Each tail is kept with
+        the next window's head after it (the last one without its comma): a series is then
+        its first head and, per point, its value and one fragment."""
+        tails = self._recorded.get(rank)
+        if tails is None:
+            state = b',"state":"' + STATES[rank].encode()
+            tails = self._recorded[rank] = [
+                self.then(i, state + sure) for i, sure in enumerate(self.sure)
+            ]
+        return tails
 
     def then(self, i: int, tail: bytes) -> bytes:
         """Window i's tail, then the next window's head; the last window's without its comma."""
@@ -303,9 +307,11 @@ def _additive_points(
             for row, t in zip(found, totals, strict=True)
         ]
     nothing = w.missing(metric.reason)
+    present = set(ranks)
+    by_rank = [w.recorded(r) if r in present else [] for r in range(len(STATES))]
     tails = [
-        gone if v is None else recorded[k or 0]
-        for v, k, recorded, gone in zip(values, ranks, w.recorded, nothing, strict=True)
+        gone if v is None else by_rank[k or 0][i]
+        for i, (v, k, gone) in enumerate(zip(values, ranks, nothing, strict=True))
     ]
     w.join(out, values, tails)
 
@@ -533,21 +539,22 @@ def _read_sums(
         ]
 
     by_id: dict[tuple[int, Any], list[Row]] = {}
+    hourly, at_city, at_group = interval == "hour", len(window), width - 1 if group else None
     with _stream(session, query, in_key_order) as rows:
+        # 7,300 rows for a year by day by site: the loop is kept to lookups and a slice.
         for row in rows:
-            at = row[0] if interval != "hour" else (row[0], row[1])
-            city = row[len(window)]
+            city = row[at_city]
             f, slots, count = of[city]
-            i = slots.get(at)
+            i = slots.get((row[0], row[1]) if hourly else row[0])
             if i is None:
                 i = _slot(row, interval, f)
                 if i is None:  # a row outside the frame's windows
                     continue
-            gid = (city, row[width - 1] if group else None)
+            gid = (city, None if at_group is None else row[at_group])
             found = by_id.get(gid)
             if found is None:
                 found = by_id[gid] = [None] * count
-            values = list(row[width:])
+            values = row[width:]  # a tuple: `add` makes new rows, none is changed in place
             found[i] = values if found[i] is None else add(found[i], values)
     keys = _keys(session, frames[0], group_by, resources)
     grouped: dict[int, dict[Any, list[Row]]] = {}

@@ -16,6 +16,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi import FastAPI
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -474,3 +475,40 @@ def test_a_flood_of_changes_to_a_printer_restarts_its_link_once_per_look(
         finally:
             bridge.stop()
             engine.dispose()
+
+
+def test_an_unsubscribe_a_lost_connection_left_unanswered_is_sent_again(
+    db_url: str, mosquitto: tuple[str, int], tag: str
+) -> None:
+    # The bridge keeps its session (clean_session off): a filter whose UNSUBSCRIBE went out
+    # but was never acknowledged may still be held by the broker after a reconnect, and its
+    # device's messages would keep coming. The watch is driven by hand here, on a real
+    # connection whose network loop is not run, so that no UNSUBACK is ever read.
+    engine = make_engine(db_url)
+    watch = RegistryWatch(
+        settings_for(db_url, mqtt_adapter_topics=[]),
+        make_sessionmaker(engine),
+        NoDispatch(),
+        f"{tag}/native",
+    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(*mosquitto)
+    try:
+        wait_until(lambda: client.loop(0.1) == mqtt.MQTT_ERR_SUCCESS and client.is_connected(), 5)
+        watch.client = client
+        gone = f"{tag}/gone"
+        watch._unsubscribe.add(gone)
+        watch._send_unsubscribe()
+        assert gone in watch.leaving and gone not in watch._unsubscribe  # sent, not answered
+        # The connection is lost and made again: the bridge reports its first SUBSCRIBE.
+        watch.sent(1, [f"{tag}/native"])
+        watch._handle(watch._events.get_nowait())
+        assert gone in watch._unsubscribe and gone in watch.leaving  # to be sent again
+        watch._send_unsubscribe()
+        (mid,) = watch._unsubscribing
+        watch.unsubscribed(mid)  # the broker's UNSUBACK, as the network thread reports it
+        watch._handle(watch._events.get_nowait())
+        assert watch.leaving == frozenset()
+    finally:
+        client.disconnect()
+        engine.dispose()

@@ -62,8 +62,9 @@ from fabcity.read.metrics import Additive, FromTotals, GroupBy, Sum, Value, Wind
 from fabcity.read.queries import Frame, Start
 
 STATES = ("measured", "reported", "modelled")  # by rank: the weakest is the highest
-# A window's sums of a group: per `whole` its amount and its weakest state's rank (null: no
-# cell of it), then each share's part. None: no rollup row at all.
+# A window's sums of a group, where `_Sums` says: per class its amount and the rank of its
+# weakest state (null: no cell of it), a share's part its amount alone, then the counts of
+# machines. None: no rollup row at all.
 Row = Sequence[int | None] | None
 _START: TypeAdapter[datetime | date] = TypeAdapter(datetime | date)  # `api.Point.start`
 _DUMPS = orjson.dumps
@@ -700,18 +701,9 @@ def _rows(
     """The rollup rows of the frames' cities and days, their day the window's start (hours:
     day, hour); of the cities' own cubes when `city_level` (site and device read as 0); with
     the mass modelled from designs when `modelled`."""
-    columns: tuple[str, ...] = (
-        "action",
-        "resource",
-        "ring",
-        "fate",
-        "recycled",
-        "design",
-        "state",
-        "amount",
-    )
+    columns = ["action", "resource", "ring", "fate", "recycled", "design", "state", "amount"]
     if modelled:
-        columns += ("design_mass", "design_mass_flows")
+        columns += ["design_mass", "design_mass_flows"]
     cities = [f.city.id for f in frames]
     a, b = min(f.read_from for f in frames), max(f.read_to for f in frames)
 

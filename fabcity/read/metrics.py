@@ -298,11 +298,6 @@ def _hours_of(resource: str, action: str) -> Additive:
     return Additive(Sum(action, resource=resource), f"no {resource.replace('_', ' ')} recorded")
 
 
-# Metrics that tell machines apart (a site's, a device's): computed from cells that keep
-# sites and devices, never from a city's own cubes (`queries.cell_groups`).
-BY_MACHINE = frozenset({"utilization"})
-
-
 MACHINE_HOURS = Sum("use", resource="machine_hours")
 
 
@@ -611,6 +606,11 @@ METRICS: dict[str, Metric] = {
     "dido": Metric("ratio", dido, "mean of the recorded DIDO terms"),
     "fci": Metric("ratio", fci, "DIDO × (1 − PITO)"),
 }
+# Metrics that tell machines apart (a site's, a device's): computed from cells that keep
+# sites and devices, never from a city's own cubes (`queries.cell_groups`).
+BY_MACHINE = frozenset(
+    n for n, m in METRICS.items() if isinstance(m.compute, FromTotals) and m.compute.counts
+)
 DEFAULT_NAMES = ("input_kg", "local_input_share", "produced_count", "waste_kg")
 
 

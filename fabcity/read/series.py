@@ -152,7 +152,7 @@ def _response(
     fragments: the answer is joined once, where joining each series, then the series, copied
     a 5.8 MB answer twice more (5 ms of a year by day by site)."""
     windows = _Windows(f)
-    additive, from_totals = _additive(names), _from_totals(names, interval)
+    additive, from_totals = sums.additive, sums.from_totals
     groups = None
     from_cells = [n for n in names if n not in additive and n not in from_totals]
     if from_cells:
@@ -404,15 +404,16 @@ class _Sums:
         ranked: list[Sum] = []
         unranked: list[Sum] = []
         counted: list[Sum] = []
-        additive = _additive(names).values()
-        for m in additive:
+        # The metrics computed from these sums (the others, from cells).
+        self.additive = _additive(names)
+        self.from_totals = _from_totals(names, interval)
+        for m in self.additive.values():
             ranked.append(m.whole)
             unranked += [m.part] if m.part is not None else []
-        from_totals = _from_totals(names, interval).values()
-        for t in from_totals:
+        for t in self.from_totals.values():
             ranked += t.needs
             counted += t.counts
-        self.read = bool(additive or from_totals)  # has any metric its sums read
+        self.read = bool(self.additive or self.from_totals)  # has any metric its sums read
         self.ranked = list(dict.fromkeys(ranked))
         self.unranked = [s for s in dict.fromkeys(unranked) if s not in self.ranked]
         # Counts of machines: read from the sites' cubes, where a city's own has none.

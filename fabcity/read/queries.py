@@ -6,6 +6,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from itertools import pairwise
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -177,32 +179,37 @@ def _with_facts(
     now: datetime,
 ) -> Frame:
     facts = []
-    zone = f.zone
-    midnights: dict[date, datetime] = {}  # a window's end is the next one's start
-
-    def midnight(day: date) -> datetime:
-        if day not in midnights:
-            midnights[day] = datetime.combine(day, time(), zone)
-        return midnights[day]
-
-    for start in f.starts:
+    zone, population = f.zone, f.city.population
+    now = now.astimezone(UTC)
+    first = f.starts[0] if f.starts else None
+    if first is not None and not isinstance(first, datetime):
+        bounds = _bounds(zone, interval, first, len(f.starts))
+    else:  # hours: real hours, each made as `_hours` and `window_end` make it
+        hours_of: list[datetime] = f.starts  # type: ignore[assignment]
+        bounds = [
+            (s.astimezone(UTC), _hours(s, interval, zone), window_end(s, interval, zone))
+            for s in hours_of
+        ]
+    for start, (began, hours, end) in zip(f.starts, bounds, strict=True):
         events, reporting = coverage.get(start, (0, 0))
-        if isinstance(start, datetime):
-            began, hours, end = (
-                start,
-                _hours(start, interval, zone),
-                window_end(start, interval, zone),
-            )
-        else:
-            # As `_hours` and `window_end` have it, each local midnight made once.
-            began, end = midnight(start), midnight(calendar.next_start(start, interval))
-            hours = (end.astimezone(UTC) - began.astimezone(UTC)).total_seconds() / 3600
         facts.append(
-            WindowFacts(
-                hours, active_at(began), reporting, events, f.city.population, partial=end > now
-            )
+            WindowFacts(hours, active_at(began), reporting, events, population, partial=end > now)
         )
     return replace(f, facts=facts)
+
+
+@lru_cache(maxsize=16)  # at most 2,000 windows each: a few MB at worst
+def _bounds(
+    zone: ZoneInfo, interval: Interval, first: date, count: int
+) -> list[tuple[datetime, float, datetime]]:
+    """The `count` windows from `first` on: each one's start and end in UTC (local midnights,
+    as `window_end` has them) and its hours. The same for every request of a period: a year by
+    day is 365 of them, 5 ms to make again each time."""
+    days = [first]
+    for _ in range(count):
+        days.append(calendar.next_start(days[-1], interval))
+    midnights = [datetime.combine(day, time(), zone).astimezone(UTC) for day in days]
+    return [(a, (b - a).total_seconds() / 3600, b) for a, b in pairwise(midnights)]
 
 
 def metric_series(

@@ -444,8 +444,8 @@ class _Resources:
             self.category[name] = category or "none"
             self.of.setdefault(dimension, []).append(name)
         self.names = sorted(self.category)
-        # The lists tested (column, values) and how often; those the cube computes.
-        self.asked: dict[tuple[str, frozenset[str]], int] = {}
+        # The lists tested (column, values), in order; those the cube computes.
+        self.asked: dict[tuple[str, frozenset[str]], None] = {}
         self.computed: dict[tuple[str, frozenset[str]], ColumnElement[bool]] = {}
 
     def among(self, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
@@ -457,7 +457,7 @@ class _Resources:
         computed = self.computed.get(key)
         if computed is not None:
             return computed
-        self.asked[key] = self.asked.get(key, 0) + 1
+        self.asked[key] = None
         found: ColumnElement[bool] = column.in_(
             bindparam(None, sorted(values), expanding=True, literal_execute=True)
         )
@@ -597,20 +597,27 @@ def _cube(
     kept = [resources.among(rows.c.resource, resources.names)]
     if site_id is not None:
         kept.append(rows.c.site_id == site_id)
-    rank_of = case({s: r for r, s in enumerate(STATES)}, value=rows.c.state)
     aggregates = 2 * len(sums.ranked) + len(sums.unranked) + len(sums.counted)
     if not share or aggregates < SHARED_FROM:
         cube = select(rows).where(*kept).subquery()
-        return cube, case({s: r for r, s in enumerate(STATES)}, value=cube.c.state)
+        return cube, _rank(cube)
+    # The lists the classes test, found by testing them on the rows (nothing is read).
     resources.asked.clear()
     for s in [*sums.ranked, *sums.unranked, *sums.counted]:
         resources.holds(s, rows)
-    shared = [key for key, n in resources.asked.items() if n > 1]
-    tests = [resources.among(rows.c[column], values) for column, values in shared]
-    labelled = [t.label(f"test_{i}") for i, t in enumerate(tests)]
-    cube = select(rows, rank_of.label("rank"), *labelled).where(*kept).offset(0).subquery()
+    shared = list(resources.asked)
+    tests = [
+        resources.among(rows.c[column], values).label(f"test_{i}")
+        for i, (column, values) in enumerate(shared)
+    ]
+    cube = select(rows, _rank(rows).label("rank"), *tests).where(*kept).offset(0).subquery()
     resources.computed = {key: cube.c[f"test_{i}"] for i, key in enumerate(shared)}
     return cube, cube.c.rank
+
+
+def _rank(rows: Any) -> ColumnElement[int]:
+    """A row's state by its rank in `STATES`: the weakest of a class is the highest."""
+    return case({s: r for r, s in enumerate(STATES)}, value=rows.c.state)
 
 
 def _key_order(cube: Any, interval: Interval, group_by: GroupBy | None) -> list[Any] | None:

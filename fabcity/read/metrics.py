@@ -75,7 +75,15 @@ class Value:  # tens of thousands (treated as immutable all the same)
 
 
 def missing(reason: str) -> Value:
-    return Value(None, None, reason)
+    # One Value per reason, shared (Values are not changed once made): a long series by site
+    # is mostly windows where some class has no cell, each of which made one.
+    found = _MISSING.get(reason)
+    if found is None:
+        found = _MISSING[reason] = Value(None, None, reason)
+    return found
+
+
+_MISSING: dict[str, Value] = {}
 
 
 def weakest(states: Iterable[str | None]) -> str | None:
@@ -458,17 +466,20 @@ def _dido(t: Totals, ctx: WindowFacts) -> Value:
     of 0, and a mean of that alone reads as a city that makes nothing locally."""
     if not ctx.events:
         return missing(NO_EVENTS)
-    values = {name: m.of(t, ctx) for name, m in zip(DIDO_TERMS, _DIDO_TERMS, strict=True)}
-    recorded = {n: v.value for n, v in values.items() if v.value is not None}
+    recorded = [
+        (name, v)
+        for name, m in zip(DIDO_TERMS, _DIDO_TERMS, strict=True)
+        if (v := m.of(t, ctx)).value is not None
+    ]
     if not recorded:
         return missing("none of its terms is recorded")
-    total = sum(recorded.values())
-    state = weakest(values[n].state for n in recorded)
+    total = sum(v.value or 0 for _, v in recorded)
+    terms = tuple(name for name, _ in recorded)
     unrecorded = len(DIDO_TERMS) - len(recorded)
     if not unrecorded:
-        return Value(total / len(recorded), state, terms=tuple(recorded))
+        return Value(total / len(recorded), weakest(v.state for _, v in recorded), terms=terms)
     span = (total / len(DIDO_TERMS), (total + unrecorded) / len(DIDO_TERMS))
-    return Value(total / len(recorded), "modelled", terms=tuple(recorded), range=span)
+    return Value(total / len(recorded), "modelled", terms=terms, range=span)
 
 
 dido = FromTotals(_needs(*_DIDO_TERMS), _dido)

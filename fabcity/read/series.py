@@ -333,7 +333,9 @@ class _RowTotals:
 
     def state(self, s: Sum) -> str | None:
         row = self.row
-        rank = None if row is None else row[self.sums.rank[s]]
+        if row is None:
+            return None
+        rank = row[self.sums.rank[s]]
         return None if rank is None else STATES[rank]
 
     def machines(self, s: Sum) -> int:

@@ -101,20 +101,9 @@ def cases(today: date) -> list[tuple[str, str, dict[str, str]]]:
     params = {"from": year_ago, "to": to, "interval": "day", "names": "utilization"}
     out.append(("series, utilization, a year by day", "/v1/cities/big/metrics", params))
     # What the dashboard itself asks (services/http/static/app.js): one metric at a time,
-    # and for its map a day series of inputs by site over the period shown.
-    out.append(
-        (
-            "dashboard map: inputs, a year by day, by site",
-            "/v1/cities/big/metrics",
-            {
-                "from": year_ago,
-                "to": to,
-                "interval": "day",
-                "names": "input_kg",
-                "group_by": "site",
-            },
-        )
-    )
+    # and for its map each site's inputs over the period shown, one value a site.
+    params = {"from": year_ago, "to": to, "names": "input_kg", "group_by": "site"}
+    out.append(("dashboard map: inputs over a year, by site", "/v1/cities/big/breakdown", params))
     cities = ",".join(city_slug(k) for k in range(1, CITIES + 1))
     for interval, since, span in (("month", year_ago, "a year"), ("day", month_ago, "30 days")):
         params = {"cities": cities, "from": since, "to": to, "interval": interval}

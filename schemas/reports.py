@@ -1,4 +1,5 @@
-"""Bodies of the read side: pages of a list, a city's summary, comparisons, material flows."""
+"""Bodies of the read side: pages of a list, a city's summary and its breakdown, comparisons,
+material flows."""
 
 from __future__ import annotations
 
@@ -67,6 +68,43 @@ class Summary(BaseModel):
     coverage: Coverage
     figures: list[Figure]
     accounts: list[Account]
+
+
+class Part(BaseModel):
+    """One metric of one part of the city over the whole period. Not recorded is null with a
+    reason, never 0."""
+
+    name: str = Field(description="The metric's name (METRICS.md).")
+    unit: str
+    key: str | None = Field(
+        description="The part (a site's or device's slug, a resource, a ring, an MFA "
+        "category), as the series' `key`; null without `group_by`."
+    )
+    value: float | None
+    state: ValueState | None
+    reason: str | None = None
+    terms: list[str] | None = Field(default=None, description="DIDO and FCI: the terms used.")
+    range: list[float] | None = Field(default=None, description=RANGE)
+    confidence: Confidence | None = Field(default=None, description=CONFIDENCE)
+
+
+class Breakdown(BaseModel):
+    """Metrics of a period, each over the whole period, for each part of the city its flows
+    tell apart: what a day series by site, summed, would say, in one value per part."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    city: str
+    timezone: str
+    group_by: Literal["site", "device", "resource", "mfa_category", "ring"] | None
+    from_: date = Field(alias="from", description="First day of the period, city time.")
+    to: date = Field(description="Last day of the period (inclusive).")
+    partial: bool = Field(default=False, description=PARTIAL.replace("window", "period"))
+    coverage: Coverage
+    parts: list[Part] = Field(
+        description="Metric by metric (in the order asked), part by part (in key order); a "
+        "part with no flow in the period is not listed."
+    )
 
 
 class Comparison(BaseModel):

@@ -53,6 +53,25 @@ SUMMARY_COLUMNS = [
     "confidence",
     "partial",
 ]
+BREAKDOWN_COLUMNS = [
+    "city",
+    "from",
+    "to",
+    "group_by",
+    "key",
+    "name",
+    "unit",
+    "value",
+    "state",
+    "reason",
+    "range_from",
+    "range_to",
+    "events",
+    "sites_reporting",
+    "sites_active",
+    "confidence",
+    "partial",
+]
 FLOW_COLUMNS = [
     "city",
     "from",
@@ -132,6 +151,14 @@ def summary_rows(summary: reports.Summary) -> Iterator[list[object]]:
         for f in (account.de, account.imp, account.exp, account.dmc, account.u):
             yield [*period, "account", account.category, f.name, f.label, f.unit, f.value,
                    f.state, f.reason, None, None, f.confidence, partial]  # fmt: skip
+
+
+def breakdown_rows(found: reports.Breakdown) -> Iterator[list[object]]:
+    period = [found.city, found.from_.isoformat(), found.to.isoformat(), found.group_by]
+    c, partial = found.coverage, _flag(found.partial)
+    for p in found.parts:
+        yield [*period, p.key, p.name, p.unit, p.value, p.state, p.reason, *_range(p.range),
+               c.events, c.sites_reporting, c.sites_active, p.confidence, partial]  # fmt: skip
 
 
 def flow_rows(flows: reports.Flows) -> Iterator[list[object]]:

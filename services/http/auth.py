@@ -120,6 +120,7 @@ POLICIES: dict[tuple[str, str], Policy] = {
     # metrics and statistics
     ("GET", "/v1/cities/{city}/metrics"): READ,
     ("GET", "/v1/cities/{city}/summary"): READ,
+    ("GET", "/v1/cities/{city}/breakdown"): READ,
     ("GET", "/v1/cities/{city}/flows"): READ,
     ("GET", "/v1/compare"): READ,
     ("GET", "/v1/cities/{city}/ngsi-ld"): READ,

@@ -251,6 +251,27 @@ def city_summary(
     return exported(request, state.exports, format, body, columns, rows, f"{city}-summary")
 
 
+@router.get("/cities/{city}/breakdown", response_model=reports.Breakdown, responses=EXPORTS)
+def city_breakdown(
+    city: str,
+    request: Request,
+    s: SessionDep,
+    state: AppStateDep,
+    asked: SeriesDep,
+    group_by: GroupBy | None = None,
+    format: Format = None,
+) -> Response:
+    """Metrics of a period (the last 30 days when absent), each over the whole period, for
+    each site, device, resource, ring or MFA category (`group_by`) the period's flows tell
+    apart: one value a part where a day series by site would give one a day. Each value has
+    its state, its reason when not recorded, and its confidence from the period's coverage."""
+    wanted = asked.wanted()
+    found = queries.read_period(s, city, asked.first, asked.last)
+    body = summary.breakdown(found, wanted, group_by)
+    columns, rows = exports.BREAKDOWN_COLUMNS, exports.breakdown_rows
+    return exported(request, state.exports, format, body, columns, rows, f"{city}-breakdown")
+
+
 def _flows(s: Session, city: str, asked: Period) -> reports.Flows:
     found = queries.read_period(s, city, asked.first, asked.last)
     diagram = sankey.build(found.cells)

@@ -1115,12 +1115,12 @@ async function renderDrill() {
 // work with no network beyond this API. Longitude is drawn shrunk by cos(latitude), so that a
 // kilometre east is as long as a kilometre north. The marker's area is the site's inputs (kg).
 async function renderMap(city, sites) {
+  // Each site's inputs over the whole period, one value a site (a day series by site, summed
+  // here, was 7,300 points for a year).
   const params = new URLSearchParams({ from: $("from").value, to: $("to").value,
-    interval: "day", names: "input_kg", group_by: "site" });
-  const body = await getJSON(`/v1/cities/${encodeURIComponent(city)}/metrics?${params}`);
-  const kg = Object.fromEntries(body.series.map((s) =>
-    [s.key, s.points.some((p) => p.value !== null)
-      ? s.points.reduce((sum, p) => sum + (p.value ?? 0), 0) : null]));
+    names: "input_kg", group_by: "site" });
+  const body = await getJSON(`/v1/cities/${encodeURIComponent(city)}/breakdown?${params}`);
+  const kg = Object.fromEntries(body.parts.map((p) => [p.key, p.value]));
   const placed = sites.filter((s) => s.latitude !== null && s.latitude !== undefined &&
     s.longitude !== null && s.longitude !== undefined);
   const unplaced = sites.filter((s) => !placed.includes(s));

@@ -16,6 +16,7 @@ from sqlalchemy import update
 
 from fabcity.core import models
 from fabcity.core.db import transaction
+from fabcity.read.metrics import METRICS
 from tests.services.http.support import (
     BATCH,
     HUB,
@@ -104,6 +105,91 @@ def test_a_day_summary_equals_that_day_in_the_series(client: CityClient) -> None
             point["state"],
             point["range"],
         ), s["name"]
+
+
+MARCH = {"from": "2026-03-01", "to": "2026-03-31"}
+SAID = ("value", "state", "reason", "terms", "range", "confidence")
+
+
+@pytest.mark.parametrize("group_by", [None, "site", "device", "resource", "ring", "mfa_category"])
+def test_a_month_broken_down_is_that_month_of_the_series_part_by_part(
+    client: CityClient, group_by: str | None
+) -> None:
+    seed(client)
+    ingest(client, [
+        event([flow(quantity=4, ring="region"), flow("discard", "plastic", 2, "kg",
+                                                     fate="landfill")],
+              source=f"/{CITY}/{OTHER_SITE}", time="2026-03-20T09:00:00+01:00"),
+        event([flow(quantity=0.5)], source=f"/{CITY}/{SITE}/{DEVICE}",
+              time="2026-03-21T09:00:00+01:00"),
+    ])  # fmt: skip
+    names = ",".join(METRICS)
+    grouping = {"group_by": group_by} if group_by else {}
+    response = client.get(
+        f"/v1/cities/{CITY}/breakdown", params={"names": names, **MARCH, **grouping}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    month = client.get(
+        METRICS_URL, params={"names": names, "interval": "month", **MARCH, **grouping}
+    ).json()
+    points = {(s["name"], s["key"]): s["points"] for s in month["series"]}
+    got = {(p["name"], p["key"]): p for p in body["parts"]}
+    assert list(got) == list(points)  # the same parts, in the same order
+    assert len({key for _, key in got}) == (1 if group_by is None else len(got) // len(METRICS))
+    for part, (point,) in zip(got.values(), points.values(), strict=True):
+        assert {k: part[k] for k in SAID} == {k: point[k] for k in SAID}, part
+        assert (body["coverage"], body["partial"]) == (point["coverage"], point["partial"])
+
+
+def test_a_period_broken_down_by_site_is_each_sites_own(client: CityClient) -> None:
+    seed(client)  # the lab: 13 kg in (9 of them local), 1 kg thrown away of 2 diverted
+    ingest(client, [event([flow(quantity=4, ring="region")], source=f"/{CITY}/{OTHER_SITE}",
+                          time="2026-03-11T09:00:00+01:00")])  # fmt: skip
+    response = client.get(
+        f"/v1/cities/{CITY}/breakdown",
+        params={"names": "input_kg,local_input_share,diversion_rate", "group_by": "site", **PERIOD},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["from"], body["to"], body["group_by"]) == (DAY, NEXT, "site")
+    got = {(p["name"], p["key"]): p for p in body["parts"]}
+    assert list(got) == [
+        ("input_kg", OTHER_SITE), ("input_kg", SITE),
+        ("local_input_share", OTHER_SITE), ("local_input_share", SITE),
+        ("diversion_rate", OTHER_SITE), ("diversion_rate", SITE),
+    ]  # fmt: skip
+    assert got["input_kg", SITE]["value"] == 13 and got["input_kg", OTHER_SITE]["value"] == 4
+    assert got["local_input_share", SITE]["value"] == pytest.approx(9 / 13)
+    # The region is beyond the city: none of the hub's 4 kg is local (METRICS.md).
+    assert got["local_input_share", OTHER_SITE]["value"] == 0
+    assert got["diversion_rate", SITE]["value"] == 0.5
+    hub = got["diversion_rate", OTHER_SITE]
+    assert hub["value"] is None and hub["reason"] == "no waste recorded"
+    # Two events at the lab and one at the hub, both sites reporting.
+    assert body["coverage"] == {"events": 3, "sites_reporting": 2, "sites_active": 2}
+    # Summed over the parts: the city's own figure.
+    city = figures(client.get(f"/v1/cities/{CITY}/summary", params=PERIOD).json())
+    assert city["input_kg"]["value"] == 17
+
+
+def test_a_breakdown_answers_csv_and_refuses_what_it_cannot_answer(client: CityClient) -> None:
+    seed(client)
+    url = f"/v1/cities/{CITY}/breakdown"
+    rows = read_csv(client.get(url, params={"names": "input_kg", "group_by": "ring",
+                                            "format": "csv", **PERIOD}).text)  # fmt: skip
+    assert {r["key"]: float(r["value"]) for r in rows} == {"beyond": 2, "city": 9, "region": 2}
+    assert {(r["group_by"], r["from"], r["to"], r["events"]) for r in rows} == {
+        ("ring", DAY, NEXT, "2")
+    }
+    assert_problem(client.get(url, params={"group_by": "city"}), 422)
+    assert_problem(client.get(url, params={"names": "input_kg,nonsense"}), 422)
+    assert_problem(client.get(url, params={"from": NEXT, "to": DAY}), 422)
+    assert_problem(client.get(url, params={"from": "0001-01-01", "to": "9999-12-31"}), 422)
+    assert_problem(client.get("/v1/cities/elsewhere/breakdown"), 404)
+    # Nothing in the period: no part to list, and the coverage says why.
+    empty = client.get(url, params={"group_by": "site", "from": "2026-01-01", "to": "2026-01-31"})
+    assert empty.json()["parts"] == [] and empty.json()["coverage"]["events"] == 0
 
 
 def test_what_was_not_recorded_is_null_with_a_reason(client: CityClient) -> None:

@@ -47,7 +47,9 @@ Start = date | datetime
 
 
 def parse_names(names: str | None) -> list[str]:
-    wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
+    # Each once, in the order first asked: a name repeated a thousand times in one URL would
+    # otherwise ask for a thousand copies of a year by day by site.
+    wanted = list(dict.fromkeys(n.strip() for n in (names or "").split(",") if n.strip()))
     wanted = wanted or list(metrics.DEFAULT_NAMES)
     unknown = [n for n in wanted if n not in metrics.METRICS]
     if unknown:

@@ -192,6 +192,19 @@ def test_a_breakdown_answers_csv_and_refuses_what_it_cannot_answer(client: CityC
     assert empty.json()["parts"] == [] and empty.json()["coverage"]["events"] == 0
 
 
+def test_a_metric_asked_a_thousand_times_is_answered_once(client: CityClient) -> None:
+    """One URL of a few kilobytes must not ask for a thousand copies of a long series."""
+    seed(client)
+    names = ",".join(["input_kg", "waste_kg"] * 1000)
+    asked = {"names": names, **PERIOD}
+    got = client.get(METRICS_URL, params={**asked, "group_by": "site"}).json()["series"]
+    assert [s["name"] for s in got] == ["input_kg", "waste_kg"]
+    parts = client.get(f"/v1/cities/{CITY}/breakdown", params=asked).json()["parts"]
+    assert [p["name"] for p in parts] == ["input_kg", "waste_kg"]
+    compared = client.get("/v1/compare", params={"cities": CITY, **asked}).json()
+    assert compared["names"] == ["input_kg", "waste_kg"]
+
+
 def test_what_was_not_recorded_is_null_with_a_reason(client: CityClient) -> None:
     ingest(client, [event([flow("produce", "part", 2, "count")])])
     got = figures(client.get(f"/v1/cities/{CITY}/summary", params=PERIOD).json())

@@ -30,6 +30,7 @@ MODELS: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "device": api.Device,
     "metrics-response": api.MetricsResponse,
     "summary": reports.Summary,
+    "breakdown": reports.Breakdown,
     "comparison": reports.Comparison,
     "flows": reports.Flows,
     "design": standards.Design,

@@ -28,11 +28,10 @@ class Page(BaseModel, Generic[T]):
     )
 
 
-class Figure(BaseModel):
-    """One figure of a period. Not recorded is null with a reason, never 0."""
+class Valued(BaseModel):
+    """A metric's value over a period. Not recorded is null with a reason, never 0."""
 
     name: str = Field(description="The metric's name (METRICS.md).")
-    label: str
     unit: str
     value: float | None
     state: ValueState | None
@@ -40,6 +39,12 @@ class Figure(BaseModel):
     terms: list[str] | None = Field(default=None, description="DIDO and FCI: the terms used.")
     range: list[float] | None = Field(default=None, description=RANGE)
     confidence: Confidence | None = Field(default=None, description=CONFIDENCE)
+
+
+class Figure(Valued):
+    """One figure of a period."""
+
+    label: str
     headline: bool = Field(default=False, description="One of the dashboard's headline tiles.")
 
 
@@ -70,22 +75,13 @@ class Summary(BaseModel):
     accounts: list[Account]
 
 
-class Part(BaseModel):
-    """One metric of one part of the city over the whole period. Not recorded is null with a
-    reason, never 0."""
+class Part(Valued):
+    """One metric of one part of the city over the whole period."""
 
-    name: str = Field(description="The metric's name (METRICS.md).")
-    unit: str
     key: str | None = Field(
         description="The part (a site's or device's slug, a resource, a ring, an MFA "
         "category), as the series' `key`; null without `group_by`."
     )
-    value: float | None
-    state: ValueState | None
-    reason: str | None = None
-    terms: list[str] | None = Field(default=None, description="DIDO and FCI: the terms used.")
-    range: list[float] | None = Field(default=None, description=RANGE)
-    confidence: Confidence | None = Field(default=None, description=CONFIDENCE)
 
 
 class Breakdown(BaseModel):

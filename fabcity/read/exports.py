@@ -53,6 +53,7 @@ SUMMARY_COLUMNS = [
     "confidence",
     "partial",
 ]
+# A part's value says what a point's does, its coverage the period's.
 BREAKDOWN_COLUMNS = [
     "city",
     "from",
@@ -61,16 +62,7 @@ BREAKDOWN_COLUMNS = [
     "key",
     "name",
     "unit",
-    "value",
-    "state",
-    "reason",
-    "range_from",
-    "range_to",
-    "events",
-    "sites_reporting",
-    "sites_active",
-    "confidence",
-    "partial",
+    *METRIC_COLUMNS[METRIC_COLUMNS.index("value") :],
 ]
 FLOW_COLUMNS = [
     "city",

@@ -8,10 +8,13 @@ import io
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
+from jsonschema import Draft202012Validator
 from sqlalchemy import update
 
 from fabcity.core import models
@@ -34,6 +37,7 @@ from tests.support.api import CityClient, city_client, ingest
 from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, event, flow
 from workers.jobs import recompute_dirty_windows
 
+ROOT = Path(__file__).resolve().parents[3]
 DAY, NEXT = "2026-03-10", "2026-03-11"
 PERIOD = {"from": DAY, "to": NEXT}
 
@@ -153,6 +157,8 @@ def test_a_period_broken_down_by_site_is_each_sites_own(client: CityClient) -> N
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["from"], body["to"], body["group_by"]) == (DAY, NEXT, "site")
+    schema = orjson.loads((ROOT / "schemas" / "json" / "breakdown.schema.json").read_bytes())
+    Draft202012Validator(schema).validate(body)  # the published schema says what is sent
     got = {(p["name"], p["key"]): p for p in body["parts"]}
     assert list(got) == [
         ("input_kg", OTHER_SITE), ("input_kg", SITE),

@@ -400,19 +400,25 @@ def _hours(start: Start, interval: Interval, zone: ZoneInfo) -> float:
 
 
 def _point(start: Start, value: metrics.Value, ctx: WindowFacts) -> api.Point:
-    return api.Point(
-        start=start,
+    return api.Point(start=start, partial=ctx.partial, coverage=coverage(ctx), **said(value))
+
+
+def said(value: metrics.Value) -> dict[str, Any]:
+    """A value's fields as a point, a figure or a part of a breakdown says them."""
+    return {
         # Ratios of integer sums: 9 decimals keep every digit the inputs had.
-        value=None if value.value is None else round(value.value, 9),
-        state=value.state,
-        reason=value.reason,
-        terms=list(value.terms) if value.terms is not None else None,
-        range=[round(v, 9) for v in value.range] if value.range is not None else None,
-        confidence=value.confidence,
-        partial=ctx.partial,
-        coverage=api.Coverage(
-            events=ctx.events, sites_reporting=ctx.sites_reporting, sites_active=ctx.sites_active
-        ),
+        "value": None if value.value is None else round(value.value, 9),
+        "state": value.state,
+        "reason": value.reason,
+        "terms": list(value.terms) if value.terms is not None else None,
+        "range": [round(v, 9) for v in value.range] if value.range is not None else None,
+        "confidence": value.confidence,
+    }
+
+
+def coverage(ctx: WindowFacts) -> api.Coverage:
+    return api.Coverage(
+        events=ctx.events, sites_reporting=ctx.sites_reporting, sites_active=ctx.sites_active
     )
 
 

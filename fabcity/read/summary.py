@@ -8,13 +8,12 @@ that is not recorded stays null with its reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from fabcity.read import metrics
 from fabcity.read.metrics import Cell, GroupBy, Value
-from fabcity.read.queries import Period, compute
+from fabcity.read.queries import Period, compute, coverage, said
 from fabcity.read.sankey import CATEGORY_LABELS
-from schemas import api, reports
+from schemas import reports
 
 # (metric, label, headline tile): the tiles first, in the order a planner reads them.
 FIGURES: tuple[tuple[str, str, bool], ...] = (
@@ -40,20 +39,7 @@ ACCOUNTS = ("de", "imp", "exp", "dmc", "u")
 
 def figure(name: str, label: str, value: Value, headline: bool = False) -> reports.Figure:
     unit = metrics.METRICS[name].unit
-    return reports.Figure(name=name, label=label, unit=unit, headline=headline, **_said(value))
-
-
-def _said(value: Value) -> dict[str, Any]:
-    """A value's fields as a figure or a part says them."""
-    return {
-        # Ratios of integer sums: 9 decimals keep every digit the inputs had.
-        "value": None if value.value is None else round(value.value, 9),
-        "state": value.state,
-        "reason": value.reason,
-        "terms": list(value.terms) if value.terms is not None else None,
-        "range": [round(v, 9) for v in value.range] if value.range is not None else None,
-        "confidence": value.confidence,
-    }
+    return reports.Figure(name=name, label=label, unit=unit, headline=headline, **said(value))
 
 
 def accounts(period: Period) -> list[reports.Account]:
@@ -84,9 +70,7 @@ def summarise(period: Period) -> reports.Summary:
         from_=period.first,
         to=period.last,
         partial=ctx.partial,
-        coverage=api.Coverage(
-            events=ctx.events, sites_reporting=ctx.sites_reporting, sites_active=ctx.sites_active
-        ),
+        coverage=coverage(ctx),
         figures=[figure(n, label, period.value(n), tile) for n, label, tile in FIGURES],
         accounts=accounts(period),
     )
@@ -105,11 +89,9 @@ def breakdown(period: Period, names: Sequence[str], group_by: GroupBy | None) ->
     else:
         for c in period.cells:
             groups.setdefault(metrics.group_key(c, group_by), []).append(c)
-    ctx = period.facts
+    ctx, ordered = period.facts, sorted(groups.items(), key=lambda kv: kv[0] or "")
     parts = [
-        _part(name, key, compute(name, cells, ctx))
-        for name in names
-        for key, cells in sorted(groups.items(), key=lambda kv: kv[0] or "")
+        _part(name, key, compute(name, cells, ctx)) for name in names for key, cells in ordered
     ]
     return reports.Breakdown(
         city=period.city.slug,
@@ -118,12 +100,10 @@ def breakdown(period: Period, names: Sequence[str], group_by: GroupBy | None) ->
         from_=period.first,
         to=period.last,
         partial=ctx.partial,
-        coverage=api.Coverage(
-            events=ctx.events, sites_reporting=ctx.sites_reporting, sites_active=ctx.sites_active
-        ),
+        coverage=coverage(ctx),
         parts=parts,
     )
 
 
 def _part(name: str, key: str | None, value: Value) -> reports.Part:
-    return reports.Part(name=name, unit=metrics.METRICS[name].unit, key=key, **_said(value))
+    return reports.Part(name=name, unit=metrics.METRICS[name].unit, key=key, **said(value))

@@ -381,7 +381,12 @@ class Point(BaseModel):
 class Series(BaseModel):
     name: str
     unit: str
-    key: str | None = Field(default=None, description="The group, when `group_by` is given.")
+    key: str | None = Field(
+        default=None,
+        description="The group, when `group_by` is given. By device: `site/device` across "
+        "the city's sites (`site/(site reports)`: a site's own reports), the device's slug "
+        "alone with `site`.",
+    )
     points: list[Point]
 
 

@@ -79,8 +79,8 @@ class Part(Valued):
     """One metric of one part of the city over the whole period."""
 
     key: str | None = Field(
-        description="The part (a site's or device's slug, a resource, a ring, an MFA "
-        "category), as the series' `key`; null without `group_by`."
+        description="The part (a site's slug, a device as `site/device`, a resource, a "
+        "ring, an MFA category), as the series' `key`; null without `group_by`."
     )
 
 

@@ -625,13 +625,26 @@ BY_MACHINE = frozenset(
 DEFAULT_NAMES = ("input_kg", "local_input_share", "produced_count", "waste_kg")
 
 
-def group_key(cell: Cell, group_by: GroupBy) -> str:
+# A site's own reports (of no device), as a part of a breakdown by device.
+SITE_REPORTS = "(site reports)"
+
+
+def group_key(cell: Cell, group_by: GroupBy, one_site: bool = False) -> str:
+    """The part of `group_by` a cell is of. A device's slug is its site's own (two sites may
+    each have a "printer"): across a city's sites, a device's part is `site/device` and a
+    site's own reports `site/(site reports)`; within `one_site`, the device's slug alone."""
     if group_by == "site":
         return cell.site
     if group_by == "device":
-        return cell.device or "(site reports)"
+        device = cell.device or SITE_REPORTS
+        return device if one_site else device_key(cell.site, device)
     if group_by == "resource":
         return cell.resource
     if group_by == "ring":
         return cell.ring
     return cell.mfa_category or "none"
+
+
+def device_key(site: str, device: str) -> str:
+    """A device's part of a city's breakdown by device (slugs hold no `/`)."""
+    return f"{site}/{device}"

@@ -277,9 +277,10 @@ def cell_groups(
     if group_by is None:
         return {None: cells}
     groups: dict[str | None, dict[Start, list[Cell]]] = {}
+    one_site = f.site is not None
     for start, window in cells.items():
         for c in window:
-            group = metrics.group_key(c, group_by)
+            group = metrics.group_key(c, group_by, one_site)
             groups.setdefault(group, {}).setdefault(start, []).append(c)
     return dict(sorted(groups.items()))
 

@@ -218,7 +218,8 @@ def city_metrics(
     """Metric series per window. A value not recorded is null with a reason, never 0. Each
     value carries its `confidence`, DIDO and FCI a `range` where terms are not recorded, and
     a window not over yet is `partial`. `site` narrows them to one site (drilling down from
-    the city); with `group_by=device`, to that site's devices."""
+    the city); with `group_by=device`, to that site's devices, each keyed by its slug
+    (across the city's sites, by `site/device`: two sites may each have a "printer")."""
     wanted = asked.wanted()
     if wants_csv(request, format):
         # The city, site and period now: an unknown one is a 404, not a CSV cut short.

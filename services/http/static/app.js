@@ -1072,17 +1072,21 @@ async function renderDrill() {
     const tr = document.createElement("tr");
     tr.dataset.key = s.key;
     const name = cell(s.key);
-    // a site, or a device of the site, is a step further down (a device's slug is its site's
-    // own: at the city's level two sites may each have a "printer")
-    const device = group === "device" && DRILL.site && !DRILL.device;
-    if (group === "site" || (device && s.key !== "(site reports)")) {
+    // a site, or a device, is a step further down. A device's slug is its site's own (two
+    // sites may each have a "printer"): at the city's level its key is `site/device`, and a
+    // site's own reports lead to the site.
+    const [keySite, keyDevice] = group === "device" && !DRILL.site
+      ? s.key.split("/") : [DRILL.site, s.key];
+    const reports = keyDevice === "(site reports)";
+    const device = group === "device" && !DRILL.device && (!reports || !DRILL.site);
+    if (group === "site" || device) {
       const a = document.createElement("a");
       a.href = "#h-drill";
       a.textContent = s.key;
       a.addEventListener("click", (e) => {
         e.preventDefault();
         if (group === "site") drillTo(s.key, "");
-        else drillTo(DRILL.site, s.key);
+        else drillTo(keySite, reports ? "" : keyDevice);
       });
       name.replaceChildren(a);
     }

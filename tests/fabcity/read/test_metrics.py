@@ -813,7 +813,7 @@ class TestGroupKey:
         c = inp(1.0, "region", "wood", site="hub", device="laser")
         keys: dict[GroupBy, str] = {
             "site": "hub",
-            "device": "laser",
+            "device": "hub/laser",  # across the city's sites: the hub's laser
             "resource": "wood",
             "ring": "region",
             "mfa_category": "MF1",
@@ -823,8 +823,17 @@ class TestGroupKey:
             assert group_key(c, group_by) == key
 
     def test_group_key_of_a_site_report_and_of_a_resource_without_mfa_category(self) -> None:
-        assert group_key(power(1.0, device=""), "device") == "(site reports)"
+        report = power(1.0, device="", site="hub")
+        assert group_key(report, "device") == "hub/(site reports)"
+        assert group_key(report, "device", one_site=True) == "(site reports)"
         assert group_key(power(1.0), "mfa_category") == "none"
+
+    def test_two_sites_devices_of_one_slug_are_two_parts_of_the_city(self) -> None:
+        """A device's slug is its site's own: the lab's printer and the hub's are two."""
+        lab = inp(1.0, "region", site="lab", device="printer")
+        hub = inp(1.0, "region", site="hub", device="printer")
+        assert group_key(lab, "device") != group_key(hub, "device")
+        assert group_key(lab, "device", one_site=True) == "printer"
 
 
 class TestConfidence:

@@ -245,6 +245,24 @@ def test_targets_compare_drill_down_and_map_show_the_seeded_numbers(
     assert f"site={SITE}&device={DEVICE}" in browser.current_url
     shoot(browser, "h-drill", "drilldown.png")
 
+    # Back at the city by device: a device is `site/device` there (two sites may each have
+    # a "printer"), and its row leads to it.
+    js(browser, "const s = document.getElementById('drill-site');"
+       " s.value = ''; s.dispatchEvent(new Event('change'))")  # fmt: skip
+    settle(browser)
+    js(browser, "const s = document.getElementById('breakdown');"
+       " s.value = 'device'; s.dispatchEvent(new Event('change'))")  # fmt: skip
+    settle(browser)
+    machines = rows(browser, "breakdown-table", "key")
+    assert {k: float(v[-1] or 0) for k, v in machines.items()} == {
+        f"{SITE}/(site reports)": 65,
+        f"{SITE}/{DEVICE}": 2,
+    }
+    js(browser, "document.querySelector(`#breakdown-table tr[data-key='${arguments[0]}'] a`)"
+       ".click()", f"{SITE}/{DEVICE}")  # fmt: skip
+    settle(browser)
+    assert js(browser, "return document.getElementById('crumbs').innerText") == crumbs
+
     # The map: longitude across, latitude up, a degree east drawn cos(41.395°) as long.
     sites_map = js(
         browser,

@@ -81,6 +81,46 @@ def test_a_site_and_its_devices_read_apart_from_the_city(db_url: str) -> None:
         assert [float(r["value"]) for r in rows] == [5]
 
 
+@pytest.mark.parametrize("interval", ["hour", "day", "month"])
+def test_two_sites_printers_are_two_devices_of_the_city(db_url: str, interval: str) -> None:
+    """A device's slug is its site's own: with a printer at the hub too, the city by device
+    has the lab's printer (2 kg) and the hub's (7 kg) apart, and each site's own reports
+    apart (the lab's 10 kg, the hub's 5), in the series (sums read in SQL; and cells, for a
+    metric computed from them) and in the breakdown. Merged, they were 9 kg of one
+    `printer` and 15 of one `(site reports)`."""
+    with city_client(db_url) as client:
+        with transaction(client.factory) as s:
+            hub = entries.get_site(s, entries.get_city(s, CITY), "hub")
+            entries.create_device(s, hub, api.DeviceIn(slug=DEVICE, name="Hub printer"))
+        seed(client)
+        ingest(client, [event([flow(quantity=7, ring="region")], source=f"{HUB}/{DEVICE}")])
+        expected = {
+            f"{SITE}/{DEVICE}": 2, f"hub/{DEVICE}": 7,
+            f"{SITE}/(site reports)": 10, "hub/(site reports)": 5,
+        }  # fmt: skip
+        hours = "input_kg,utilization" if interval == "hour" else "input_kg"
+        by_device = metrics(client, DAY, DAY, hours, interval=interval, group_by="device")
+        found = {
+            s["key"]: sum(p["value"] or 0 for p in s["points"])
+            for s in by_device["series"]
+            if s["name"] == "input_kg"
+        }
+        assert found == expected
+        if interval == "hour":  # utilization by the hour is computed from cells
+            keys = {s["key"] for s in by_device["series"] if s["name"] == "utilization"}
+            assert keys == set(expected)
+        parts = client.get(
+            f"/v1/cities/{CITY}/breakdown",
+            params={"names": "input_kg", "from": DAY, "to": DAY, "group_by": "device"},
+        )
+        assert parts.status_code == 200, parts.text
+        assert {p["key"]: p["value"] for p in parts.json()["parts"]} == expected
+        # Within one site, a device is its slug, as the dashboard's drill-down asks.
+        hub_devices = metrics(client, DAY, DAY, "input_kg", site="hub", group_by="device")
+        assert value(hub_devices, "input_kg", DEVICE) == 7
+        assert value(hub_devices, "input_kg", "(site reports)") == 5
+
+
 def test_an_unknown_site_is_a_404_not_a_quiet_one(db_url: str) -> None:
     with city_client(db_url) as client:
         seed(client)

@@ -103,14 +103,21 @@ class Settings(BaseSettings):
     # (bridges and PostgreSQL: a commit's round trips are shared by twice the events). The
     # batch wait still commits a slow trickle within 50 ms.
     bridge_batch_size: int = Field(default=2000, gt=0, description="Messages per commit.")
-    # One: two bridge processes draining a backlog, one writer each against two, spent 11.4
+    # Unset: two writers for a bridge alone on PostgreSQL, one for each of `bridge --processes
+    # P` (P > 1) and on SQLite (one writer at a time).
+    # Two bridge processes draining a backlog, one writer each against two, spent 11.4
     # against 13.4 us of the bridges' CPU per event (medians of five alternated rounds) and
-    # stored 75k against 70k events/s: a second writer thread in the same process mostly
-    # waits for the interpreter's lock, and each hand-over of it costs CPU.
-    bridge_writers: int = Field(
-        default=1,
+    # stored 75k against 70k events/s: with the cores busy, a second writer thread in the
+    # same process mostly waits for the interpreter's lock, and each hand-over of it costs
+    # CPU. A bridge alone left the cores 58 % busy, its one writer waiting on each commit:
+    # with two, 1.61 against 1.43 x the raw drain, ahead in each of three alternated rounds,
+    # at the same CPU per event (2026-12-01).
+    bridge_writers: int | None = Field(
+        default=None,
         gt=0,
-        description="Writer threads per bridge, each committing its own batches. The window "
+        description="Writer threads per bridge process, each committing its own batches; "
+        "unset: 2 for a bridge alone on PostgreSQL, 1 on SQLite and for each of `bridge "
+        "--processes P`. The window "
         "(`mqtt_receive_maximum`) must exceed writers × `bridge_batch_size`.",
     )
     bridge_batch_wait_ms: int = Field(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +18,7 @@ import typer
 
 from fabcity.core import gc_tuning
 from fabcity.core.logs import configure
-from fabcity.core.settings import get_settings
+from fabcity.core.settings import Settings, get_settings
 from services.cli.common import console, database, fail
 
 # Nameless: the root app takes these commands as its own.
@@ -176,6 +177,24 @@ def bridge(
         b.stop()
 
 
+def bridge_child_env(settings: Settings, i: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of `bridge --processes`' process i (from 1)."""
+    env = {**environ, "FABCITY_MQTT_CLIENT_ID": f"{settings.mqtt_client_id}-p{i}"}
+    if settings.mqtt_username:
+        # A secured broker takes the user name as the client id: a user per process
+        # (`fabcity broker-config --processes`), or they would push each other off.
+        env["FABCITY_MQTT_USERNAME"] = f"{settings.mqtt_username}-p{i}"
+    if i > 1:
+        # Device adapters keep per-device state: one process reads their topics.
+        env["FABCITY_BRIDGE_ADAPTERS"] = "false"
+    if settings.metrics_port is not None:
+        env["FABCITY_METRICS_PORT"] = str(settings.metrics_port + i)
+    if settings.bridge_writers is None:
+        # The processes share the cores: a second writer each would wait for its lock.
+        env["FABCITY_BRIDGE_WRITERS"] = "1"
+    return env
+
+
 def _supervise_bridges(processes: int) -> None:
     """Run `processes` bridges as child processes; stop them all when stopped or one dies.
 
@@ -187,16 +206,7 @@ def _supervise_bridges(processes: int) -> None:
     settings = get_settings()
     children: list[subprocess.Popen[bytes]] = []
     for i in range(1, processes + 1):
-        env = {**os.environ, "FABCITY_MQTT_CLIENT_ID": f"{settings.mqtt_client_id}-p{i}"}
-        if settings.mqtt_username:
-            # A secured broker takes the user name as the client id: a user per process
-            # (`fabcity broker-config --processes`), or they would push each other off.
-            env["FABCITY_MQTT_USERNAME"] = f"{settings.mqtt_username}-p{i}"
-        if i > 1:
-            # Device adapters keep per-device state: one process reads their topics.
-            env["FABCITY_BRIDGE_ADAPTERS"] = "false"
-        if settings.metrics_port is not None:
-            env["FABCITY_METRICS_PORT"] = str(settings.metrics_port + i)
+        env = bridge_child_env(settings, i, os.environ)
         children.append(
             subprocess.Popen([sys.executable, "-m", "services.cli.main", "bridge"], env=env)
         )

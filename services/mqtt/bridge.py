@@ -197,6 +197,19 @@ class Received(NamedTuple):
     dup: bool = False
 
 
+# Writer threads of a bridge alone, unless told (`bridge_writers`): while one waits for its
+# commit, the other reads and stores the next batch.
+WRITERS_ALONE = 2
+
+
+def _writers(settings: Settings, factory: sessionmaker[Session]) -> int:
+    if settings.bridge_writers is not None:
+        return settings.bridge_writers
+    bind = factory.kw.get("bind")
+    # SQLite (the embedded default) takes one writer at a time: a second would wait for it.
+    return WRITERS_ALONE if bind is not None and bind.dialect.name == "postgresql" else 1
+
+
 class Bridge:
     def __init__(
         self, settings: Settings, factory: sessionmaker[Session], dispatcher: Dispatcher
@@ -227,7 +240,7 @@ class Bridge:
         # then go out of batch order, which MQTT allows for QoS 1.
         self._writers = [
             threading.Thread(target=self._write_loop, name=f"bridge-writer-{i}", daemon=True)
-            for i in range(settings.bridge_writers)
+            for i in range(_writers(settings, factory))
         ]
         self._count_lock = threading.Lock()
         # One quota for the whole process: the native writers and the device lane share it.

@@ -7,7 +7,7 @@ import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import transaction
@@ -138,3 +138,18 @@ def test_a_message_redelivered_after_the_bridge_died_before_its_ack_counts_once(
         client.loop_stop()
     assert stored(pg_factory) == 2
     assert input_kg_today(pg_factory) == pytest.approx(7.0)
+
+
+def test_a_bridge_alone_writes_with_two_threads_unless_told(sqlite_url: str) -> None:
+    """Alone on PostgreSQL, one writer left the cores idle while it waited on each commit:
+    two overlap one batch's commit with the next batch's work. SQLite takes one writer at a
+    time. An operator's setting wins."""
+    settings = settings_for(sqlite_url)
+    assert settings.bridge_writers is None
+    postgres = sessionmaker(create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    assert len(Bridge(settings, postgres, NoDispatch())._writers) == 2
+    assert (
+        len(Bridge(settings, sessionmaker(create_engine(sqlite_url)), NoDispatch())._writers) == 1
+    )
+    told = settings.model_copy(update={"bridge_writers": 3})
+    assert len(Bridge(told, postgres, NoDispatch())._writers) == 3

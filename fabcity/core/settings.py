@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         gt=0,
         description="Writer threads per bridge process, each committing its own batches; "
         "unset: 2 for a bridge alone on PostgreSQL, 1 on SQLite and for each of `bridge "
-        "--processes P`. The window "
+        "--processes P` (set 1 where several bridges share a host's cores). The window "
         "(`mqtt_receive_maximum`) must exceed writers × `bridge_batch_size`.",
     )
     bridge_batch_wait_ms: int = Field(

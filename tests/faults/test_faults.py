@@ -145,6 +145,7 @@ def test_overload_stays_in_the_window_loses_nothing_and_drains(rig: Rig) -> None
             time.sleep(0.05)
     finally:
         publisher.kill()
+        publisher.wait()  # its return code is set once it is reaped: None until then
         bridge.stop()
     backlog_peak = publisher.returncode
     assert backlog_peak in (0, -9)

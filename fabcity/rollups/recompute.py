@@ -397,6 +397,9 @@ def recompute_dirty(session: Session, limit: int, skip: Collection[int] = ()) ->
     must not hold the others back: the claimed work is tried in one savepoint, and when that
     fails, again city by city, each in its own. A city that fails alone gets its marks and
     windows back, so it stays pending for a later try, and is reported in `failed`."""
+    # Before claiming: a registration waiting for this lock may be inserting marks of windows
+    # this claim would delete.
+    windows.lock_designs(session, shared=True)
     claimed = windows.claim_dirty(session, limit, skip)
     marks = pending.claim(session, limit, skip)
     done = Recomputed(len(claimed), len(marks), set())

@@ -44,8 +44,27 @@ def mark_dirty(session: Session, windows: Iterable[Window]) -> None:
     session.execute(insert_ignore(session, DirtyWindow, ["city_id", "day", "hour"]), rows)
 
 
+# A design's registered data (mass, licence) is read by every recompute that sums flows of it.
+# A flow stored while a design changes, in a window that held none of it, is not among the
+# windows a registration can see to mark; so recomputes hold this lock shared while they
+# claim and sum, and a registration takes it exclusive before it marks. A recompute that began
+# first has finished, and its windows are marked; one that begins later reads the new data.
+DESIGNS_LOCK = (0x0FAB_DE51, 0)
+
+
+def lock_designs(session: Session, shared: bool) -> None:
+    """Hold designs' registered data still (shared) or changing (exclusive) until commit."""
+    if is_postgres(session):  # SQLite has one writer at a time anyway
+        mode = "_shared" if shared else ""
+        session.execute(
+            text(f"SELECT pg_advisory_xact_lock{mode}(:space, :key)"),
+            {"space": DESIGNS_LOCK[0], "key": DESIGNS_LOCK[1]},
+        )
+
+
 def mark_design_dirty(session: Session, url: str) -> None:
     """Mark every window with flows of a design, whose registered data just changed."""
+    lock_designs(session, shared=False)
     made = select(Flow.city_id, Flow.day, Flow.hour).where(Flow.design_url == url).distinct()
     mark_dirty(session, [(c, d, h) for c, d, h in session.execute(made)])
 

@@ -21,11 +21,19 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
-from fabcity.core.models import Event, PendingRollup
+from fabcity.core.models import Event, FlowRollup, PendingRollup
 from fabcity.ingest.rebuild import rebuild
 from fabcity.ingest.service import ingest
+from fabcity.registry import designs, okh
 from fabcity.rollups import recompute
-from tests.fabcity.ingest.test_rebuild import FLOWS, RINGS, register, register_design, snapshot
+from tests.fabcity.ingest.test_rebuild import (
+    DESIGNS,
+    FLOWS,
+    RINGS,
+    register,
+    register_design,
+    snapshot,
+)
 from tests.support.city import CITY, OTHER_SITE, SITE
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
@@ -155,4 +163,58 @@ def test_concurrent_ingest_adds_and_rebuilds_agree_with_a_rebuild(pg_url: str) -
             sorted(set(rebuilt[name]) - set(incremental[name]))[:5],
             sorted(set(incremental[name]) - set(rebuilt[name]))[:5],
         )
+    engine.dispose()
+
+
+def test_a_recompute_waits_for_a_design_being_registered(pg_url: str) -> None:
+    """A design's mass changes in a transaction that has not committed yet. Meanwhile a flow of
+    that design is stored in an hour that held none, and a worker adds it. The registration
+    cannot mark that hour (it cannot see the flow), so the worker must not add the flow with
+    the mass about to be replaced: it waits for the registration, then reads the new mass."""
+    engine = make_engine(pg_url)
+    factory: sessionmaker[Session] = make_sessionmaker(engine)
+    register(factory)
+    register_design(factory, 2)  # DESIGNS[0], 0.2 kg
+
+    def made(number: int, minutes: int) -> dict[str, Any]:
+        at = (START + timedelta(minutes=minutes)).isoformat()
+        flow = {"action": "produce", "resource": "furniture", "unit": "count", "ring": "city",
+                "quantity": 3, "design": DESIGNS[0]}  # fmt: skip
+        return {"specversion": "1.0", "id": f"m{number}", "time": at,
+                "source": f"/{CITY}/{SITE}", "type": "fabcity.flow", "data": [flow]}  # fmt: skip
+
+    def drain() -> None:
+        with transaction(factory) as s:
+            while recompute.recompute_dirty(s, 1000).touched:
+                pass
+
+    with transaction(factory) as s:
+        ingest(s, [made(1, 0)])
+    drain()
+
+    registering = factory()
+    manifest = okh.Manifest(standard="okh-v1", title="Heavier", version=None, licence=None,
+                            licences=[], licensor=None, oshwa_uid=None, mass_kg=1.5)  # fmt: skip
+    designs.upsert(registering, DESIGNS[0], manifest)  # not committed yet
+    with transaction(factory) as s:  # two days later: an hour without flows of the design
+        ingest(s, [made(2, 2 * 24 * 60)])
+    worker = threading.Thread(target=drain)
+    worker.start()
+    worker.join(1.0)
+    waited = worker.is_alive()
+    registering.commit()
+    registering.close()
+    worker.join(30)
+    drain()
+
+    incremental = snapshot(factory)
+    rebuild(factory)
+    rebuilt = snapshot(factory)
+    assert rebuilt["day"] == incremental["day"]
+    assert rebuilt["hour"] == incremental["hour"]
+    # By hand: 3 pieces × 1.5 kg = 4.5 kg = 4,500,000 millionths in each of the two days.
+    names = [c.name for c in FlowRollup.__table__.columns]
+    days = [dict(zip(names, row, strict=True)) for row in rebuilt["day"]]
+    assert [d["design_mass"] for d in days if d["design_mass_flows"]] == [4_500_000, 4_500_000]
+    assert waited
     engine.dispose()

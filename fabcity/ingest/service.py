@@ -65,6 +65,13 @@ def prepare(
     bounds = bounds or Bounds.default()
     totals: dict[int, int] = {}
     read_items, rejected = _read_all(items)
+    # A source's first level names its city; a source that does not is refused below, and
+    # only costs a lock of its own meanwhile.
+    cities = {
+        event.source.split("/", 2)[1 if event.source[:1] == "/" else 0]
+        for _, event, _ in read_items
+    }
+    entries.hold_cities(session, cities, shared=True)
     if known is not None:
         shared, resources = known.current(session)
     else:

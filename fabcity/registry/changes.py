@@ -125,6 +125,7 @@ def update_city(
     marked = 0
     if "timezone" in after:
         zone = entries.zone(after["timezone"])
+        entries.hold_cities(session, [city.slug], shared=False)
         # Two changes of one city's zone at once would each move the events from where they
         # found them: the second waits for the first.
         session.execute(select(models.City.id).where(models.City.id == city.id).with_for_update())
@@ -259,6 +260,8 @@ def update_device(
     before, after = _diff(device, given, ())
     if not after:
         return device
+    if {"kind", "settings"} & after.keys():
+        entries.hold_cities(session, [city.slug], shared=False)  # before the device's row
     for field, value in after.items():
         setattr(device, field, value)
     session.flush()

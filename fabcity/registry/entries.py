@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Select, bindparam, func, select, tuple_, update
+from sqlalchemy import Select, bindparam, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from fabcity.adapters import routing
 from fabcity.adapters.base import Device as AdapterDevice
 from fabcity.core import models
+from fabcity.core.db import is_postgres
 from fabcity.core.errors import Conflict, Invalid, NotFound, one_line
 from fabcity.flows.derive import PlainResource, ResourceInfo
 from fabcity.flows.units import CANONICAL
@@ -411,6 +413,32 @@ def mark_heard(session: Session, heard: dict[str, datetime]) -> None:
 
 
 # What the bridge listens to (issue 17) --------------------------------------------------------
+
+
+# Ingest derives an event from the registry as it reads it (a city's zone, a device's kind and
+# settings). A change that re-derives a city's stored events can only reach those it sees, so
+# an event stored while the change is uncommitted would keep the old derivation for good. Each
+# ingest batch holds its cities' locks shared from before it reads the registry until it
+# commits; such a change takes its city's exclusive before it writes anything, so it waits for
+# the batches under way (and then sees their events), and later batches of that city wait for
+# it (and then read the new entry). Keyed by the slug (CRC-32): a batch knows its cities' slugs
+# before it looks anything up; two slugs of one key only wait for each other.
+REGISTRY_LOCK_SPACE = 0x0FAB_4E61
+
+
+def hold_cities(session: Session, slugs: Iterable[str], shared: bool) -> None:
+    """Hold what ingest reads of these cities' registry until the transaction ends: still
+    (shared, an ingest batch) or changing (exclusive, a change that re-derives stored events)."""
+    keys = sorted({zlib.crc32(slug.encode()) & 0x7FFF_FFFF for slug in slugs})
+    if keys and is_postgres(session):  # SQLite has one writer at a time anyway
+        mode = "_shared" if shared else ""
+        session.connection().execute(
+            text(
+                f"SELECT pg_advisory_xact_lock{mode}(:space, k) "
+                "FROM unnest(CAST(:keys AS integer[])) AS k ORDER BY k"
+            ),
+            {"space": REGISTRY_LOCK_SPACE, "keys": keys},
+        )
 
 
 def registry_version(session: Session) -> int:

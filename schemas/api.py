@@ -156,7 +156,8 @@ class CityPatch(BaseModel):
                 max_length=64,
                 description="IANA time zone. Every stored event and flow of the city moves to "
                 "its local day and hour in the new zone, and the windows they left and entered "
-                "are recomputed.",
+                "are recomputed. The city's events that arrive meanwhile wait for the move, "
+                "and are placed in the new zone.",
             ),
         ]
         | None
@@ -252,7 +253,8 @@ class Device(DeviceIn):
 class DevicePatch(BaseModel):
     """What may change of a device: a field left out is left as it is. `settings` replaces the
     stored settings whole. A change of `kind` or `settings` derives the flows of every stored
-    event of the device again, and recomputes the windows they left and entered."""
+    event of the device again, and recomputes the windows they left and entered; the city's
+    events that arrive meanwhile wait for it, and are derived from the new settings."""
 
     model_config = ConfigDict(extra="forbid")
 

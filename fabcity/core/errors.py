@@ -38,6 +38,14 @@ class UnsupportedMediaType(FabcityError):
     status, title, slug = 415, "Unsupported media type", "media-type"
 
 
+class Busy(FabcityError):
+    """Nothing was done, for a while: what the request needs is being changed. Retry after
+    `retry_after` seconds."""
+
+    status, title, slug = 503, "Busy", "busy"
+    retry_after = 5
+
+
 def one_line(errors: Iterable[Mapping[str, Any]], root: str = "event") -> str:
     """Validation errors (pydantic's `exc.errors()`, FastAPI's too) as one line that says where
     and what, for a person to fix: `data.quantity: Input should be greater than 0; time: …`.

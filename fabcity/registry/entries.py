@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +19,7 @@ from fabcity.adapters import routing
 from fabcity.adapters.base import Device as AdapterDevice
 from fabcity.core import models
 from fabcity.core.db import is_postgres
-from fabcity.core.errors import Conflict, Invalid, NotFound, one_line
+from fabcity.core.errors import Busy, Conflict, Invalid, NotFound, one_line
 from fabcity.flows.derive import PlainResource, ResourceInfo
 from fabcity.flows.units import CANONICAL
 from schemas import api, devices
@@ -424,21 +425,49 @@ def mark_heard(session: Session, heard: dict[str, datetime]) -> None:
 # it (and then read the new entry). Keyed by the slug (CRC-32): a batch knows its cities' slugs
 # before it looks anything up; two slugs of one key only wait for each other.
 REGISTRY_LOCK_SPACE = 0x0FAB_4E61
+# A zone change moves every event of its city (about 70 us an event here: minutes for a big
+# city). A batch waits this long for it, then is refused as Busy (an HTTP 503 with
+# Retry-After; the bridge tries the batch again later): a request does not hold an API thread
+# for minutes, and nothing is acknowledged that was not stored.
+REGISTRY_WAIT_S = 10.0
 
 
 def hold_cities(session: Session, slugs: Iterable[str], shared: bool) -> None:
     """Hold what ingest reads of these cities' registry until the transaction ends: still
-    (shared, an ingest batch) or changing (exclusive, a change that re-derives stored events)."""
+    (shared, an ingest batch; `Busy` after `REGISTRY_WAIT_S`) or changing (exclusive, a change
+    that re-derives stored events; it waits for the batches under way however long)."""
+    slugs = set(slugs)
     keys = sorted({zlib.crc32(slug.encode()) & 0x7FFF_FFFF for slug in slugs})
-    if keys and is_postgres(session):  # SQLite has one writer at a time anyway
-        mode = "_shared" if shared else ""
+    if not keys or not is_postgres(session):  # SQLite has one writer at a time anyway
+        return
+    params = {"space": REGISTRY_LOCK_SPACE, "keys": keys}
+    if not shared:
         session.connection().execute(
             text(
-                f"SELECT pg_advisory_xact_lock{mode}(:space, k) "
+                "SELECT pg_advisory_xact_lock(:space, k) "
                 "FROM unnest(CAST(:keys AS integer[])) AS k ORDER BY k"
             ),
-            {"space": REGISTRY_LOCK_SPACE, "keys": keys},
+            params,
         )
+        return
+    # Tried again and again rather than waited for: the wait is bounded, where a lock_timeout
+    # would bound every later wait of the batch's transaction too. Each try is a statement of
+    # its own, so the reads after the one that holds see the change committed.
+    deadline, pause = time.monotonic() + REGISTRY_WAIT_S, 0.01
+    try_all = text(
+        "SELECT bool_and(pg_try_advisory_xact_lock_shared(:space, k)) "
+        "FROM unnest(CAST(:keys AS integer[])) AS k"
+    )
+    while not session.connection().execute(try_all, params).scalar():
+        if time.monotonic() >= deadline:
+            named = ", ".join(slug[:64] for slug in sorted(slugs)[:5])
+            raise Busy(
+                f"a city of these events ({named}) is having its "
+                f"time zone or a device's kind or settings changed, which re-derives its "
+                f"stored events; nothing was stored: retry when it is done"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 def registry_version(session: Session) -> int:

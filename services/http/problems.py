@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fabcity.core.errors import FabcityError, one_line, where
+from fabcity.core.errors import Busy, FabcityError, one_line, where
 from schemas.api import Problem
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(FabcityError)
     async def _domain(_: Request, exc: FabcityError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, exc.slug)
+        wait = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        return problem(exc.status, exc.title, exc.detail, exc.slug, headers=wait)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -137,9 +138,12 @@ def document(app: FastAPI) -> None:
                     if code[0] in "45":
                         response["content"] = as_problem
                 responses.setdefault("4XX", {"description": "A problem", "content": as_problem})
-                responses.setdefault(
-                    "503", {"description": "The database is unavailable", "content": as_problem}
+                unavailable = (
+                    "The database is unavailable, or what the request needs is being changed "
+                    "(`busy`: a city's time zone, a device's settings); nothing was done: retry "
+                    "after `Retry-After` seconds"
                 )
+                responses.setdefault("503", {"description": unavailable, "content": as_problem})
         app.openapi_schema = schema
         return schema
 

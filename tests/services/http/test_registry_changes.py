@@ -5,19 +5,23 @@ the hours it moves recomputed."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
+from fabcity.core.models import Event
+from fabcity.registry import changes as registry
 from fabcity.registry import entries, keys
 from schemas import api
 from services.http.app import create_app
 from tests.conftest import settings_for
 from tests.support.api import CityClient, city_client, ingest
-from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, event, flow, register
+from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, count_rows, event, flow, register
 from workers import jobs
 from workers.dispatch import NoDispatch
 
@@ -429,3 +433,44 @@ def test_a_city_nothing_refers_to_is_deleted_with_what_it_held(client: CityClien
     assert client.get("/v1/cities/empty").status_code == 404
     # The slug is free again.
     assert client.post("/v1/cities", json=empty).status_code == 201
+
+
+def test_a_city_moving_zone_answers_busy_for_its_events_and_not_for_others(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While testville's events move to Tokyo's time, a batch of testville's waits for the move
+    (here 0.3 s, not the 10 s an operator gets), then is refused with a 503 that says to retry:
+    nothing stored, nothing acknowledged. Another city's batch is not held up. After the move
+    the retried batch is stored, in the new zone."""
+    monkeypatch.setattr(entries, "REGISTRY_WAIT_S", 0.3)
+    batch = {"content-type": "application/cloudevents-batch+json"}
+    mine = event([flow()], id="moving-1", time="2026-03-10T20:30:00Z")
+    theirs = event([flow()], id="rival-1", source="/rival/shop")
+    with city_client(pg_url) as client:
+        with transaction(client.factory) as s:
+            rival = entries.create_city(s, api.CityIn(slug="rival", name="Rival", country="FR"))
+            entries.create_site(s, rival, api.SiteIn(slug="shop", name="Shop"))
+        changing = client.factory()
+        try:
+            city = entries.get_city(changing, CITY)
+            registry.update_city(changing, city, api.CityPatch(timezone="Asia/Tokyo"), "test")
+            refused = client.post("/v1/events", content=orjson.dumps([mine]), headers=batch)
+            other = client.post("/v1/events", content=orjson.dumps([theirs]), headers=batch)
+        finally:
+            changing.commit()
+            changing.close()
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["retry-after"] == "5"
+        assert refused.json()["type"].endswith("/busy")
+        assert "testville" in refused.json()["detail"]
+        assert "nothing was stored" in refused.json()["detail"]
+        assert other.status_code == 202, other.text
+        assert count_rows(client.factory, Event, Event.event_id == "moving-1") == 0
+
+        again = client.post("/v1/events", content=orjson.dumps([mine]), headers=batch)
+        assert again.status_code == 202, again.text
+        with transaction(client.factory) as s:
+            # By hand: 20:30 UTC on 10 March is 05:30 on the 11th in Tokyo (UTC+9).
+            stored = s.execute(select(Event.day, Event.hour).where(Event.event_id == "moving-1"))
+            assert stored.all() == [(date(2026, 3, 11), 5)]

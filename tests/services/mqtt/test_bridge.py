@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from datetime import date
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -14,6 +16,8 @@ from fabcity.core.db import transaction
 from fabcity.core.models import DeadLetter, Event
 from fabcity.core.settings import Settings
 from fabcity.read import queries
+from fabcity.registry import changes, entries
+from schemas import api
 from services.mqtt.bridge import Bridge
 from tests.conftest import settings_for
 from tests.support.city import CITY, DEVICE, SITE, event, flow
@@ -153,3 +157,39 @@ def test_a_bridge_alone_writes_with_two_threads_unless_told(sqlite_url: str) -> 
     )
     told = settings.model_copy(update={"bridge_writers": 3})
     assert len(Bridge(told, postgres, NoDispatch())._writers) == 3
+
+
+def test_events_of_a_city_changing_zone_wait_unacknowledged_then_land_in_the_new_zone(
+    pg_url: str,
+    pg_factory: sessionmaker[Session],
+    mosquitto: tuple[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While testville's events move to Tokyo's time, the bridge's batch of testville is
+    refused as busy: not stored, not dead-lettered (nothing is wrong with it), tried again.
+    Once the move commits it is stored, once, in the new zone."""
+    monkeypatch.setattr(entries, "REGISTRY_WAIT_S", 0.2)
+    settings = settings_for(pg_url)
+    bridge = Bridge(settings, pg_factory, NoDispatch()).start()
+    client = publisher(settings.mqtt_host, settings.mqtt_port)
+    changing = pg_factory()
+    try:
+        wait_until(bridge.connected.is_set, 10)
+        wait_until(lambda: bridge.client.is_connected(), 10)
+        city = entries.get_city(changing, CITY)
+        changes.update_city(changing, city, api.CityPatch(timezone="Asia/Tokyo"), "test")
+        body = event(flow(), id="moving", source=f"/{CITY}/{SITE}/{DEVICE}",
+                     time="2026-03-10T20:30:00Z")  # fmt: skip
+        publish(client, topic(settings), body)
+        time.sleep(1.5)  # several tries of 0.2 s each, and the bridge's pauses between them
+        assert (stored(pg_factory), stored(pg_factory, DeadLetter)) == (0, 0)
+        changing.commit()
+        wait_until(lambda: bridge.stored == 1, 30)
+    finally:
+        changing.close()
+        bridge.stop()
+        client.loop_stop()
+    assert stored(pg_factory, DeadLetter) == 0
+    with transaction(pg_factory) as s:
+        # By hand: 20:30 UTC on 10 March is 05:30 on the 11th in Tokyo (UTC+9).
+        assert s.execute(select(Event.day, Event.hour)).all() == [(date(2026, 3, 11), 5)]

@@ -19,6 +19,7 @@ SQLite and PostgreSQL (tests/fabcity/read/test_series.py).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -31,6 +32,8 @@ from pydantic import TypeAdapter
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Date,
+    Integer,
     and_,
     bindparam,
     case,
@@ -431,6 +434,7 @@ class _Sums:
         }
         width = len(self.amount) + len(self.rank) + len(self.machines)
         self.is_rank = [k in self.rank.values() for k in range(width)]
+        self.key = (tuple(names), interval)  # what the columns of sums depend on
 
 
 class _Resources:
@@ -446,6 +450,10 @@ class _Resources:
             self.category[name] = category or "none"
             self.of.setdefault(dimension, []).append(name)
         self.names = sorted(self.category)
+        # What the SQL's lists of resources depend on: a resource added changes them.
+        self.key = tuple(sorted((n, d) for d, names in self.of.items() for n in names)) + tuple(
+            sorted(self.category.items())
+        )
         # The lists tested (column, values), in order; those the cube computes.
         self.asked: dict[tuple[str, frozenset[str]], None] = {}
         self.computed: dict[tuple[str, frozenset[str]], ColumnElement[bool]] = {}
@@ -512,28 +520,26 @@ def _read_sums(
     # same sums in a twentieth of the rows (20 sites).
     city_level = site_id is None and group_by not in ("site", "device") and not sums.counted
     modelled = any(s.modelled for s in sums.amount)
-    rows = _rows(session, frames, interval, city_level, modelled).subquery()
-    streamed = _key_order(rows, interval, group_by) is not None
-    cube, rank = _cube(rows, sums, resources, site_id, share=not streamed)
-    columns: list[Any] = []
-    for s in [*sums.ranked, *sums.unranked]:
-        held = resources.holds(s, cube)
-        measure = cube.c.design_mass if s.modelled else cube.c.amount
-        columns.append(cast(func.sum(measure).filter(held), BigInteger))
-        if s in sums.rank:
-            columns.append(func.max(rank).filter(held))
-    for s in sums.counted:
-        columns.append(func.count(distinct(_machine(cube))).filter(resources.holds(s, cube)))
-    window = [cube.c.day, cube.c.hour] if interval == "hour" else [cube.c.day]
-    group = [] if group_by is None else [_GROUP_COLUMN[group_by](cube)]
-    query = select(*window, cube.c.city_id, *group, *columns)
-    by = _key_order(cube, interval, group_by)
-    in_key_order = by is not None
-    if by is not None:
-        query = query.group_by(*by).order_by(*by)
-    else:
-        query = query.group_by(*window, cube.c.city_id, *group)
-    width = len(window) + 1 + len(group)
+    spans = _spans(frames, interval, city_level)
+    # Everything of the query but the days read and the site is fixed by these: it is built
+    # and compiled once (`_Query`), and each request binds its days and site.
+    shape = (
+        sums.key, resources.key, group_by, city_level, modelled, site_id is not None,
+        tuple(f.city.id for f in frames), tuple(t.__tablename__ for t, _, _ in spans),
+        session.get_bind().dialect.name,
+    )  # fmt: skip
+    query = _QUERIES.get(shape)
+    if query is None:
+        built = _sums_query(
+            session, frames, interval, group_by, sums, resources, spans, city_level, site_id
+        )
+        query = _QUERIES.put(shape, built)
+    bound: dict[str, Any] = {"q_site": site_id}
+    for k, (_, lo, hi) in enumerate(spans):
+        bound[f"q_from{k}"], bound[f"q_to{k}"] = lo, hi
+    in_key_order = _key_order(None, interval, group_by) is not None
+    group = group_by is not None
+    width = (2 if interval == "hour" else 1) + 1 + group  # the window, the city, the group
     of = {f.city.id: (f, _slots(f, interval), len(f.starts)) for f in frames}
     is_rank = sums.is_rank
 
@@ -547,8 +553,9 @@ def _read_sums(
         ]
 
     by_id: dict[tuple[int, Any], list[Row]] = {}
-    hourly, at_city, at_group = interval == "hour", len(window), width - 1 if group else None
-    with _stream(session, query, in_key_order) as rows:
+    hourly = interval == "hour"
+    at_city, at_group = 2 if hourly else 1, width - 1 if group else None
+    with _stream(session, query, bound, in_key_order) as rows:
         # 7,300 rows for a year by day by site: the loop is kept to lookups and a slice.
         for row in rows:
             city = row[at_city]
@@ -578,12 +585,91 @@ def _read_sums(
     return grouped
 
 
+def _sums_query(
+    session: Session,
+    frames: list[Frame],
+    interval: Interval,
+    group_by: GroupBy | None,
+    sums: _Sums,
+    resources: _Resources,
+    spans: list[tuple[Any, date, date]],
+    city_level: bool,
+    site_id: int | None,
+) -> _Query:
+    """The query of `_read_sums`, its days read (`q_from0`, `q_to0`, ...) and site (`q_site`)
+    left to bind."""
+    modelled = any(s.modelled for s in sums.amount)
+    rows = _rows(session, frames, interval, city_level, modelled, spans).subquery()
+    streamed = _key_order(rows, interval, group_by) is not None
+    cube, rank = _cube(rows, sums, resources, site_id is not None, share=not streamed)
+    columns: list[Any] = []
+    for s in [*sums.ranked, *sums.unranked]:
+        held = resources.holds(s, cube)
+        measure = cube.c.design_mass if s.modelled else cube.c.amount
+        columns.append(cast(func.sum(measure).filter(held), BigInteger))
+        if s in sums.rank:
+            columns.append(func.max(rank).filter(held))
+    for s in sums.counted:
+        columns.append(func.count(distinct(_machine(cube))).filter(resources.holds(s, cube)))
+    window = [cube.c.day, cube.c.hour] if interval == "hour" else [cube.c.day]
+    group = [] if group_by is None else [_GROUP_COLUMN[group_by](cube)]
+    query = select(*window, cube.c.city_id, *group, *columns)
+    by = _key_order(cube, interval, group_by)
+    if by is not None:
+        query = query.group_by(*by).order_by(*by)
+    else:
+        query = query.group_by(*window, cube.c.city_id, *group)
+    return _Query.of(session, query)
+
+
+class _Query:
+    """A query of sums, built once per shape. On PostgreSQL it is also compiled once, with
+    its lists of values written in: building and compiling it (a few hundred SQLAlchemy
+    objects, 30 filtered aggregates for DMC, CMU and FCI) took ~5 ms of every request, where
+    PostgreSQL's part of a city's year by day is ~2.5 ms. Its constants are kept with the
+    text; a request binds the days and the site."""
+
+    def __init__(self, statement: Any, sql: str | None, constants: dict[str, Any]) -> None:
+        self.statement, self.sql, self.constants = statement, sql, constants
+
+    @classmethod
+    def of(cls, session: Session, statement: Any) -> _Query:
+        dialect = session.get_bind().dialect
+        if dialect.name != "postgresql":
+            return cls(statement, None, {})
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        return cls(statement, str(compiled), dict(compiled.params))
+
+
+class _Built:
+    """The queries built, by shape; the oldest are let go past `size` (the shapes a city's
+    dashboards and planners ask for are a few dozen)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._found: dict[Any, _Query] = {}
+        self._lock = threading.Lock()
+
+    def get(self, shape: Any) -> _Query | None:
+        return self._found.get(shape)
+
+    def put(self, shape: Any, query: _Query) -> _Query:
+        with self._lock:
+            while len(self._found) >= self.size:
+                del self._found[next(iter(self._found))]
+            self._found[shape] = query
+        return query
+
+
+_QUERIES = _Built(512)
+
+
 # Aggregates from which the tests the classes share are computed once per row (`_cube`).
 SHARED_FROM = 12
 
 
 def _cube(
-    rows: Any, sums: _Sums, resources: _Resources, site_id: int | None, share: bool
+    rows: Any, sums: _Sums, resources: _Resources, site_asked: bool, share: bool
 ) -> tuple[Any, ColumnElement[int]]:
     """The rows summed: of registered resources (and of the one site asked for), and the rank
     of each row's state. Each class's sum is filtered by its tests on every row, and many
@@ -595,8 +681,8 @@ def _cube(
     sums are to be `_stream`ed: PostgreSQL then sorted the subquery's rows before adding up
     the first group, where it streams them from the index."""
     kept = [resources.among(rows.c.resource, resources.names)]
-    if site_id is not None:
-        kept.append(rows.c.site_id == site_id)
+    if site_asked:
+        kept.append(rows.c.site_id == bindparam("q_site", None, type_=Integer))
     aggregates = 2 * len(sums.ranked) + len(sums.unranked) + len(sums.counted)
     if not share or aggregates < SHARED_FROM:
         cube = select(rows).where(*kept).subquery()
@@ -629,8 +715,10 @@ def _key_order(cube: Any, interval: Interval, group_by: GroupBy | None) -> list[
     A breakdown by device by day is read so too, in (city, day, site, device) order: on the
     10M-event history, four alternated rounds of 20, 42-60 against 54-62 ms at best. By the
     hour it did not pay (35-38 against 30-34 ms), nor elsewhere: read this way, a city's own
-    cube (a few hundred groups) took 4 ms longer: compiling the query outside SQLAlchemy's
-    cache costs 2.5 ms."""
+    cube (a few hundred groups) took 4 ms longer (measured when the query was still compiled
+    at every request). With `cube` None: [] where there is such an order, else None."""
+    if cube is None:  # only whether there is an order
+        return [] if (group_by, interval) in _KEY_ORDERED else None
     c = cube.c
     if group_by == "site" and interval == "hour":
         return [c.hour, c.city_id, c.day, c.site_id]
@@ -641,6 +729,8 @@ def _key_order(cube: Any, interval: Interval, group_by: GroupBy | None) -> list[
     return None
 
 
+_KEY_ORDERED = {("site", "hour"), ("site", "day"), ("device", "day")}
+
 # Rows a chunk of `_stream`: 200 to 2,000 read a year by day by site alike.
 CHUNK = 500
 # Chunked rows need libpq 17 (psycopg's binary wheels bring their own); an older system
@@ -649,7 +739,9 @@ CHUNKED = psycopg.pq.version() >= 170000
 
 
 @contextmanager
-def _stream(session: Session, query: Any, in_key_order: bool) -> Iterator[Iterable[Sequence[Any]]]:
+def _stream(
+    session: Session, query: _Query, bound: dict[str, Any], in_key_order: bool
+) -> Iterator[Iterable[Sequence[Any]]]:
     """The rows of `query`, as tuples (Core, not the ORM: thousands of rows).
 
     On PostgreSQL a query `in_key_order` is read in chunks as the server sends them
@@ -666,16 +758,18 @@ def _stream(session: Session, query: Any, in_key_order: bool) -> Iterator[Iterab
     A stream left unfinished is closed on the way out, whatever ends it: one left open
     made the connection's rollback, as the request ended, wait forever for its rest."""
     connection = session.connection()
-    if not (in_key_order and CHUNKED and connection.dialect.name == "postgresql"):
-        yield connection.execute(query).all()
+    if query.sql is None:
+        yield connection.execute(query.statement, bound).all()
         return
-    compiled = query.compile(
-        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    connection.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+    params = {**query.constants, **bound}
     driver: Any = connection.connection.driver_connection
+    if not (in_key_order and CHUNKED):
+        with driver.cursor() as cursor:
+            yield cursor.execute(query.sql, params).fetchall()
+        return
+    connection.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
     with driver.cursor() as cursor:
-        rows = cursor.stream(str(compiled), compiled.params, size=CHUNK)
+        rows = cursor.stream(query.sql, params, size=CHUNK)
         try:
             yield rows
         finally:
@@ -767,43 +861,58 @@ class _Devices(dict[Any, str | None]):
         return device if self.one_site else metrics.device_key(site, device)
 
 
+def _spans(
+    frames: list[Frame], interval: Interval, city_level: bool
+) -> list[tuple[Any, date, date]]:
+    """(rollup table, from, to) that hold the frames' days: hours, days, or whole months and
+    the days around them; of the cities' own cubes when `city_level`."""
+    a, b = min(f.read_from for f in frames), max(f.read_to for f in frames)
+    if interval == "hour":
+        return [(CityFlowRollupHour if city_level else FlowRollupHour, a, b)]
+    days, months = (
+        (CityFlowRollup, CityFlowRollupMonth) if city_level else (FlowRollup, FlowRollupMonth)
+    )
+    return [(days, a, b)] if interval in ("day", "week") else queries._sources(a, b, days, months)
+
+
 def _rows(
-    session: Session, frames: list[Frame], interval: Interval, city_level: bool, modelled: bool
+    session: Session,
+    frames: list[Frame],
+    interval: Interval,
+    city_level: bool,
+    modelled: bool,
+    spans: list[tuple[Any, date, date]],
 ) -> Any:
-    """The rollup rows of the frames' cities and days, their day the window's start (hours:
-    day, hour); of the cities' own cubes when `city_level` (site and device read as 0); with
-    the mass modelled from designs when `modelled`."""
+    """The rollup rows of the frames' cities and the `spans`' tables, their day the window's
+    start (hours: day, hour), the days of span i bound as `q_from{i}` and `q_to{i}`; of the
+    cities' own cubes when `city_level` (site and device read as 0); with the mass modelled
+    from designs when `modelled`."""
     columns = ["action", "resource", "ring", "fate", "recycled", "design", "state", "amount"]
     if modelled:
         columns += ["design_mass", "design_mass_flows"]
     cities = [f.city.id for f in frames]
-    a, b = min(f.read_from for f in frames), max(f.read_to for f in frames)
 
     def head(t: Any) -> list[Any]:
         return [t.city_id, *queries.site_and_device(t, city_level)]
 
-    if interval == "hour":
-        if city_level:
-            c = CityFlowRollupHour
-            return select(c.day, c.hour, *head(c), *(getattr(c, n) for n in columns)).where(
-                c.city_id.in_(cities), c.day.between(a, b)
-            )
-        t = FlowRollupHour
-        return select(t.day, t.hour, *head(t), *(getattr(t, n) for n in columns)).where(
-            t.hour.in_(queries.HOUR_KEYS), t.city_id.in_(cities), t.day.between(a, b)
+    def days(t: Any, i: int) -> ColumnElement[bool]:
+        within: ColumnElement[bool] = t.day.between(
+            bindparam(f"q_from{i}", None, type_=Date), bindparam(f"q_to{i}", None, type_=Date)
         )
-    days, months = (
-        (CityFlowRollup, CityFlowRollupMonth) if city_level else (FlowRollup, FlowRollupMonth)
-    )
-    sources: list[tuple[Any, date, date]] = (
-        [(days, a, b)] if interval in ("day", "week") else queries._sources(a, b, days, months)
-    )
+        return within
+
+    if interval == "hour":
+        ((t, _, _),) = spans
+        hours = [] if city_level else [t.hour.in_(queries.HOUR_KEYS)]
+        return select(t.day, t.hour, *head(t), *(getattr(t, n) for n in columns)).where(
+            *hours, t.city_id.in_(cities), days(t, 0)
+        )
     parts = []
-    for t, lo, hi in sources:
+    for i, (t, _, _) in enumerate(spans):
         day = t.day if interval == "day" else queries._window(session, t.day, interval)
         parts.append(
             select(day.label("day"), *head(t), *(getattr(t, n) for n in columns)).where(
-                t.city_id.in_(cities), t.day.between(lo, hi)
+                t.city_id.in_(cities), days(t, i)
             )
         )
     return union_all(*parts) if len(parts) > 1 else parts[0]

@@ -4,7 +4,9 @@ New events are added to the rollups (`fabcity.rollups.pending`); a window is mar
 when flows it already held changed: a meter reading settled between two others, a design's
 registered data changed. The mark is made in the transaction that changes the flows. A
 recompute claims windows and deletes the marks in its own transaction, so a mark made while it
-runs survives it (the marking insert waits on the deleted row's lock and then inserts afresh).
+runs survives it (the marking insert waits on the deleted row's lock and then inserts afresh);
+and a mark that was there already is locked by the marking until it commits, so no recompute
+claims it in between.
 """
 
 from __future__ import annotations
@@ -30,12 +32,17 @@ def mark_dirty(session: Session, windows: Iterable[Window]) -> None:
         return
     if is_postgres(session):
         # One statement for the whole batch, not one execution per window through the ORM.
+        # A mark already there is written again, not left alone: the write locks it until
+        # this transaction ends, so a recompute (`claim_dirty`, SKIP LOCKED) cannot take it
+        # and rebuild the window from what it sees before this change commits, leaving no
+        # mark for the change (DO NOTHING locks nothing).
         cities, days, hours = (list(column) for column in zip(*marks, strict=True))
         session.execute(
             text(
                 "INSERT INTO dirty_windows (city_id, day, hour) "
                 "SELECT * FROM unnest(CAST(:c AS integer[]), CAST(:d AS date[]), "
-                "CAST(:h AS integer[])) ON CONFLICT DO NOTHING"
+                "CAST(:h AS integer[])) ON CONFLICT (city_id, day, hour) "
+                "DO UPDATE SET hour = EXCLUDED.hour"
             ),
             {"c": cities, "d": days, "h": hours},
         )

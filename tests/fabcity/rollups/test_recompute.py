@@ -25,7 +25,7 @@ from fabcity.core.models import Event, FlowRollup, PendingRollup
 from fabcity.ingest.rebuild import rebuild
 from fabcity.ingest.service import ingest
 from fabcity.registry import designs, okh
-from fabcity.rollups import recompute
+from fabcity.rollups import recompute, windows
 from tests.fabcity.ingest.test_rebuild import (
     DESIGNS,
     FLOWS,
@@ -217,4 +217,54 @@ def test_a_recompute_waits_for_a_design_being_registered(pg_url: str) -> None:
     days = [dict(zip(names, row, strict=True)) for row in rebuilt["day"]]
     assert [d["design_mass"] for d in days if d["design_mass_flows"]] == [4_500_000, 4_500_000]
     assert waited
+    engine.dispose()
+
+
+def test_an_hour_marked_dirty_again_waits_for_the_change_that_marked_it(pg_url: str) -> None:
+    """An hour is already marked dirty (committed: a meter reading marks its hour). A
+    retraction takes an event's flows out of that hour and marks it again, and has not
+    committed yet when a worker claims the hour. The worker must not rebuild the hour from
+    what it sees then (the flows still there) and take the mark with it: the mark waits for
+    the retraction, and the hour is rebuilt after."""
+    engine = make_engine(pg_url)
+    factory: sessionmaker[Session] = make_sessionmaker(engine)
+    register(factory)
+    source = f"/{CITY}/{SITE}"
+    typo = {"specversion": "1.0", "id": "typo", "time": START.isoformat(), "source": source,
+            "type": "fabcity.flow", "data": [{"action": "consume", "resource": "wood",
+            "unit": "kg", "ring": "city", "quantity": 240}]}  # fmt: skip
+    retraction = {"specversion": "1.0", "id": "typo-retracted", "source": source,
+                  "type": "fabcity.event.retracted", "data": {"id": "typo"}}  # fmt: skip
+
+    def drain() -> None:
+        with transaction(factory) as s:
+            while recompute.recompute_dirty(s, 1000).touched:
+                pass
+
+    with transaction(factory) as s:
+        ingest(s, [typo])
+    drain()
+    with transaction(factory) as s:
+        (hour,) = s.execute(select(Event.city_id, Event.day, Event.hour)).all()
+        windows.mark_dirty(s, [(hour[0], hour[1], hour[2])])
+
+    retracting = factory()
+    assert not ingest(retracting, [retraction]).result.rejected  # not committed yet
+    worker = threading.Thread(target=drain)
+    worker.start()
+    worker.join(1.0)
+    retracting.commit()
+    retracting.close()
+    worker.join(30)
+    drain()
+
+    incremental = snapshot(factory)
+    rebuild(factory)
+    rebuilt = snapshot(factory)
+    assert incremental["hour"] == rebuilt["hour"]
+    assert incremental["day"] == rebuilt["day"]
+    # By hand: the only flow, 240 kg of wood, is retracted: nothing is consumed that day.
+    names = [c.name for c in FlowRollup.__table__.columns]
+    days = [dict(zip(names, row, strict=True)) for row in incremental["day"]]
+    assert [d for d in days if d["action"] == "consume"] == []
     engine.dispose()

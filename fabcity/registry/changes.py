@@ -120,15 +120,18 @@ def _not_retired(row: models.City | models.Site | models.Device, name: str) -> N
 def update_city(
     session: Session, city: models.City, patch: api.CityPatch, actor: str
 ) -> models.City:
+    given = patch.model_dump(exclude_unset=True)
+    if "timezone" in given:
+        # Before anything is read of the city: ingest waits from here (`hold_cities`), and a
+        # zone change that committed since the city was read is read (each moves the events
+        # from where it finds them, and the log says from which zone).
+        entries.hold_cities(session, [city.slug], shared=False)
+        session.refresh(city, with_for_update=True)
     _not_retired(city, f"city {city.slug!r}")
-    before, after = _diff(city, patch.model_dump(exclude_unset=True), ("population",))
+    before, after = _diff(city, given, ("population",))
     marked = 0
     if "timezone" in after:
         zone = entries.zone(after["timezone"])
-        entries.hold_cities(session, [city.slug], shared=False)
-        # Two changes of one city's zone at once would each move the events from where they
-        # found them: the second waits for the first.
-        session.execute(select(models.City.id).where(models.City.id == city.id).with_for_update())
         moved = _move_to_zone(session, city.id, zone)
         windows.mark_dirty(session, moved)
         marked = len(moved)
@@ -248,8 +251,14 @@ def update_device(
     rederive: Rederive,
 ) -> models.Device:
     name = f"/{city.slug}/{site.slug}/{device.slug}"
-    _not_retired(device, f"device {name!r}")
     given = patch.model_dump(exclude_unset=True)
+    if {"kind", "settings", "adapter"} & given.keys():
+        # Before anything is read of the device: ingest of its city waits from here
+        # (`hold_cities`), and a change of its kind or settings that committed since it was
+        # read is read, so its events are derived again from what the device is now.
+        entries.hold_cities(session, [city.slug], shared=False)
+        session.refresh(device, with_for_update=True)
+    _not_retired(device, f"device {name!r}")
     adapter = given.get("adapter") or device.adapter
     if "settings" in given or "adapter" in given:
         settings = given.get("settings")
@@ -260,8 +269,6 @@ def update_device(
     before, after = _diff(device, given, ())
     if not after:
         return device
-    if {"kind", "settings"} & after.keys():
-        entries.hold_cities(session, [city.slug], shared=False)  # before the device's row
     for field, value in after.items():
         setattr(device, field, value)
     session.flush()
@@ -278,6 +285,13 @@ def update_device(
 
 
 # Retiring and deleting ----------------------------------------------------------------------
+
+
+def _hold_for_removal(session: Session, city: models.City) -> None:
+    """Before asking whether stored events name an entry: a batch under way may be storing
+    the first one that does (it resolved the entry, and has not committed). The check waits
+    for it, and later batches wait for the removal (and then find the entry gone)."""
+    entries.hold_cities(session, [city.slug], shared=False)
 
 
 def _refers(session: Session, *where: Any) -> bool:
@@ -328,6 +342,7 @@ def remove_device(
     session: Session, city: models.City, site: models.Site, device: models.Device, actor: str
 ) -> api.Removal:
     name = f"/{city.slug}/{site.slug}/{device.slug}"
+    _hold_for_removal(session, city)
     if _refers(session, models.Event.city_id == city.id, models.Event.device_id == device.id):
         return _retire(session, device, "device", name, city.id, actor)
     _delete_devices(session, [device.id])
@@ -352,6 +367,7 @@ def _fields(row: object, names: Sequence[str]) -> dict[str, Any]:
 
 def remove_site(session: Session, city: models.City, site: models.Site, actor: str) -> api.Removal:
     name = f"/{city.slug}/{site.slug}"
+    _hold_for_removal(session, city)
     if _refers(session, models.Event.city_id == city.id, models.Event.site_id == site.id):
         return _retire(session, site, "site", name, city.id, actor)
     _delete_sites(session, [site.id])
@@ -376,6 +392,7 @@ def _delete_sites(session: Session, ids: list[int]) -> None:
 
 def remove_city(session: Session, city: models.City, actor: str) -> api.Removal:
     name = f"/{city.slug}"
+    _hold_for_removal(session, city)
     if _refers(session, models.Event.city_id == city.id):
         return _retire(session, city, "city", name, city.id, actor)
     hooks = session.scalar(

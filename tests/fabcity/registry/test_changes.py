@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 from datetime import date
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
-from fabcity.core.models import Event, Flow
+from fabcity.core.models import Device, Event, Flow
 from fabcity.ingest.rebuild import rederive_device
 from fabcity.ingest.service import ingest
 from fabcity.registry import changes, entries
@@ -96,4 +97,93 @@ def test_a_job_stored_while_its_printer_changes_settings_is_derived_from_the_new
         # By hand: 0.25 kg of filament = 250,000 millionths of a kg, from the city.
         assert [tuple(r) for r in inputs if r.amount == 250_000] == [("city", 250_000)]
     assert waited
+    engine.dispose()
+
+
+def test_a_device_removed_while_its_first_event_is_stored_is_retired_not_deleted(
+    pg_url: str,
+) -> None:
+    """The printer has no events; its first one is being stored (not committed) when the lab
+    removes the printer. An entry nothing refers to is deleted, one that events name is
+    retired: the removal must see that event, not delete the printer under it."""
+    engine = make_engine(pg_url)
+    factory: sessionmaker[Session] = make_sessionmaker(engine)
+    register(factory)
+    first = {"specversion": "1.0", "id": "p1", "time": "2026-06-01T10:00:00Z",
+             "source": f"/{CITY}/{SITE}/printer", "type": "fabcity.flow",
+             "data": [{"action": "consume", "resource": "wood", "unit": "kg", "ring": "city",
+                       "quantity": 1}]}  # fmt: skip
+    storing = factory()
+    assert not ingest(storing, [first]).result.rejected  # not committed yet
+    removals: list[api.Removal] = []
+
+    def remove() -> None:
+        with transaction(factory) as s:
+            city = entries.get_city(s, CITY)
+            site = entries.get_site(s, city, SITE)
+            printer = changes.get_device(s, site, "printer")
+            removals.append(changes.remove_device(s, city, site, printer, "test"))
+
+    remover = threading.Thread(target=remove)
+    remover.start()
+    remover.join(1.0)
+    storing.commit()
+    storing.close()
+    remover.join(30)
+
+    (removal,) = removals
+    assert removal.outcome == "retired", removal
+    with transaction(factory) as s:
+        (device_id,) = s.execute(select(Event.device_id)).one()
+        assert s.get(Device, device_id) is not None  # the event's device is still there
+    engine.dispose()
+
+
+def test_two_changes_of_one_device_derive_its_events_from_both(pg_url: str) -> None:
+    """The printer becomes a laser cutter (its jobs cut wood, not filament) while, at the same
+    moment, someone else sets where its material comes from, with the printer read before the
+    first change committed. The second change must derive the stored jobs from the laser
+    cutter, not from the printer it read: wood from the city."""
+    engine = make_engine(pg_url)
+    factory: sessionmaker[Session] = make_sessionmaker(engine)
+    register(factory)
+    job = {"specversion": "1.0", "id": "j1", "time": "2026-06-01T10:00:00Z",
+           "source": f"/{CITY}/{SITE}/printer", "type": "fabcity.machine.job",
+           "data": {"status": "completed", "started": "2026-06-01T09:00:00Z",
+                    "ended": "2026-06-01T10:00:00Z", "mass_kg": 0.25}}  # fmt: skip
+    with transaction(factory) as s:
+        assert not ingest(s, [job]).result.rejected
+
+    def found(s: Session) -> tuple[Any, Any, Any]:
+        city = entries.get_city(s, CITY)
+        site = entries.get_site(s, city, SITE)
+        return city, site, changes.get_device(s, site, "printer")
+
+    first = factory()
+    city, site, printer = found(first)
+    second = factory()
+    read_before = found(second)  # the printer as it was
+    changes.update_device(first, city, site, printer, api.DevicePatch(kind="laser"), "a",
+                          rederive_device)  # fmt: skip
+
+    def settings() -> None:
+        patch = api.DevicePatch(settings={"input_ring": "city"})
+        changes.update_device(second, *read_before, patch, "b", rederive_device)
+        second.commit()
+
+    other = threading.Thread(target=settings)
+    other.start()
+    other.join(1.0)
+    first.commit()
+    first.close()
+    other.join(30)
+    second.close()
+
+    with transaction(factory) as s:
+        inputs = s.execute(select(Flow.resource, Flow.ring, Flow.amount)
+                           .where(Flow.action == "consume", Flow.amount == 250_000))  # fmt: skip
+        # By hand: 0.25 kg of the laser cutter's material (wood), from the city.
+        assert [tuple(r) for r in inputs] == [("wood", "city", 250_000)]
+        printer = s.execute(select(Device.kind, Device.settings).where(Device.slug == "printer"))
+        assert printer.all() == [("laser", {"input_ring": "city"})]
     engine.dispose()

@@ -87,6 +87,14 @@ def prepare(
                     f"source {event.source!r} is outside what this key may write ({scope!r})"
                 )
             origin = resolver.resolve(event.source)
+            if origin.device_id is None and _counts_energy(event):
+                # A counter's flow is the difference from the same meter's reading before
+                # (`meters.settle`): a site's reports are no one meter.
+                raise Invalid(
+                    "a cumulative reading (data.energy_kwh_total) is a meter's: send it from "
+                    "the meter's source, /city/site/device; a site's own use is a flow "
+                    "(consume electricity) or data.energy_kwh"
+                )
             flows = derive(event, resources, origin.device)
             if flows:
                 totals[index] = check_event(flows, event.type is EventType.flow, bounds)
@@ -291,4 +299,10 @@ def _data(item: Ready) -> Any:
 
 def is_counter(item: Ready) -> bool:
     data = _data(item)
+    return isinstance(data, MeterReadingData) and data.energy_kwh_total is not None
+
+
+def _counts_energy(event: Read) -> bool:
+    """Whether an event read is a meter's cumulative reading."""
+    data = event.event.data if event.event is not None else None
     return isinstance(data, MeterReadingData) and data.energy_kwh_total is not None

@@ -54,6 +54,28 @@ def test_a_quantity_too_large_to_store_is_refused_not_raised(
     assert count_rows(factory, Flow) == 1
 
 
+def test_a_meters_total_from_a_site_source_is_refused_not_raised(
+    factory: sessionmaker[Session],
+) -> None:
+    # A cumulative reading's flow is its difference from the same meter's reading before: a
+    # site's own source is no meter, and settling it raised, failing the whole batch (a 500,
+    # and a bridge batch retried for ever). The site's own energy comes as `energy_kwh`.
+    register(factory)
+    batch = [
+        event({"energy_kwh_total": 12.5}, id="total", type="fabcity.meter.reading"),
+        event({"energy_kwh": 1.5}, id="used", type="fabcity.meter.reading"),
+        event({"energy_kwh_total": 3.0}, id="metered", type="fabcity.meter.reading",
+              source=f"/{CITY}/{SITE}/{DEVICE}"),
+    ]  # fmt: skip
+    with transaction(factory) as s:
+        outcome = ingest(s, batch)
+    assert outcome.result.accepted == 2
+    (refused,) = outcome.result.rejected
+    assert refused.index == 0
+    assert "/city/site/device" in refused.error
+    assert count_rows(factory, Event) == 2
+
+
 def test_a_time_outside_the_years_in_utc_is_refused_not_raised(
     factory: sessionmaker[Session],
 ) -> None:

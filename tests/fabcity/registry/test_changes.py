@@ -3,7 +3,6 @@ at the same time, on the real PostgreSQL."""
 
 from __future__ import annotations
 
-import threading
 from datetime import date
 from typing import Any
 
@@ -18,6 +17,7 @@ from fabcity.registry import changes, entries
 from schemas import api
 from tests.fabcity.ingest.test_rebuild import register
 from tests.support.city import CITY, SITE
+from tests.support.race import while_open
 
 
 def test_an_event_stored_while_its_city_changes_zone_is_counted_in_the_new_one(
@@ -42,20 +42,13 @@ def test_an_event_stored_while_its_city_changes_zone_is_counted_in_the_new_one(
         with transaction(factory) as s:
             assert not ingest(s, [event]).result.rejected
 
-    writer = threading.Thread(target=store)
-    writer.start()
-    writer.join(1.0)
-    waited = writer.is_alive()
-    changing.commit()
-    changing.close()
-    writer.join(30)
+    assert while_open(changing, store)
 
     with transaction(factory) as s:
         # By hand: 20:30 UTC is 05:30 the next morning in Tokyo (UTC+9); in Madrid (UTC+2 in
         # June) it would have been 22:30 on the 1st.
         assert s.execute(select(Event.day, Event.hour)).all() == [(date(2026, 6, 2), 5)]
         assert s.execute(select(Flow.day, Flow.hour)).all() == [(date(2026, 6, 2), 5)]
-    assert waited
     engine.dispose()
 
 
@@ -84,19 +77,12 @@ def test_a_job_stored_while_its_printer_changes_settings_is_derived_from_the_new
         with transaction(factory) as s:
             assert not ingest(s, [job]).result.rejected
 
-    writer = threading.Thread(target=store)
-    writer.start()
-    writer.join(1.0)
-    waited = writer.is_alive()
-    changing.commit()
-    changing.close()
-    writer.join(30)
+    assert while_open(changing, store)
 
     with transaction(factory) as s:
         inputs = s.execute(select(Flow.ring, Flow.amount).where(Flow.action == "consume"))
         # By hand: 0.25 kg of filament = 250,000 millionths of a kg, from the city.
         assert [tuple(r) for r in inputs if r.amount == 250_000] == [("city", 250_000)]
-    assert waited
     engine.dispose()
 
 
@@ -124,12 +110,7 @@ def test_a_device_removed_while_its_first_event_is_stored_is_retired_not_deleted
             printer = changes.get_device(s, site, "printer")
             removals.append(changes.remove_device(s, city, site, printer, "test"))
 
-    remover = threading.Thread(target=remove)
-    remover.start()
-    remover.join(1.0)
-    storing.commit()
-    storing.close()
-    remover.join(30)
+    assert while_open(storing, remove)
 
     (removal,) = removals
     assert removal.outcome == "retired", removal
@@ -171,12 +152,7 @@ def test_two_changes_of_one_device_derive_its_events_from_both(pg_url: str) -> N
         changes.update_device(second, *read_before, patch, "b", rederive_device)
         second.commit()
 
-    other = threading.Thread(target=settings)
-    other.start()
-    other.join(1.0)
-    first.commit()
-    first.close()
-    other.join(30)
+    assert while_open(first, settings)
     second.close()
 
     with transaction(factory) as s:

@@ -35,6 +35,7 @@ from tests.fabcity.ingest.test_rebuild import (
     snapshot,
 )
 from tests.support.city import CITY, OTHER_SITE, SITE
+from tests.support.race import while_open
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -198,26 +199,23 @@ def test_a_recompute_waits_for_a_design_being_registered(pg_url: str) -> None:
     designs.upsert(registering, DESIGNS[0], manifest)  # not committed yet
     with transaction(factory) as s:  # two days later: an hour without flows of the design
         ingest(s, [made(2, 2 * 24 * 60)])
-    worker = threading.Thread(target=drain)
-    worker.start()
-    worker.join(1.0)
-    waited = worker.is_alive()
-    registering.commit()
-    registering.close()
-    worker.join(30)
+    assert while_open(registering, drain)
     drain()
+    # By hand: 3 pieces × 1.5 kg = 4.5 kg = 4,500,000 millionths in each of the two days.
+    days = days_agreeing_with_a_rebuild(factory)
+    assert [d["design_mass"] for d in days if d["design_mass_flows"]] == [4_500_000, 4_500_000]
+    engine.dispose()
 
+
+def days_agreeing_with_a_rebuild(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
+    """The day rollups as kept, once checked (with the hours) against a rebuild of them."""
     incremental = snapshot(factory)
     rebuild(factory)
     rebuilt = snapshot(factory)
-    assert rebuilt["day"] == incremental["day"]
-    assert rebuilt["hour"] == incremental["hour"]
-    # By hand: 3 pieces × 1.5 kg = 4.5 kg = 4,500,000 millionths in each of the two days.
+    assert incremental["hour"] == rebuilt["hour"]
+    assert incremental["day"] == rebuilt["day"]
     names = [c.name for c in FlowRollup.__table__.columns]
-    days = [dict(zip(names, row, strict=True)) for row in rebuilt["day"]]
-    assert [d["design_mass"] for d in days if d["design_mass_flows"]] == [4_500_000, 4_500_000]
-    assert waited
-    engine.dispose()
+    return [dict(zip(names, row, strict=True)) for row in incremental["day"]]
 
 
 def test_an_hour_marked_dirty_again_waits_for_the_change_that_marked_it(pg_url: str) -> None:
@@ -250,21 +248,9 @@ def test_an_hour_marked_dirty_again_waits_for_the_change_that_marked_it(pg_url: 
 
     retracting = factory()
     assert not ingest(retracting, [retraction]).result.rejected  # not committed yet
-    worker = threading.Thread(target=drain)
-    worker.start()
-    worker.join(1.0)
-    retracting.commit()
-    retracting.close()
-    worker.join(30)
+    while_open(retracting, drain)  # the claim passes the locked mark by: nothing to wait for
     drain()
-
-    incremental = snapshot(factory)
-    rebuild(factory)
-    rebuilt = snapshot(factory)
-    assert incremental["hour"] == rebuilt["hour"]
-    assert incremental["day"] == rebuilt["day"]
     # By hand: the only flow, 240 kg of wood, is retracted: nothing is consumed that day.
-    names = [c.name for c in FlowRollup.__table__.columns]
-    days = [dict(zip(names, row, strict=True)) for row in incremental["day"]]
+    days = days_agreeing_with_a_rebuild(factory)
     assert [d for d in days if d["action"] == "consume"] == []
     engine.dispose()

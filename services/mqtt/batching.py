@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from fabcity.core.errors import Busy
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -138,8 +140,17 @@ def write_batches(
                 continue
         try:
             result = commit(batch)
-        except Exception:
-            log.exception("storing %d %s failed; retrying in %.1fs", len(batch), what, delay)
+        except Exception as exc:
+            if isinstance(exc, Busy):
+                # Nothing is wrong: what the batch needs is being changed (its city's time
+                # zone, a device's settings) for as long as that takes. One line a try, no
+                # traceback; tried again as after a failure.
+                log.warning(
+                    "storing %d %s waits: %s; trying again in %.1fs",
+                    len(batch), what, exc.detail, delay,
+                )  # fmt: skip
+            else:
+                log.exception("storing %d %s failed; retrying in %.1fs", len(batch), what, delay)
             if stop.wait(delay):
                 return
             delay = min(delay * 2, RETRY_LONGEST_DELAY_S)

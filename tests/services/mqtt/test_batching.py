@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from fabcity.core.errors import Busy
 from services.mqtt.batching import (
     RETRY_FIRST_DELAY_S,
     RETRY_LONGEST_DELAY_S,
@@ -142,3 +143,31 @@ def test_a_take_waits_for_its_first_item_then_briefly_for_the_rest() -> None:
     assert backlog.take(size=5, wait_s=0.05, first_s=5.0) == ["a", "b"]
     backlog.put("c")
     assert backlog.take(size=1, wait_s=5.0) == ["c"]  # full at once: no wait
+
+
+def test_a_busy_batch_is_tried_again_with_one_line_and_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A city's zone moving is no failure: the batch waits, unacknowledged, and the log says
+    why in one line a try, where a failure's traceback would fill it for minutes."""
+    stop = Stop()
+    tries: list[list[int]] = []
+    acked: list[list[int]] = []
+
+    def commit(batch: list[int]) -> str:
+        tries.append(list(batch))
+        if len(tries) < 3:
+            raise Busy("a city of these events (testville) is having its time zone changed")
+        return "stored"
+
+    with caplog.at_level("WARNING", logger="services.mqtt.batching"):
+        write_batches(
+            batches(stop, [1, 2]), commit, lambda b, _: acked.append(b), stop, "test items"
+        )
+    assert tries == [[1, 2]] * 3
+    assert acked == [[1, 2]]
+    busy = [r for r in caplog.records if "waits" in r.getMessage()]
+    assert len(busy) == 2
+    assert all(r.levelname == "WARNING" and r.exc_info is None for r in busy)
+    assert "testville" in busy[0].getMessage()
+    assert stop.waits[:2] == [RETRY_FIRST_DELAY_S, RETRY_FIRST_DELAY_S * 2]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +51,22 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def advisory_lock(session: Session, space: int, keys: Iterable[int], shared: bool) -> None:
+    """Hold PostgreSQL's advisory locks (`space`, key) of `keys` until the transaction ends,
+    taken in key order (writers that take several never wait for each other in a cycle),
+    shared or exclusive; waits as long as it takes. Nothing on SQLite: one writer at a time."""
+    ordered = sorted(set(keys))
+    if ordered and is_postgres(session):
+        mode = "_shared" if shared else ""
+        session.connection().execute(
+            text(
+                f"SELECT pg_advisory_xact_lock{mode}(:space, k) "
+                "FROM unnest(CAST(:keys AS integer[])) AS k ORDER BY k"
+            ),
+            {"space": space, "keys": ordered},
+        )
 
 
 def get_or_not_found(session: Session, model: type[T], pk: int, detail: str) -> T:

@@ -12,10 +12,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text, tuple_
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from fabcity.core.db import is_postgres
+from fabcity.core.db import advisory_lock
 from fabcity.core.models import Device, Event, Flow
 from fabcity.core.settings import get_settings
 from fabcity.flows.derive import DerivedFlow, DeviceInfo, counter_delta, electricity
@@ -52,15 +52,10 @@ def settle(session: Session, new_readings: list[int]) -> set[Window]:
     Returns the (city, day, hour) windows whose flows changed.
     """
     rows = session.execute(select(*_COLUMNS).where(Event.id.in_(new_readings))).all()
-    if is_postgres(session):
-        # One writer per device at a time: a writer that settled while another's reading of
-        # the same meter was uncommitted would derive from a history missing it. The second
-        # waits, then (each statement sees what has committed) finds the first's readings.
-        for device_id in sorted({r.device_id for r in rows}):
-            session.execute(
-                text("SELECT pg_advisory_xact_lock(:space, :device)"),
-                {"space": LOCK_SPACE, "device": device_id},
-            )
+    # One writer per device at a time: a writer that settled while another's reading of the
+    # same meter was uncommitted would derive from a history missing it. The second waits,
+    # then (each statement sees what has committed) finds the first's readings.
+    advisory_lock(session, LOCK_SPACE, {r.device_id for r in rows}, shared=False)
     affected = {row.id: row for row in rows}
     for row in rows:
         later = session.execute(

@@ -43,6 +43,12 @@ def parse_source(source: str) -> tuple[str, str, str | None]:
     return parts[1], parts[2], parts[3] if len(parts) == 4 else None
 
 
+def city_of(source: str) -> str:
+    """The city a source names (`parse_source`'s first part), read without checking the rest:
+    a source that names none is returned whole."""
+    return source.split("/", 2)[1] if source[:1] == "/" else source
+
+
 def retired(source: str, what: str, when: datetime) -> str:
     """Why an event naming a retired entry is refused."""
     return (

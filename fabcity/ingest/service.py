@@ -30,7 +30,7 @@ from fabcity.flows import meters
 from fabcity.flows.derive import derive
 from fabcity.ingest import corrections
 from fabcity.ingest.bounds import Bounds, check_batch, check_event, check_time
-from fabcity.ingest.origins import Known, OriginResolver
+from fabcity.ingest.origins import Known, OriginResolver, city_of
 from fabcity.ingest.store import Ready, slices, store
 from fabcity.registry import entries
 from fabcity.registry.keys import within
@@ -65,13 +65,8 @@ def prepare(
     bounds = bounds or Bounds.default()
     totals: dict[int, int] = {}
     read_items, rejected = _read_all(items)
-    # A source's first level names its city; a source that does not is refused below, and
-    # only costs a lock of its own meanwhile.
-    cities = {
-        event.source.split("/", 2)[1 if event.source[:1] == "/" else 0]
-        for _, event, _ in read_items
-    }
-    entries.hold_cities(session, cities, shared=True)
+    # A source that names no city is refused below, and only costs a lock of its own meanwhile.
+    entries.hold_cities(session, {city_of(e.source) for _, e, _ in read_items}, shared=True)
     if known is not None:
         shared, resources = known.current(session)
     else:

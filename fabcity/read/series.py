@@ -531,13 +531,22 @@ def _read_sums(
     query = _QUERIES.get(shape)
     if query is None:
         built = _sums_query(
-            session, frames, interval, group_by, sums, resources, spans, city_level, site_id
+            session,
+            frames,
+            interval,
+            group_by,
+            sums,
+            resources,
+            spans,
+            city_level,
+            modelled,
+            site_id,
         )
         query = _QUERIES.put(shape, built)
     bound: dict[str, Any] = {"q_site": site_id}
     for k, (_, lo, hi) in enumerate(spans):
         bound[f"q_from{k}"], bound[f"q_to{k}"] = lo, hi
-    in_key_order = _key_order(None, interval, group_by) is not None
+    in_key_order = (group_by, interval) in _KEY_ORDERED
     group = group_by is not None
     width = (2 if interval == "hour" else 1) + 1 + group  # the window, the city, the group
     of = {f.city.id: (f, _slots(f, interval), len(f.starts)) for f in frames}
@@ -594,11 +603,11 @@ def _sums_query(
     resources: _Resources,
     spans: list[tuple[Any, date, date]],
     city_level: bool,
+    modelled: bool,
     site_id: int | None,
 ) -> _Query:
     """The query of `_read_sums`, its days read (`q_from0`, `q_to0`, ...) and site (`q_site`)
     left to bind."""
-    modelled = any(s.modelled for s in sums.amount)
     rows = _rows(session, frames, interval, city_level, modelled, spans).subquery()
     streamed = _key_order(rows, interval, group_by) is not None
     cube, rank = _cube(rows, sums, resources, site_id is not None, share=not streamed)
@@ -716,9 +725,7 @@ def _key_order(cube: Any, interval: Interval, group_by: GroupBy | None) -> list[
     10M-event history, four alternated rounds of 20, 42-60 against 54-62 ms at best. By the
     hour it did not pay (35-38 against 30-34 ms), nor elsewhere: read this way, a city's own
     cube (a few hundred groups) took 4 ms longer (measured when the query was still compiled
-    at every request). With `cube` None: [] where there is such an order, else None."""
-    if cube is None:  # only whether there is an order
-        return [] if (group_by, interval) in _KEY_ORDERED else None
+    at every request). `_KEY_ORDERED` names the same three."""
     c = cube.c
     if group_by == "site" and interval == "hour":
         return [c.hour, c.city_id, c.day, c.site_id]

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from fabcity.adapters import routing
 from fabcity.adapters.base import Device as AdapterDevice
 from fabcity.core import models
-from fabcity.core.db import is_postgres
+from fabcity.core.db import advisory_lock, is_postgres
 from fabcity.core.errors import Busy, Conflict, Invalid, NotFound, one_line
 from fabcity.flows.derive import PlainResource, ResourceInfo
 from fabcity.flows.units import CANONICAL
@@ -438,18 +438,12 @@ def hold_cities(session: Session, slugs: Iterable[str], shared: bool) -> None:
     that re-derives stored events; it waits for the batches under way however long)."""
     slugs = set(slugs)
     keys = sorted({zlib.crc32(slug.encode()) & 0x7FFF_FFFF for slug in slugs})
+    if not shared:
+        advisory_lock(session, REGISTRY_LOCK_SPACE, keys, shared=False)
+        return
     if not keys or not is_postgres(session):  # SQLite has one writer at a time anyway
         return
     params = {"space": REGISTRY_LOCK_SPACE, "keys": keys}
-    if not shared:
-        session.connection().execute(
-            text(
-                "SELECT pg_advisory_xact_lock(:space, k) "
-                "FROM unnest(CAST(:keys AS integer[])) AS k ORDER BY k"
-            ),
-            params,
-        )
-        return
     # Tried again and again rather than waited for: the wait is bounded, where a lock_timeout
     # would bound every later wait of the batch's transaction too. Each try is a statement of
     # its own, so the reads after the one that holds see the change committed.

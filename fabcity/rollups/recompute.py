@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from fabcity.core.db import is_postgres
+from fabcity.core.db import advisory_lock, is_postgres
 from fabcity.core.models import (
     CityFlowRollup,
     CityFlowRollupHour,
@@ -149,12 +149,7 @@ def lock_exclusive(session: Session, city_id: int) -> None:
 
 
 def _lock(session: Session, city_id: int, shared: bool) -> None:
-    if is_postgres(session):  # SQLite has one writer at a time anyway
-        mode = "_shared" if shared else ""
-        session.execute(
-            text(f"SELECT pg_advisory_xact_lock{mode}(:space, :city)"),
-            {"space": LOCK_SPACE, "city": city_id},
-        )
+    advisory_lock(session, LOCK_SPACE, [city_id], shared)
 
 
 def recompute(session: Session, claimed: list[Window], marks: Sequence[Mark] = ()) -> set[Window]:

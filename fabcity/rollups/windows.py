@@ -17,7 +17,7 @@ from datetime import date
 from sqlalchemy import and_, delete, or_, select, text
 from sqlalchemy.orm import Session
 
-from fabcity.core.db import is_postgres
+from fabcity.core.db import advisory_lock, is_postgres
 from fabcity.core.models import DirtyWindow, Flow
 from fabcity.core.sql import insert_ignore
 
@@ -56,17 +56,12 @@ def mark_dirty(session: Session, windows: Iterable[Window]) -> None:
 # windows a registration can see to mark; so recomputes hold this lock shared while they
 # claim and sum, and a registration takes it exclusive before it marks. A recompute that began
 # first has finished, and its windows are marked; one that begins later reads the new data.
-DESIGNS_LOCK = (0x0FAB_DE51, 0)
+DESIGNS_LOCK_SPACE = 0x0FAB_DE51  # one key, 0: all designs
 
 
 def lock_designs(session: Session, shared: bool) -> None:
     """Hold designs' registered data still (shared) or changing (exclusive) until commit."""
-    if is_postgres(session):  # SQLite has one writer at a time anyway
-        mode = "_shared" if shared else ""
-        session.execute(
-            text(f"SELECT pg_advisory_xact_lock{mode}(:space, :key)"),
-            {"space": DESIGNS_LOCK[0], "key": DESIGNS_LOCK[1]},
-        )
+    advisory_lock(session, DESIGNS_LOCK_SPACE, [0], shared)
 
 
 def mark_design_dirty(session: Session, url: str) -> None:

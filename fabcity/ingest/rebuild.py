@@ -2,9 +2,9 @@
 
 `rollups` recomputes every window from the stored flows (safe while ingest runs: rows that
 pending marks name are left out, and added when the marks are claimed). With
-`from_events`, the flows themselves are first derived again from the stored events (run it
-with ingest paused: flows of events stored meanwhile would be derived twice); events a
-correction took out of the count derive nothing, as at ingest.
+`from_events`, the flows themselves are first derived again from the stored events, in one
+transaction that holds the cities as a zone move does: their ingest waits until it is done
+(`_reflow`); events a correction took out of the count derive nothing, as at ingest.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from fabcity.core.calendar import next_start
 from fabcity.core.db import transaction
 from fabcity.core.errors import Invalid, one_line
 from fabcity.core.models import (
+    City,
     CityFlowRollup,
     CityFlowRollupHour,
     CityFlowRollupMonth,
@@ -125,14 +126,22 @@ def _of_city(city_id: int, start: date, end: date) -> Callable[[Any], Any]:
 def _reflow(
     factory: sessionmaker[Session], city_id: int | None, progress: Progress, per_batch: int
 ) -> tuple[int, int, int]:
+    """The flows of the cities' stored events derived again, in one transaction that holds
+    the cities as a zone move does (`entries.hold_cities`, exclusive): their ingest waits
+    meanwhile (then answers busy: over HTTP a 503 to retry, on MQTT a batch kept
+    unacknowledged), as do their corrections and registry changes. Without it, an event stored
+    while the flows were being derived again had its flows stored twice, once by ingest and
+    once here; and a correction stored meanwhile could be missed. A city registered since
+    the start is not held, and its events are not read."""
     with transaction(factory) as s:
-        stale = delete(Flow)
-        counted = select(func.count()).select_from(Event)
+        query = select(City.id, City.slug).order_by(City.id)
         if city_id is not None:
-            stale = stale.where(Flow.city_id == city_id)
-            counted = counted.where(Event.city_id == city_id)
-        s.execute(stale)
-        total = s.scalar(counted) or 0
+            query = query.where(City.id == city_id)
+        cities = dict(s.execute(query).tuples().all())
+        entries.hold_cities(s, cities.values(), shared=False)
+        ids = sorted(cities)
+        s.execute(delete(Flow).where(Flow.city_id.in_(ids)))
+        total = s.scalar(select(func.count()).select_from(Event).where(Event.city_id.in_(ids)))
         resources = entries.resource_infos(s)
         # Corrected originals, retractions and corrections overtaken by a newer one: stored,
         # but their flows do not count (`fabcity.ingest.corrections`).
@@ -141,27 +150,18 @@ def _reflow(
             i: DeviceInfo(i, kind, dict(settings or {}))
             for i, kind, settings in s.execute(select(Device.id, Device.kind, Device.settings))
         }
-    done = flows = skipped = 0
-    last_id = 0
-    while True:
-        with transaction(factory) as s:
-            query = (
+        done = flows = skipped = 0
+        last_id = 0
+        while True:
+            rows = s.execute(
                 select(
-                    Event.id,
-                    Event.payload,
-                    Event.city_id,
-                    Event.site_id,
-                    Event.device_id,
-                    Event.day,
-                    Event.hour,
+                    Event.id, Event.payload, Event.city_id, Event.site_id, Event.device_id,
+                    Event.day, Event.hour,
                 )
-                .where(Event.id > last_id)
+                .where(Event.city_id.in_(ids), Event.id > last_id)
                 .order_by(Event.id)
                 .limit(per_batch)
-            )
-            if city_id is not None:
-                query = query.where(Event.city_id == city_id)
-            rows = s.execute(query).all()
+            ).all()  # fmt: skip
             if not rows:
                 break
             batch: list[FlowRow] = []
@@ -181,10 +181,10 @@ def _reflow(
                 store_flows(s, batch)
             flows += len(batch)
             last_id = rows[-1][0]
-        done += len(rows)
-        progress("events", done, total)
-    with transaction(factory) as s:
-        meters.rebuild(s, city_id)
+            done += len(rows)
+            progress("events", done, total or 0)
+        for held in ids:  # not the counters of a city registered since: none was deleted
+            meters.rebuild(s, held)
     return done, flows, skipped
 
 

@@ -456,9 +456,10 @@ def hold_cities(session: Session, slugs: Iterable[str], shared: bool) -> None:
         if time.monotonic() >= deadline:
             named = ", ".join(slug[:64] for slug in sorted(slugs)[:5])
             raise Busy(
-                f"a city of these events ({named}) is having its "
-                f"time zone or a device's kind or settings changed, which re-derives its "
-                f"stored events; nothing was stored: retry when it is done"
+                f"a city of these events ({named}) is having what is derived from its "
+                "stored events rewritten (its time zone or a device's kind or settings "
+                "changed, or `fabcity metrics rebuild --from-events`); nothing was stored: "
+                "retry when it is done"
             )
         time.sleep(pause)
         pause = min(pause * 2, 0.2)

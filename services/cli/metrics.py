@@ -19,7 +19,8 @@ def metrics_rebuild(
         bool,
         typer.Option(
             "--from-events",
-            help="Also derive every flow again from the stored events (pause ingest first).",
+            help="Also derive every flow again from the stored events; the cities' ingest "
+            "waits meanwhile (HTTP answers 503 busy, MQTT batches stay unacknowledged).",
         ),
     ] = False,
 ) -> None:

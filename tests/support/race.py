@@ -12,26 +12,38 @@ from sqlalchemy.orm import Session
 PATIENCE_S = 1.0
 
 
+class Beside:
+    """`beside` run in a thread, given PATIENCE_S to finish: `waited` says whether it was still
+    running then (waiting for what the caller holds open). `finish` lets it end, after the
+    caller has let go, and raises here what it raised."""
+
+    def __init__(self, beside: Callable[[], object]) -> None:
+        self._failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                beside()
+            except BaseException as exc:  # raised again by `finish`, not lost in the thread
+                self._failed.append(exc)
+
+        self._thread = threading.Thread(target=run)
+        self._thread.start()
+        self._thread.join(PATIENCE_S)
+        self.waited = self._thread.is_alive()
+
+    def finish(self) -> None:
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "still waiting 30 s after the other side let go"
+        if self._failed:
+            raise self._failed[0]
+
+
 def while_open(held: Session, beside: Callable[[], object]) -> bool:
     """Run `beside` in a thread while `held`'s transaction is open; then commit `held`, and let
     `beside` finish. Returns whether `beside` was still waiting when `held` committed. What
     `beside` raised is raised here."""
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            beside()
-        except BaseException as exc:  # raised again below, not lost in the thread
-            failed.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(PATIENCE_S)
-    waited = thread.is_alive()
+    running = Beside(beside)
     held.commit()
     held.close()
-    thread.join(30)
-    assert not thread.is_alive(), "still waiting 30 s after the other transaction committed"
-    if failed:
-        raise failed[0]
-    return waited
+    running.finish()
+    return running.waited

@@ -13,10 +13,10 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fabcity.core.db import transaction
+from fabcity.core.db import make_engine, make_sessionmaker, transaction
 from fabcity.core.models import (
     CityFlowRollup,
     CityFlowRollupHour,
@@ -39,6 +39,7 @@ from fabcity.registry import designs, entries, okh
 from fabcity.rollups import recompute
 from schemas import api
 from tests.support.city import CITY, OTHER_SITE, SITE
+from tests.support.race import Beside
 
 START = datetime(2026, 3, 28, 20, 0, tzinfo=UTC)  # spans the spring daylight-saving change
 MINUTES = 3 * 24 * 60
@@ -292,3 +293,45 @@ def test_incremental_equals_rebuild(factory: sessionmaker[Session], history: His
     if not registered:
         register(factory)
     check(factory, history)
+
+
+def test_an_event_stored_while_flows_are_derived_again_is_counted_once(pg_url: str) -> None:
+    """`rebuild --from-events` derives the flows of the stored events again while the labs go
+    on posting. An event stored in the middle had its flows stored twice: once by ingest, and
+    once by the rebuild, which read on past it. Its ingest now waits for the rebuild's end."""
+    engine = make_engine(pg_url)
+    factory: sessionmaker[Session] = make_sessionmaker(engine)
+    register(factory)
+
+    def event(n: int) -> dict[str, Any]:
+        return {"specversion": "1.0", "id": f"r{n}", "time": when(n),
+                "source": f"/{CITY}/{SITE}", "type": "fabcity.flow",
+                "data": [{"action": "consume", "resource": "wood", "unit": "kg",
+                          "ring": "city", "quantity": 2}]}  # fmt: skip
+
+    with transaction(factory) as s:
+        assert ingest(s, [event(1), event(2)]).result.accepted == 2
+
+    def store() -> None:
+        with transaction(factory) as s:
+            assert ingest(s, [event(3)]).result.accepted == 1
+
+    arrived: list[Beside] = []
+
+    def progress(stage: str, done: int, _total: int) -> None:
+        if stage == "events" and done == 1:  # the first event derived again, the second not
+            arrived.append(Beside(store))
+
+    rebuild(factory, from_events=True, progress=progress, events_per_batch=1)
+    (third,) = arrived
+    third.finish()
+    with transaction(factory) as s:
+        # By hand: three events of 2 kg of wood each, 2,000,000 millionths of a kg.
+        assert s.scalar(select(func.sum(Flow.amount))) == 6_000_000
+        assert s.scalar(select(func.count()).select_from(Event)) == 3
+    assert third.waited
+    # And the rollups, once the third event's hour is recomputed, hold it once too.
+    settled(factory)
+    with transaction(factory) as s:
+        assert s.scalar(select(func.sum(FlowRollup.amount))) == 6_000_000
+    engine.dispose()

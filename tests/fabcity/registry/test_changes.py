@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
-from fabcity.core.models import Device, Event, Flow
+from fabcity.core.models import Device, DirtyWindow, Event, Flow
 from fabcity.ingest.rebuild import rederive_device
 from fabcity.ingest.service import ingest
 from fabcity.registry import changes, entries
@@ -163,3 +163,87 @@ def test_two_changes_of_one_device_derive_its_events_from_both(pg_url: str) -> N
         printer = s.execute(select(Device.kind, Device.settings).where(Device.slug == "printer"))
         assert printer.all() == [("laser", {"input_ring": "city"})]
     engine.dispose()
+
+
+def _day_of_hourly_events(factory: sessionmaker[Session]) -> None:
+    """An event at half past each hour of 1 June 2026 (UTC), n kg of wood at hour n: in
+    Madrid (UTC+2 in June) they fill 02:30 on the 1st to 01:30 on the 2nd."""
+    with transaction(factory) as s:
+        outcome = ingest(
+            s,
+            [
+                {"specversion": "1.0", "id": f"h{n}", "time": f"2026-06-01T{n:02}:30:00Z",
+                 "source": f"/{CITY}/{SITE}", "type": "fabcity.flow",
+                 "data": [{"action": "consume", "resource": "wood", "unit": "kg",
+                           "ring": "city", "quantity": n + 1}]}
+                for n in range(24)
+            ],
+        )  # fmt: skip
+        assert outcome.result.accepted == 24
+
+
+def _moved(factory: sessionmaker[Session], timezone: str) -> dict[str, Any]:
+    with transaction(factory) as s:
+        city = entries.get_city(s, CITY)
+        changes.update_city(s, city, api.CityPatch(timezone=timezone), "test")
+    with transaction(factory) as s:
+        events = {e: (d, h) for e, d, h in s.execute(select(Event.event_id, Event.day, Event.hour))}
+        by_pk = dict(s.execute(select(Event.id, Event.event_id)).tuples().all())
+        flows = {by_pk[pk]: (d, h, amount)
+                 for pk, d, h, amount in s.execute(
+                     select(Flow.event_pk, Flow.day, Flow.hour, Flow.amount))}  # fmt: skip
+        dirty = set(s.execute(select(DirtyWindow.day, DirtyWindow.hour)).tuples().all())
+    return {"events": events, "flows": flows, "dirty": dirty}
+
+
+def test_a_new_zone_moves_every_hour_once_though_each_lands_where_another_was(
+    factory: sessionmaker[Session],
+) -> None:
+    """Madrid to Tokyo is seven hours on in June: each hour of the day lands on the key of
+    another hour of the same events (02:30 to 09:30, while 09:30's own go to 16:30). Moved a
+    step at a time, the rows of an hour that received others would be moved again with them."""
+    register(factory)  # Europe/Madrid
+    _day_of_hourly_events(factory)
+    moved = _moved(factory, "Asia/Tokyo")
+    # By hand: 00:30Z is 09:30 in Tokyo (UTC+9) on 1 June; 14:30Z is 23:30; 15:30Z is 00:30
+    # on the 2nd; 23:30Z is 08:30 on the 2nd.
+    assert moved["events"]["h0"] == (date(2026, 6, 1), 9)
+    assert moved["events"]["h14"] == (date(2026, 6, 1), 23)
+    assert moved["events"]["h15"] == (date(2026, 6, 2), 0)
+    assert moved["events"]["h23"] == (date(2026, 6, 2), 8)
+    # Every hour once: 24 events in 24 hours, each flow with its event, its amount its own.
+    assert len(set(moved["events"].values())) == 24
+    for event, (day, hour) in moved["events"].items():
+        assert moved["flows"][event] == (day, hour, (int(event[1:]) + 1) * 1_000_000)
+    # Both the hours left (Madrid's 02:00 on the 1st to 01:00 on the 2nd) and the hours
+    # entered (Tokyo's 09:00 on the 1st to 08:00 on the 2nd) are recomputed.
+    left = {(date(2026, 6, 1), h) for h in range(2, 24)} | {(date(2026, 6, 2), h) for h in (0, 1)}
+    entered = {(date(2026, 6, 1), h) for h in range(9, 24)} | {
+        (date(2026, 6, 2), h) for h in range(9)
+    }
+    assert moved["dirty"] >= left | entered
+
+
+def test_a_new_zone_half_an_hour_off_splits_each_hour_by_its_events(
+    factory: sessionmaker[Session],
+) -> None:
+    """Madrid to Kolkata (UTC+5:30) cuts each of Madrid's hours in two: its events are placed
+    one by one. 00:30Z is 06:00 in Kolkata, 00:10Z would have been 05:40."""
+    register(factory)
+    with transaction(factory) as s:
+        outcome = ingest(
+            s,
+            [
+                {"specversion": "1.0", "id": f"k{m}", "time": f"2026-06-01T00:{m:02}:00Z",
+                 "source": f"/{CITY}/{SITE}", "type": "fabcity.flow",
+                 "data": [{"action": "consume", "resource": "wood", "unit": "kg",
+                           "ring": "city", "quantity": 1}]}
+                for m in (10, 50)
+            ],
+        )  # fmt: skip
+        assert outcome.result.accepted == 2
+    moved = _moved(factory, "Asia/Kolkata")
+    # By hand: both were Madrid's 02:00 (UTC+2); 00:10Z is 05:40 and 00:50Z 06:20 in Kolkata.
+    assert moved["events"] == {"k10": (date(2026, 6, 1), 5), "k50": (date(2026, 6, 1), 6)}
+    assert {e: (d, h) for e, (d, h, _) in moved["flows"].items()} == moved["events"]
+    assert moved["dirty"] >= {(date(2026, 6, 1), h) for h in (2, 5, 6)}

@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select, true
 from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.calendar import next_start
@@ -131,17 +131,19 @@ def _reflow(
     meanwhile (then answers busy: over HTTP a 503 to retry, on MQTT a batch kept
     unacknowledged), as do their corrections and registry changes. Without it, an event stored
     while the flows were being derived again had its flows stored twice, once by ingest and
-    once here; and a correction stored meanwhile could be missed. A city registered since
-    the start is not held, and its events are not read."""
+    once here; and a correction stored meanwhile could be missed. Without `city_id`, every
+    city is held by one lock (`entries.hold_every_city`), those registered meanwhile too."""
     with transaction(factory) as s:
-        query = select(City.id, City.slug).order_by(City.id)
-        if city_id is not None:
-            query = query.where(City.id == city_id)
-        cities = dict(s.execute(query).tuples().all())
-        entries.hold_cities(s, cities.values(), shared=False)
-        ids = sorted(cities)
-        s.execute(delete(Flow).where(Flow.city_id.in_(ids)))
-        total = s.scalar(select(func.count()).select_from(Event).where(Event.city_id.in_(ids)))
+        stale = delete(Flow)
+        mine: ColumnElement[bool] = true()  # every city
+        if city_id is None:
+            entries.hold_every_city(s)
+        else:
+            slug = s.scalars(select(City.slug).where(City.id == city_id)).one()
+            entries.hold_cities(s, [slug], shared=False)
+            stale, mine = stale.where(Flow.city_id == city_id), Event.city_id == city_id
+        s.execute(stale)
+        total = s.scalar(select(func.count()).select_from(Event).where(mine))
         resources = entries.resource_infos(s)
         # Corrected originals, retractions and corrections overtaken by a newer one: stored,
         # but their flows do not count (`fabcity.ingest.corrections`).
@@ -158,7 +160,7 @@ def _reflow(
                     Event.id, Event.payload, Event.city_id, Event.site_id, Event.device_id,
                     Event.day, Event.hour,
                 )
-                .where(Event.city_id.in_(ids), Event.id > last_id)
+                .where(mine, Event.id > last_id)
                 .order_by(Event.id)
                 .limit(per_batch)
             ).all()  # fmt: skip
@@ -183,8 +185,7 @@ def _reflow(
             last_id = rows[-1][0]
             done += len(rows)
             progress("events", done, total or 0)
-        for held in ids:  # not the counters of a city registered since: none was deleted
-            meters.rebuild(s, held)
+        meters.rebuild(s, city_id)
     return done, flows, skipped
 
 

@@ -425,7 +425,11 @@ def mark_heard(session: Session, heard: dict[str, datetime]) -> None:
 # it (and then read the new entry). Keyed by the slug (CRC-32): a batch knows its cities' slugs
 # before it looks anything up; two slugs of one key only wait for each other.
 REGISTRY_LOCK_SPACE = 0x0FAB_4E61
-# A zone change moves every event of its city (about 70 us an event here: minutes for a big
+# A key no slug has (theirs are CRC-32s, never negative), taken before the cities' own:
+# shared by every batch and every city's change, exclusive by what rewrites every city at
+# once (`hold_every_city`), which then needs one lock rather than one a city.
+EVERY_CITY = -1
+# A zone change moves every event of its city (about 40 us an event here: minutes for a big
 # city). A batch waits this long for it, then is refused as Busy (an HTTP 503 with
 # Retry-After; the bridge tries the batch again later): a request does not hold an API thread
 # for minutes, and nothing is acknowledged that was not stored.
@@ -439,11 +443,12 @@ def hold_cities(session: Session, slugs: Iterable[str], shared: bool) -> None:
     slugs = set(slugs)
     keys = sorted({zlib.crc32(slug.encode()) & 0x7FFF_FFFF for slug in slugs})
     if not shared:
+        advisory_lock(session, REGISTRY_LOCK_SPACE, [EVERY_CITY], shared=True)
         advisory_lock(session, REGISTRY_LOCK_SPACE, keys, shared=False)
         return
     if not keys or not is_postgres(session):  # SQLite has one writer at a time anyway
         return
-    params = {"space": REGISTRY_LOCK_SPACE, "keys": keys}
+    params = {"space": REGISTRY_LOCK_SPACE, "keys": [EVERY_CITY, *keys]}
     # Tried again and again rather than waited for: the wait is bounded, where a lock_timeout
     # would bound every later wait of the batch's transaction too. Each try is a statement of
     # its own, so the reads after the one that holds see the change committed.
@@ -463,6 +468,12 @@ def hold_cities(session: Session, slugs: Iterable[str], shared: bool) -> None:
             )
         time.sleep(pause)
         pause = min(pause * 2, 0.2)
+
+
+def hold_every_city(session: Session) -> None:
+    """`hold_cities`, exclusive, of every city there is or will be until the transaction
+    ends: every batch waits (then is `Busy`), and so does every city's change."""
+    advisory_lock(session, REGISTRY_LOCK_SPACE, [EVERY_CITY], shared=False)
 
 
 def registry_version(session: Session) -> int:

@@ -8,7 +8,8 @@ rollup equal those of `rebuild(from_events=True)`, to the last digit.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -35,7 +36,7 @@ from fabcity.core.models import (
 )
 from fabcity.ingest.rebuild import rebuild
 from fabcity.ingest.service import ingest
-from fabcity.registry import designs, entries, okh
+from fabcity.registry import changes, designs, entries, okh
 from fabcity.rollups import recompute
 from schemas import api
 from tests.support.city import CITY, OTHER_SITE, SITE
@@ -334,4 +335,87 @@ def test_an_event_stored_while_flows_are_derived_again_is_counted_once(pg_url: s
     settled(factory)
     with transaction(factory) as s:
         assert s.scalar(select(func.sum(FlowRollup.amount))) == 6_000_000
+    engine.dispose()
+
+
+def test_a_rebuild_of_one_city_holds_its_ingest_and_no_other_citys(pg_url: str) -> None:
+    """`rebuild --city testville --from-events` holds testville's batches, not another city's;
+    a rebuild of every city (above) holds them all, by one lock."""
+    engine = make_engine(pg_url)
+    factory: sessionmaker[Session] = make_sessionmaker(engine)
+    register(factory)
+    with transaction(factory) as s:
+        other = entries.create_city(
+            s, api.CityIn(slug="otherville", name="O", country="PT", timezone="Europe/Lisbon")
+        )
+        entries.create_site(s, other, api.SiteIn(slug="lab", name="Lab"))
+
+    def event(source: str, n: int) -> dict[str, Any]:
+        return {"specversion": "1.0", "id": f"o{n}", "time": when(n), "source": source,
+                "type": "fabcity.flow",
+                "data": [{"action": "consume", "resource": "wood", "unit": "kg",
+                          "ring": "city", "quantity": 1}]}  # fmt: skip
+
+    with transaction(factory) as s:
+        assert ingest(s, [event(f"/{CITY}/{SITE}", 1), event(f"/{CITY}/{SITE}", 2)]).result
+        city_id = entries.get_city(s, CITY).id
+
+    def store(source: str, n: int) -> Callable[[], None]:
+        def run() -> None:
+            with transaction(factory) as s:
+                assert ingest(s, [event(source, n)]).result.accepted == 1
+
+        return run
+
+    arrived: list[Beside] = []
+
+    def progress(stage: str, done: int, _total: int) -> None:
+        if stage == "events" and done == 1:
+            arrived.append(Beside(store("/otherville/lab", 3)))
+            arrived.append(Beside(store(f"/{CITY}/{SITE}", 4)))
+
+    rebuild(factory, city_id, from_events=True, progress=progress, events_per_batch=1)
+    elsewhere, here = arrived
+    elsewhere.finish()
+    here.finish()
+    assert (elsewhere.waited, here.waited) == (False, True)
+    with transaction(factory) as s:
+        # By hand: four events of 1 kg, each counted once.
+        assert s.scalar(select(func.sum(Flow.amount))) == 4_000_000
+    engine.dispose()
+
+
+def test_a_zone_change_waits_for_a_rebuild_of_every_city(pg_url: str) -> None:
+    """A rebuild derives flows from the events it reads, in their hours; a zone change meanwhile
+    would move the events under it and leave the new flows in the old hours."""
+    engine = make_engine(pg_url)
+    factory: sessionmaker[Session] = make_sessionmaker(engine)
+    register(factory)  # Europe/Madrid
+    with transaction(factory) as s:
+        wood = {"action": "consume", "resource": "wood", "unit": "kg", "ring": "city",
+                "quantity": 1}  # fmt: skip
+        events = [{"specversion": "1.0", "id": f"t{n}", "time": "2026-06-01T10:30:00Z",
+                   "source": f"/{CITY}/{SITE}", "type": "fabcity.flow", "data": [wood]}
+                  for n in (1, 2)]  # fmt: skip
+        assert ingest(s, events).result.accepted == 2
+
+    def move() -> None:
+        with transaction(factory) as s:
+            city = entries.get_city(s, CITY)
+            changes.update_city(s, city, api.CityPatch(timezone="Asia/Tokyo"), "test")
+
+    arrived: list[Beside] = []
+
+    def progress(stage: str, done: int, _total: int) -> None:
+        if stage == "events" and done == 1:
+            arrived.append(Beside(move))
+
+    rebuild(factory, from_events=True, progress=progress, events_per_batch=1)
+    (moving,) = arrived
+    moving.finish()
+    assert moving.waited
+    with transaction(factory) as s:
+        # By hand: 10:30Z is 19:30 in Tokyo (UTC+9), events and flows alike.
+        assert set(s.execute(select(Event.day, Event.hour)).tuples()) == {(date(2026, 6, 1), 19)}
+        assert set(s.execute(select(Flow.day, Flow.hour)).tuples()) == {(date(2026, 6, 1), 19)}
     engine.dispose()

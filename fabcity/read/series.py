@@ -40,6 +40,7 @@ from sqlalchemy import (
     cast,
     distinct,
     func,
+    or_,
     select,
     true,
     union_all,
@@ -612,17 +613,28 @@ def _sums_query(
     streamed = _key_order(rows, interval, group_by) is not None
     cube, rank = _cube(rows, sums, resources, site_id is not None, share=not streamed)
     columns: list[Any] = []
+    tests: list[ColumnElement[bool]] = []
     for s in [*sums.ranked, *sums.unranked]:
         held = resources.holds(s, cube)
+        tests.append(held)
         measure = cube.c.design_mass if s.modelled else cube.c.amount
         columns.append(cast(func.sum(measure).filter(held), BigInteger))
         if s in sums.rank:
             columns.append(func.max(rank).filter(held))
     for s in sums.counted:
-        columns.append(func.count(distinct(_machine(cube))).filter(resources.holds(s, cube)))
+        tests.append(resources.holds(s, cube))
+        columns.append(func.count(distinct(_machine(cube))).filter(tests[-1]))
     window = [cube.c.day, cube.c.hour] if interval == "hour" else [cube.c.day]
     group = [] if group_by is None else [_GROUP_COLUMN[group_by](cube)]
     query = select(*window, cube.c.city_id, *group, *columns)
+    if group_by is None:
+        # Only the rows some sum counts: utilization's machine hours are a few rows of a
+        # city's thousands, where every row was read and grouped (a year by day, 14,600 of
+        # them, 11 ms in PostgreSQL). A window whose rows count in no sum then has no row
+        # rather than one of nulls, which reads the same (`_RowTotals`, `_additive_points`:
+        # null or absent alike). Not in a breakdown: there a group with rows is a series,
+        # whether or not they count.
+        query = query.where(or_(*tests))
     by = _key_order(cube, interval, group_by)
     if by is not None:
         query = query.group_by(*by).order_by(*by)

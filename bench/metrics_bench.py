@@ -58,9 +58,11 @@ def city_slug(k: int) -> str:
     return "big" if k == 1 else f"big-{k}"
 
 
-def seed(url: str, events: int, cities: int = 1) -> float:
+def seed(url: str, events: int, cities: int = 1, mix: bool = False) -> float:
     """A year of history: `events` site reports of a consume and a produce flow each, dealt
-    out in turn to `cities` cities (ids 1…cities) of SITES sites each."""
+    out in turn to `cities` cities (ids 1…cities) of SITES sites each. With `mix`, each
+    report carries a third flow (`MIX`): waste (recycled or landfilled), recovered material,
+    machine hours or electricity, in turn, so that every metric has something to compute."""
     upgrade.upgrade(url)
     engine = make_engine(url)
     factory = make_sessionmaker(engine)
@@ -83,7 +85,8 @@ def seed(url: str, events: int, cities: int = 1) -> float:
         # Events spread evenly over the year before today; the payload is a real event, so a
         # rebuild from events derives the same two flows.
         c.execute(
-            text("""
+            text(
+                """
             INSERT INTO events (source, event_id, type, time, received_at, city_id, site_id,
                                 device_id, day, hour, payload)
             SELECT src, 'h' || g, 'fabcity.flow', t, t, k,
@@ -98,16 +101,18 @@ def seed(url: str, events: int, cities: int = 1) -> float:
                           'quantity', 0.25, 'unit', 'kg',
                           'ring', (ARRAY['site','city','region','beyond'])[1 + g % 4]),
                         json_build_object('action', 'produce', 'resource', 'part',
-                          'quantity', 1, 'unit', 'count', 'ring', 'city')))
+                          'quantity', 1, 'unit', 'count', 'ring', 'city'){third}))
             FROM (SELECT g, k, now() - make_interval(secs => (g::float / :n) * :days * 86400) AS t,
                          '/' || CASE WHEN k = 1 THEN 'big' ELSE 'big-' || k END
                              || '/site-' || ((g / :cities) % :sites) AS src
                   FROM (SELECT g, 1 + g % :cities AS k FROM generate_series(1, :n) g) gk) x
-        """),
+        """.replace("{third}", _mix_json() if mix else "")
+            ),
             {"n": events, "sites": SITES, "days": DAYS, "cities": cities},
         )
         c.execute(
-            text("""
+            text(
+                """
             INSERT INTO flows (event_pk, city_id, site_id, device_id, day, hour, action,
                                resource, amount, ring, fate, recycled, material, design_url,
                                job, state)
@@ -118,7 +123,9 @@ def seed(url: str, events: int, cities: int = 1) -> float:
             SELECT id, city_id, site_id, 0, day, hour, 'produce', 'part', 1000000, 'city', '',
                    false, NULL, NULL, NULL, 'reported'
             FROM events
-        """)
+        """
+                + (_mix_flows() if mix else "")
+            )
         )
     raw = create_engine(url, isolation_level="AUTOCOMMIT")
     with raw.connect() as c:
@@ -126,6 +133,48 @@ def seed(url: str, events: int, cities: int = 1) -> float:
     raw.dispose()
     engine.dispose()
     return time.perf_counter() - started
+
+
+# The third flow of a mixed history's report (`seed(mix=True)`), by the report's number g:
+# its kind changes from one report of a site to its next ((g / cities / sites) % 4), and waste
+# is recycled and landfilled in turn. (action, resource, quantity, unit, ring, fate), and the
+# amount in millionths of the canonical unit (kg, h, kWh) as ingest derives it.
+MIX = (
+    ("discard", "plastic", "0.05", "kg", "city", "recycle", 50_000),
+    ("discard", "plastic", "0.05", "kg", "city", "landfill", 50_000),
+    ("recover", "plastic", "0.02", "kg", "city", None, 20_000),
+    ("use", "machine_hours", "0.5", "h", "site", None, 500_000),
+    ("consume", "electricity", "0.2", "kWh", "city", None, 200_000),
+)
+# Which of MIX: the kind (4), and for waste which fate (2).
+_MIX_CASE = """CASE (g / :cities / :sites) % 4
+    WHEN 0 THEN 1 + (g / :cities / :sites / 4) % 2 ELSE 2 + (g / :cities / :sites) % 4 END"""
+
+
+def _mix_json() -> str:
+    parts = []
+    for i, (action, resource, quantity, unit, ring, fate, _) in enumerate(MIX, start=1):
+        fields = (
+            f"'action', '{action}', 'resource', '{resource}', 'quantity', {quantity}, "
+            f"'unit', '{unit}', 'ring', '{ring}'" + (f", 'fate', '{fate}'" if fate else "")
+        )
+        parts.append(f"WHEN {i} THEN json_build_object({fields})")
+    return ", CASE " + _MIX_CASE + " " + " ".join(parts) + " END"
+
+
+def _mix_flows() -> str:
+    """The third flows, read back from the stored payloads (the one place they are chosen)."""
+    amounts = " ".join(
+        f"WHEN f->>'action' = '{action}' AND f->>'resource' = '{resource}' THEN {amount}"
+        for action, resource, *_, amount in MIX
+    )
+    return f"""
+            UNION ALL
+            SELECT id, city_id, site_id, 0, day, hour, f->>'action', f->>'resource',
+                   CASE {amounts} END, f->>'ring', coalesce(f->>'fate', ''), false, NULL,
+                   NULL, NULL, 'reported'
+            FROM (SELECT *, payload->'data'->2 AS f FROM events) e
+    """
 
 
 def new_events(count: int, spread_days: int) -> list[dict[str, Any]]:

@@ -4,14 +4,16 @@ median and p95.
     .venv/bin/python -m bench.query_bench --events 10000000 --out docs/query-benchmark.md
 
 A fresh PostgreSQL database gets a year of history written with SQL (as `bench.metrics_bench`
-does: N events of two flows each, dealt out to 10 cities of 20 sites; the first city, `big`,
-is the one read), and every rollup is rebuilt. Then each request is sent through the whole
-ASGI app (routing, validation, the query, the metrics, JSON, the ETag) with httpx's
-ASGITransport, one at a time, after a warm-up. The requests: the summary and the Sankey; the
-series at every interval (an hour for a week, the others for a year) by every `group_by`; and
-the ten cities compared. Without `--out` it prints only; `docs/` is written only by a full run
-(10M events or more), so a smoke run never replaces the published figures. Notes below the
-`<!-- notes -->` line of the file written are kept.
+does: N events dealt out to 10 cities of 20 sites; the first city, `big`, is the one read),
+each of three flows: a consume, a produce, and in turn waste, recovered material, machine
+hours or electricity (`seed(mix=True)`), so that waste, the material accounts, DIDO and
+utilization compute values rather than nulls; and every rollup is rebuilt. Then each
+request is sent through the whole ASGI app (routing, validation, the query, the metrics,
+JSON, the ETag) with httpx's ASGITransport, one at a time, after a warm-up. The requests: the
+summary and the Sankey; the series at every interval (an hour for a week, the others for a
+year) by every `group_by`; and the ten cities compared. Without `--out` it prints only;
+`docs/` is written only by a full run (10M events or more), so a smoke run never replaces the
+published figures. Notes below the `<!-- notes -->` line of the file written are kept.
 """
 
 from __future__ import annotations
@@ -161,8 +163,9 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace, seeded: float) -
         f"Command: `.venv/bin/python -m bench.query_bench --events {args.events} "
         f"--requests {args.requests} --out {args.out}`", "",
         f"Run on {datetime.now(UTC):%Y-%m-%d} on this 2-core machine, PostgreSQL 15 on the same "
-        f"cores. History: {args.events:,} events (two flows each) over the year before today, "
-        f"dealt out to {CITIES} cities of 20 sites, written with SQL, rolled up by "
+        f"cores. History: {args.events:,} events over the year before today, each of three "
+        "flows (a consume, a produce, and in turn waste, recovered material, machine hours or "
+        f"electricity), dealt out to {CITIES} cities of 20 sites, written with SQL, rolled up by "
         f"`fabcity metrics rebuild` and analysed "
         f"({seeded:.0f} s). Each figure: {args.requests} requests one after another through the "
         "whole ASGI app (httpx ASGITransport), after 10 warm-up requests. "
@@ -207,7 +210,7 @@ def main() -> None:
     url, admin = fresh_database()
     try:
         started = time.perf_counter()
-        seed(url, args.events, CITIES)
+        seed(url, args.events, CITIES, mix=True)
         engine = make_engine(url)
         rebuild(make_sessionmaker(engine))
         engine.dispose()

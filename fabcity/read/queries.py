@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import pairwise
@@ -344,8 +344,23 @@ class Period:
     cells: list[Cell]
     facts: WindowFacts
 
+    # The totals of each list of cells asked about, kept with the list (an id is only unique
+    # while its object lives): a summary asks 16 figures of the period's cells and five
+    # accounts of each category's, and each figure made its own `CellTotals`, selecting and
+    # adding up the same classes of cells again (DMC alone is a term of four of them).
+    _totals: dict[int, tuple[Sequence[Cell], metrics.CellTotals]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
     def value(self, name: str, cells: Sequence[Cell] | None = None) -> metrics.Value:
-        return compute(name, self.cells if cells is None else cells, self.facts)
+        cells = self.cells if cells is None else cells
+        computed = metrics.METRICS[name].compute
+        if not isinstance(computed, metrics.Additive | metrics.FromTotals):
+            return compute(name, cells, self.facts)
+        kept = self._totals.get(id(cells))
+        if kept is None:
+            kept = self._totals[id(cells)] = (cells, metrics.CellTotals(cells))
+        return judged(computed.of(kept[1], self.facts), self.facts)
 
 
 def read_period(
@@ -354,13 +369,16 @@ def read_period(
     first: date | None,
     last: date | None,
     now: datetime | None = None,
+    city_level: bool = False,
 ) -> Period:
     """The cells of [first, last] summed over the whole period, in the database; `partial`
-    when the period is not over at `now` (the present by default)."""
+    when the period is not over at `now` (the present by default). `city_level`: from the
+    city's own cubes, a twentieth of the rows with 20 sites, where nothing asked of the
+    cells tells sites or devices apart (`reads_sites`)."""
     city = entries.get_city(session, city_slug)
     zone = ZoneInfo(city.timezone)
     first, last = resolve_period(city, first, last)
-    cells = _cells(session, city.id, first, last, "period", zone).get(first, [])
+    cells = _cells(session, city.id, first, last, "period", zone, city_level).get(first, [])
     events, reporting = _coverage(session, city.id, first, last, "period", zone).get(first, (0, 0))
     ctx = WindowFacts(
         calendar.hours_between(first, last + timedelta(days=1), zone),
@@ -371,6 +389,16 @@ def read_period(
         partial=window_end(last, "day", zone) > (now or datetime.now(UTC)),
     )
     return Period(city, first, last, cells, ctx)
+
+
+def reads_sites(names: Iterable[str], group_by: GroupBy | None) -> bool:
+    """Whether these metrics, broken down so, need cells of each site and device: a breakdown
+    by them, or a metric that counts machines (utilization)."""
+    if group_by in ("site", "device"):
+        return True
+    return any(
+        isinstance(m := metrics.METRICS[n].compute, metrics.FromTotals) and m.counts for n in names
+    )
 
 
 def _start_of(row: Any, bucket: Bucket, first: date, zone: ZoneInfo) -> Start:

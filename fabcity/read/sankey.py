@@ -95,6 +95,10 @@ class _Builder:
 
 
 def build(cells: Sequence[Cell]) -> Sankey:
+    # Nodes and links come in the order the cells first name them, and a cube's rows come in
+    # no order of their own (a hash aggregate's): in a fixed one, the same flows make the same
+    # diagram, whether read from the sites' cubes or the city's, and keep their ETag.
+    cells = sorted(cells, key=_kind)
     b = _Builder()
     city = b.node(CITY, "The city's sites", "city")
     mass = [c for c in cells if c.dimension == "mass"]
@@ -153,6 +157,11 @@ def build(cells: Sequence[Cell]) -> Sankey:
     used = {end for link in links for end in (link.source, link.target)}
     nodes = [n for n in b.nodes.values() if n.id in used]
     return Sankey(nodes, links, unweighed)
+
+
+def _kind(c: Cell) -> tuple[str, ...]:
+    return (c.action, c.dimension, c.ring, c.mfa_category or "", c.resource, c.fate,
+            str(c.recycled), c.design)  # fmt: skip
 
 
 def imbalance(sankey: Sankey) -> dict[str, int]:

@@ -246,7 +246,9 @@ def city_summary(
 ) -> Response:
     """The headline figures of a period (the last 30 days when absent), each over the whole
     period, with their state; and the material accounts by MFA category."""
-    body = summary.summarise(queries.read_period(s, city, asked.first, asked.last))
+    # The figures are the city's: none tells sites apart (tests/fabcity/read/test_summary.py).
+    period = queries.read_period(s, city, asked.first, asked.last, city_level=True)
+    body = summary.summarise(period)
     columns = exports.SUMMARY_COLUMNS
     rows = exports.summary_rows
     return exported(request, state.exports, format, body, columns, rows, f"{city}-summary")
@@ -267,14 +269,16 @@ def city_breakdown(
     apart: one value a part where a day series by site would give one a day. Each value has
     its state, its reason when not recorded, and its confidence from the period's coverage."""
     wanted = asked.wanted()
-    found = queries.read_period(s, city, asked.first, asked.last)
+    city_level = not queries.reads_sites(wanted, group_by)
+    found = queries.read_period(s, city, asked.first, asked.last, city_level=city_level)
     body = summary.breakdown(found, wanted, group_by)
     columns, rows = exports.BREAKDOWN_COLUMNS, exports.breakdown_rows
     return exported(request, state.exports, format, body, columns, rows, f"{city}-breakdown")
 
 
 def _flows(s: Session, city: str, asked: Period) -> reports.Flows:
-    found = queries.read_period(s, city, asked.first, asked.last)
+    # The diagram's nodes are rings, resources and fates, never sites.
+    found = queries.read_period(s, city, asked.first, asked.last, city_level=True)
     diagram = sankey.build(found.cells)
     return reports.Flows(
         city=found.city.slug,

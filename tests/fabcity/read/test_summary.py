@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fabcity.core.db import transaction
 from fabcity.read import metrics, queries, sankey, summary
-from tests.fabcity.read.test_series import FIRST, LAST, NOW, history  # noqa: F401  (fixture)
 from tests.support.city import CITY
+from tests.support.history import FIRST, LAST, NOW
 
 CITY_LEVEL = [n for n in metrics.METRICS if not queries.reads_sites([n], None)]
 

@@ -96,8 +96,8 @@ class _Builder:
 
 def build(cells: Sequence[Cell]) -> Sankey:
     # Nodes and links come in the order the cells first name them, and a cube's rows come in
-    # no order of their own (a hash aggregate's): in a fixed one, the same flows make the same
-    # diagram, whether read from the sites' cubes or the city's, and keep their ETag.
+    # no order of their own (a hash aggregate's): in a fixed one, the same flows make the
+    # same diagram, and keep their ETag, whatever plan PostgreSQL chose.
     cells = sorted(cells, key=_kind)
     b = _Builder()
     city = b.node(CITY, "The city's sites", "city")

@@ -53,8 +53,9 @@ from fabcity.rollups import windows
 from fabcity.rollups.windows import Window
 from schemas import api
 
-# Hours whose events are placed one by one in a statement, when a city changes time zone.
-CHUNK = 5000
+# Hours whose events are placed one by one in a step, when a city changes time zone: about
+# 11,000 events of a city of 1,000,000 a year, as the steps of 5,000 events were.
+HOURS_A_STEP = 100
 
 
 def _now() -> datetime:
@@ -199,8 +200,8 @@ def _move_to_zone(session: Session, city_id: int, before: ZoneInfo, zone: ZoneIn
         _move_hours(session, city_id, whole)
         touched |= {(city_id, m["old_day"], m["old_hour"]) for m in whole}
         touched |= {(city_id, m["day"], m["hour"]) for m in whole}
-    for part in range(0, len(split), CHUNK):
-        touched |= _move_events(session, city_id, zone, split[part : part + CHUNK])
+    for part in range(0, len(split), HOURS_A_STEP):
+        touched |= _move_events(session, city_id, zone, split[part : part + HOURS_A_STEP])
     return touched
 
 

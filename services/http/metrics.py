@@ -277,8 +277,10 @@ def city_breakdown(
 
 
 def _flows(s: Session, city: str, asked: Period) -> reports.Flows:
-    # The diagram's nodes are rings, resources and fates, never sites.
-    found = queries.read_period(s, city, asked.first, asked.last, city_level=True)
+    # From the sites' cubes, not the city's: a cell of things made counts as weighed by its
+    # modelled mass or not at all (`sankey.build`), and the city's would merge a site's
+    # modelled cell with another's unmodelled one of the same kind.
+    found = queries.read_period(s, city, asked.first, asked.last)
     diagram = sankey.build(found.cells)
     return reports.Flows(
         city=found.city.slug,

@@ -13,11 +13,12 @@ PATIENCE_S = 1.0
 
 
 class Beside:
-    """`beside` run in a thread, given PATIENCE_S to finish: `waited` says whether it was still
-    running then (waiting for what the caller holds open). `finish` lets it end, after the
-    caller has let go, and raises here what it raised."""
+    """`beside` run in a thread, given `patience` to finish: `waited` says whether it was still
+    running then (waiting for what the caller holds open). Where it is meant not to wait, a
+    longer patience keeps a slow machine from reading slowness as waiting. `finish` lets it
+    end, after the caller has let go, and raises here what it raised."""
 
-    def __init__(self, beside: Callable[[], object]) -> None:
+    def __init__(self, beside: Callable[[], object], patience: float = PATIENCE_S) -> None:
         self._failed: list[BaseException] = []
 
         def run() -> None:
@@ -28,7 +29,7 @@ class Beside:
 
         self._thread = threading.Thread(target=run)
         self._thread.start()
-        self._thread.join(PATIENCE_S)
+        self._thread.join(patience)
         self.waited = self._thread.is_alive()
 
     def finish(self) -> None:

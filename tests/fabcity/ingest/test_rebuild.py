@@ -371,7 +371,7 @@ def test_a_rebuild_of_one_city_holds_its_ingest_and_no_other_citys(pg_url: str) 
 
     def progress(stage: str, done: int, _total: int) -> None:
         if stage == "events" and done == 1:
-            arrived.append(Beside(store("/otherville/lab", 3)))
+            arrived.append(Beside(store("/otherville/lab", 3), patience=15.0))
             arrived.append(Beside(store(f"/{CITY}/{SITE}", 4)))
 
     rebuild(factory, city_id, from_events=True, progress=progress, events_per_batch=1)

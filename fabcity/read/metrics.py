@@ -109,10 +109,14 @@ def _ratio(part: float, whole: float, states: Iterable[str | None], reason: str)
 # Cell classes ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one class is one object: hashed by identity, in C
 class Sum:
     """A class of cells whose amounts a metric adds up, by what they are: declared once, and
-    tested on cells here and in SQL by the series (`fabcity.read.series`). `None`: any."""
+    tested on cells here and in SQL by the series (`fabcity.read.series`). `None`: any.
+
+    Totals are looked up by class tens of thousands of times in a long series: the hash of
+    the object itself is CPython's own, where a hash of the fields (even one kept, returned
+    by a method) is a Python call on every lookup."""
 
     action: str | frozenset[str] | None
     dimension: str | None = None
@@ -142,19 +146,6 @@ class Sum:
 
     def measure(self, c: Cell) -> int:
         return c.design_mass if self.modelled else c.amount
-
-    def __post_init__(self) -> None:
-        # Totals are looked up by class, tens of thousands of times in a long series: the
-        # hash is taken once (the dataclass's own hashes all nine fields on every lookup).
-        object.__setattr__(self, "_hash", hash(tuple(getattr(self, f) for f in _SUM_FIELDS)))
-
-    def __hash__(self) -> int:
-        return self._hash  # type: ignore[attr-defined, no-any-return]
-
-
-_SUM_FIELDS = (
-    "action", "resource", "dimension", "ring", "fate", "design", "recycled", "mfa", "modelled"
-)  # fmt: skip
 
 
 class Totals(Protocol):
@@ -302,8 +293,9 @@ def _energy_per_kg(t: Totals, ctx: WindowFacts) -> Value:
 energy_per_kg = FromTotals((*ENERGY_KWH.needs, *produced_kg.needs), _energy_per_kg)
 
 
-def _hours_of(resource: str, action: str) -> Additive:
-    return Additive(Sum(action, resource=resource), f"no {resource.replace('_', ' ')} recorded")
+def _hours_of(whole: Sum) -> Additive:
+    assert whole.resource is not None
+    return Additive(whole, f"no {whole.resource.replace('_', ' ')} recorded")
 
 
 MACHINE_HOURS = Sum("use", resource="machine_hours")
@@ -596,9 +588,13 @@ METRICS: dict[str, Metric] = {
         _share(ELECTRICITY, "no electricity recorded", ring=LOCAL),
         "electricity from site or city / electricity",
     ),
-    "work_hours": Metric("h", _hours_of("work_hours", "work"), "Σ work on work_hours"),
-    "training_hours": Metric("h", _hours_of("training_hours", "work"), "Σ work on training_hours"),
-    "machine_hours": Metric("h", _hours_of("machine_hours", "use"), "Σ use of machine_hours"),
+    "work_hours": Metric(
+        "h", _hours_of(Sum("work", resource="work_hours")), "Σ work on work_hours"
+    ),
+    "training_hours": Metric(
+        "h", _hours_of(Sum("work", resource="training_hours")), "Σ work on training_hours"
+    ),
+    "machine_hours": Metric("h", _hours_of(MACHINE_HOURS), "Σ use of machine_hours"),
     "utilization": Metric("ratio", utilization, "machine hours / (machines × hours)"),
     "reporting_coverage": Metric(
         "ratio", reporting_coverage, "sites with an event / sites registered"

@@ -242,6 +242,7 @@ class _Windows:
         ]
         self._recorded: dict[int, list[bytes]] = {}
         self._missing: dict[str, list[bytes]] = {}
+        self.said: dict[tuple[Any, ...], _Kind] = {}
 
     def recorded(self, rank: int) -> list[bytes]:
         """Each window's tail of a value recorded in the state of `rank`, made when first
@@ -372,29 +373,48 @@ def _cell_points(
 def _value_points(out: list[bytes], found: list[Value], w: _Windows) -> None:
     """Points of a window's values, each written whole. What follows a value repeats from
     window to window (a state, a reason, the terms, a confidence): it is written once per
-    kind, and only a range, a number of its own, each time."""
+    kind, and only a range, a number of its own, each time. A kind's tails without a range
+    are kept (`_Windows.said`): the series of a breakdown by site share them."""
     values: list[float | None] = []
     tails: list[bytes] = []
-    said: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
-    for i, (v, end) in enumerate(zip(found, w.ends, strict=True)):
+    said = w.said
+    for i, v in enumerate(found):
         # floats, as the model makes them: a value may be an int (a sum of nothing is 0)
         values.append(None if v.value is None else float(round(v.value, 9)))
         kind = (v.state, v.reason, v.terms, v.confidence)
-        head_tail = said.get(kind)
-        if head_tail is None:
-            head_tail = said[kind] = (
-                b',"state":'
-                + _DUMPS(v.state)
-                + b',"reason":'
-                + _DUMPS(v.reason)
-                + b',"terms":'
-                + _DUMPS(list(v.terms) if v.terms is not None else None)
-                + b',"range":',
-                b',"confidence":' + _DUMPS(v.confidence),
-            )
-        between = _DUMPS([float(round(x, 9)) for x in v.range]) if v.range is not None else b"null"
-        tails.append(w.then(i, head_tail[0] + between + head_tail[1] + end))
+        kept = said.get(kind)
+        if kept is None:
+            kept = said[kind] = _Kind(kind, len(w.ends))
+        if v.range is None:
+            tail = kept.tails[i]
+            if tail is None:
+                tail = kept.tails[i] = w.then(i, kept.head + b"null" + kept.end + w.ends[i])
+            tails.append(tail)
+        else:
+            between = _DUMPS([float(round(x, 9)) for x in v.range])
+            tails.append(w.then(i, kept.head + between + kept.end + w.ends[i]))
     w.join(out, values, tails)
+
+
+class _Kind:
+    """What a value of one kind (state, reason, terms, confidence) writes around its range,
+    and its tail in each window once made (`_value_points`)."""
+
+    __slots__ = ("end", "head", "tails")
+
+    def __init__(self, kind: tuple[Any, ...], windows: int) -> None:
+        state, reason, terms, confidence = kind
+        self.head = (
+            b',"state":'
+            + _DUMPS(state)
+            + b',"reason":'
+            + _DUMPS(reason)
+            + b',"terms":'
+            + _DUMPS(list(terms) if terms is not None else None)
+            + b',"range":'
+        )
+        self.end = b',"confidence":' + _DUMPS(confidence)
+        self.tails: list[bytes | None] = [None] * windows
 
 
 # Reading sums ---------------------------------------------------------------------------

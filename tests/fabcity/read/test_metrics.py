@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import date
 from typing import Any, get_args
 
@@ -17,8 +17,11 @@ import pytest
 from fabcity.read.metrics import (
     DIDO_TERMS,
     METRICS,
+    Additive,
     Cell,
+    FromTotals,
     GroupBy,
+    Sum,
     Value,
     WindowFacts,
     confidence,
@@ -864,3 +867,20 @@ class TestConfidence:
         assert confidence(Value(1.0, "modelled", range=(0.75, 1.0)), context) == "medium"
         assert confidence(Value(None, "modelled", range=(0.0, 1.0)), context) == "medium"
         assert confidence(Value(None, None, "no waste recorded"), context) is None
+
+
+def test_each_class_of_cells_is_one_object() -> None:
+    """A class (`Sum`) is hashed by identity: two equal ones would be two columns of sums in
+    the series' SQL, and two lookups. Every class the metrics add up is declared once."""
+    found: dict[int, Sum] = {}
+    for metric in METRICS.values():
+        m = metric.compute
+        if isinstance(m, Additive):
+            classes = [m.whole] + ([m.part] if m.part is not None else [])
+        else:
+            assert isinstance(m, FromTotals)
+            classes = [*m.needs, *m.counts]
+        found.update((id(s), s) for s in classes)
+    by_fields = {tuple(getattr(s, f.name) for f in fields(s)) for s in found.values()}
+    assert len(by_fields) == len(found)
+    assert len(found) > 20  # the classes were found at all

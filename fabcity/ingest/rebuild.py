@@ -129,7 +129,8 @@ def _reflow(
     """The flows of the cities' stored events derived again, in one transaction that holds
     the cities as a zone move does (`entries.hold_cities`, exclusive): their ingest waits
     meanwhile (then answers busy: over HTTP a 503 to retry, on MQTT a batch kept
-    unacknowledged), as do their corrections and registry changes. Without it, an event stored
+    unacknowledged), as do their corrections and registry changes (a change too answers busy
+    after `entries.REGISTRY_WAIT_S`; this waits as long as it takes). Without it, an event stored
     while the flows were being derived again had its flows stored twice, once by ingest and
     once here; and a correction stored meanwhile could be missed. Without `city_id`, every
     city is held by one lock (`entries.hold_every_city`), those registered meanwhile too."""
@@ -140,7 +141,7 @@ def _reflow(
             entries.hold_every_city(s)
         else:
             slug = s.scalars(select(City.slug).where(City.id == city_id)).one()
-            entries.hold_cities(s, [slug], shared=False)
+            entries.hold_cities(s, [slug], shared=False, patient=True)
             stale, mine = stale.where(Flow.city_id == city_id), Event.city_id == city_id
         s.execute(stale)
         total = s.scalar(select(func.count()).select_from(Event).where(mine))

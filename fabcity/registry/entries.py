@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Select, bindparam, func, select, text, tuple_, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from fabcity.adapters import routing
@@ -436,15 +438,23 @@ EVERY_CITY = -1
 REGISTRY_WAIT_S = 10.0
 
 
-def hold_cities(session: Session, slugs: Iterable[str], shared: bool) -> None:
+def hold_cities(
+    session: Session, slugs: Iterable[str], shared: bool, patient: bool = False
+) -> None:
     """Hold what ingest reads of these cities' registry until the transaction ends: still
-    (shared, an ingest batch; `Busy` after `REGISTRY_WAIT_S`) or changing (exclusive, a change
-    that re-derives stored events; it waits for the batches under way however long)."""
+    (shared, an ingest batch) or changing (exclusive, a change that re-derives stored events).
+    Either is `Busy` after `REGISTRY_WAIT_S`, unless `patient` (a rebuild an operator started,
+    which waits for what holds its city however long)."""
     slugs = set(slugs)
     keys = sorted({zlib.crc32(slug.encode()) & 0x7FFF_FFFF for slug in slugs})
     if not shared:
-        advisory_lock(session, REGISTRY_LOCK_SPACE, [EVERY_CITY], shared=True)
-        advisory_lock(session, REGISTRY_LOCK_SPACE, keys, shared=False)
+        # A change waits for the batches under way (a second or so), not for what holds a
+        # city for minutes (a rebuild, another city's zone move, another change of it): its
+        # request would hold an API thread as long, and a client that gave up meanwhile could
+        # not tell whether the change was made. Refused, nothing is changed.
+        with _waiting_at_most(session, None if patient else REGISTRY_WAIT_S, slugs):
+            advisory_lock(session, REGISTRY_LOCK_SPACE, [EVERY_CITY], shared=True)
+            advisory_lock(session, REGISTRY_LOCK_SPACE, keys, shared=False)
         return
     if not keys or not is_postgres(session):  # SQLite has one writer at a time anyway
         return
@@ -468,6 +478,36 @@ def hold_cities(session: Session, slugs: Iterable[str], shared: bool) -> None:
             )
         time.sleep(pause)
         pause = min(pause * 2, 0.2)
+
+
+@contextmanager
+def _waiting_at_most(session: Session, seconds: float | None, slugs: set[str]) -> Iterator[None]:
+    """Locks taken inside wait at most `seconds` (None: as long as it takes), then `Busy`.
+    PostgreSQL's `lock_timeout`, for these statements only: later waits of the transaction
+    (a row of the city, of a device) are not bounded by it."""
+    if seconds is None or not is_postgres(session):  # SQLite: one writer at a time anyway
+        yield
+        return
+    connection = session.connection()
+    bound = text("SELECT set_config('lock_timeout', :value, true)")
+    before = connection.execute(text("SELECT current_setting('lock_timeout')")).scalar()
+    connection.execute(bound, {"value": f"{max(1, round(seconds * 1000))}ms"})
+    try:
+        yield
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        named = ", ".join(slug[:64] for slug in sorted(slugs)[:5])
+        raise Busy(
+            f"city {named} is held by a change of what is derived from its stored events (a "
+            "time zone, a device's kind or settings, a removal, or `fabcity metrics rebuild`) "
+            f"that did not end within {seconds:g} s; nothing was changed: retry when it is done"
+        ) from None
+    connection.execute(bound, {"value": before})
+
+
+# PostgreSQL's SQLSTATE for a lock not taken within `lock_timeout`.
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def hold_every_city(session: Session) -> None:

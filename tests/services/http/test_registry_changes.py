@@ -22,6 +22,7 @@ from services.http.app import create_app
 from tests.conftest import settings_for
 from tests.support.api import CityClient, city_client, ingest
 from tests.support.city import CITY, DEVICE, OTHER_SITE, SITE, count_rows, event, flow, register
+from tests.support.race import Beside
 from workers import jobs
 from workers.dispatch import NoDispatch
 
@@ -477,3 +478,50 @@ def test_a_city_moving_zone_answers_busy_for_its_events_and_not_for_others(
             # By hand: 20:30 UTC on 10 March is 05:30 on the 11th in Tokyo (UTC+9).
             stored = s.execute(select(Event.day, Event.hour).where(Event.event_id == "moving-1"))
             assert stored.all() == [(date(2026, 3, 11), 5)]
+
+
+@pytest.mark.parametrize("holder", ["rebuild of every city", "another zone change"])
+def test_a_change_behind_a_long_hold_answers_busy_and_changes_nothing(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, holder: str
+) -> None:
+    """A rebuild, or another change of the city, holds it for minutes. A zone change (or a
+    device's, or a removal) behind it waits the batches' time (here 0.3 s), then is refused
+    with a 503 to retry: no API thread held for minutes, and no client left to guess whether
+    its change was made after it gave up. Once the holder is done, the change goes through."""
+    monkeypatch.setattr(entries, "REGISTRY_WAIT_S", 0.3)
+    with city_client(pg_url) as client:
+        holding = client.factory()
+        try:
+            if holder == "rebuild of every city":
+                entries.hold_every_city(holding)
+            else:
+                city = entries.get_city(holding, CITY)
+                registry.update_city(holding, city, api.CityPatch(timezone="Asia/Tokyo"), "test")
+            answers: list[Any] = []
+
+            def change() -> None:
+                answers.append(
+                    client.patch(f"/v1/cities/{CITY}", json={"timezone": "America/Lima"})
+                )
+                answers.append(client.delete(f"/v1/cities/{CITY}/sites/{OTHER_SITE}"))
+
+            # Given far longer than its 0.3 s twice: without the bound it waits for the holder.
+            changing = Beside(change, patience=10)
+        finally:
+            holding.commit()
+            holding.close()
+        changing.finish()
+        assert not changing.waited
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "5"
+            assert answer.json()["type"].endswith("/busy")
+            assert "nothing was changed" in answer.json()["detail"]
+        expected = "Asia/Tokyo" if holder == "another zone change" else "Europe/Madrid"
+        assert client.get(f"/v1/cities/{CITY}").json()["timezone"] == expected
+        sites = client.get(f"/v1/cities/{CITY}/sites").json()
+        assert OTHER_SITE in {site["slug"] for site in sites["items"]}
+
+        again = client.patch(f"/v1/cities/{CITY}", json={"timezone": "America/Lima"})
+        assert again.status_code == 200, again.text
+        assert client.get(f"/v1/cities/{CITY}").json()["timezone"] == "America/Lima"

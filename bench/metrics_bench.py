@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from fabcity.core import calendar
 from fabcity.core.db import make_engine, make_sessionmaker, transaction
 from fabcity.ingest.rebuild import rebuild
 from fabcity.ingest.service import ingest
@@ -92,7 +93,12 @@ def seed(url: str, events: int, cities: int = 1, mix: bool = False) -> float:
             SELECT src, 'h' || g, 'fabcity.flow', t, t, k,
                    (k - 1) * :sites + 1 + (g / :cities) % :sites, NULL,
                    (t AT TIME ZONE 'Europe/Madrid')::date,
-                   extract(hour FROM t AT TIME ZONE 'Europe/Madrid')::int,
+                   extract(hour FROM t AT TIME ZONE 'Europe/Madrid')::int
+                   -- the second pass of the hour October's clocks repeat: its own key, as
+                   -- ingest keys it (calendar.hour_key)
+                   + :second_pass * (extract(hour FROM t AT TIME ZONE 'Europe/Madrid')
+                           = extract(hour FROM (t - interval '1 hour')
+                                     AT TIME ZONE 'Europe/Madrid'))::int,
                    json_build_object('specversion', '1.0', 'id', 'h' || g,
                      'source', src, 'type', 'fabcity.flow',
                      'time', to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
@@ -108,7 +114,13 @@ def seed(url: str, events: int, cities: int = 1, mix: bool = False) -> float:
                   FROM (SELECT g, 1 + g % :cities AS k FROM generate_series(1, :n) g) gk) x
         """.replace("{third}", _mix_json() if mix else "")
             ),
-            {"n": events, "sites": SITES, "days": DAYS, "cities": cities},
+            {
+                "n": events,
+                "sites": SITES,
+                "days": DAYS,
+                "cities": cities,
+                "second_pass": calendar.SECOND_PASS,
+            },
         )
         c.execute(
             text(

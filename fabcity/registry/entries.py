@@ -434,7 +434,8 @@ EVERY_CITY = -1
 # A zone change moves every event of its city (about 40 us an event here: minutes for a big
 # city). A batch waits this long for it, then is refused as Busy (an HTTP 503 with
 # Retry-After; the bridge tries the batch again later): a request does not hold an API thread
-# for minutes, and nothing is acknowledged that was not stored.
+# for minutes, and nothing is acknowledged that was not stored. Another change of the city
+# waits as long, then is refused the same way, nothing changed.
 REGISTRY_WAIT_S = 10.0
 
 
@@ -448,10 +449,10 @@ def hold_cities(
     slugs = set(slugs)
     keys = sorted({zlib.crc32(slug.encode()) & 0x7FFF_FFFF for slug in slugs})
     if not shared:
-        # A change waits for the batches under way (a second or so), not for what holds a
-        # city for minutes (a rebuild, another city's zone move, another change of it): its
-        # request would hold an API thread as long, and a client that gave up meanwhile could
-        # not tell whether the change was made. Refused, nothing is changed.
+        # A change waits for the batches under way (a second or so), not for what holds the
+        # city for minutes (a rebuild, another change of it such as a big city's zone move):
+        # its request would hold an API thread as long, and a client that gave up meanwhile
+        # could not tell whether the change was made. Refused, nothing is changed.
         with _waiting_at_most(session, None if patient else REGISTRY_WAIT_S, slugs):
             advisory_lock(session, REGISTRY_LOCK_SPACE, [EVERY_CITY], shared=True)
             advisory_lock(session, REGISTRY_LOCK_SPACE, keys, shared=False)
@@ -513,6 +514,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 def hold_every_city(session: Session) -> None:
     """`hold_cities`, exclusive, of every city there is or will be until the transaction
     ends: every batch waits (then is `Busy`), and so does every city's change."""
+    # Not bounded: an operator's command, which waits for the batches and changes under way.
     advisory_lock(session, REGISTRY_LOCK_SPACE, [EVERY_CITY], shared=False)
 
 

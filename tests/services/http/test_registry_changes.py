@@ -512,6 +512,7 @@ def test_a_change_behind_a_long_hold_answers_busy_and_changes_nothing(
             holding.close()
         changing.finish()
         assert not changing.waited
+        assert len(answers) == 2
         for answer in answers:
             assert answer.status_code == 503, answer.text
             assert answer.headers["retry-after"] == "5"

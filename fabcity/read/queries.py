@@ -265,12 +265,7 @@ def cell_groups(
     other metric is a sum over cells of a kind, or of such sums, and a city cell is the sum
     of its sites' cells of its kind (its state included), so each value is the same to the
     last digit (tests/fabcity/read/test_series.py compares them)."""
-    city_level = (
-        names is not None
-        and f.site is None
-        and group_by not in ("site", "device")
-        and not metrics.BY_MACHINE.intersection(names)
-    )
+    city_level = names is not None and f.site is None and not reads_sites(names, group_by)
     cells = _cells(session, f.city.id, f.read_from, f.read_to, interval, f.zone, city_level)
     if f.site is not None:
         cells = {k: [c for c in cs if c.site == f.site] for k, cs in cells.items()}
@@ -394,11 +389,7 @@ def read_period(
 def reads_sites(names: Iterable[str], group_by: GroupBy | None) -> bool:
     """Whether these metrics, broken down so, need cells of each site and device: a breakdown
     by them, or a metric that counts machines (utilization)."""
-    if group_by in ("site", "device"):
-        return True
-    return any(
-        isinstance(m := metrics.METRICS[n].compute, metrics.FromTotals) and m.counts for n in names
-    )
+    return group_by in ("site", "device") or not metrics.BY_MACHINE.isdisjoint(names)
 
 
 def _start_of(row: Any, bucket: Bucket, first: date, zone: ZoneInfo) -> Start:
